@@ -1,0 +1,102 @@
+"""The scorer interface: a scorer turns a batch of generated samples into named metrics.
+
+Scorers are selected by name in a grid (``eval.scorers: [probe]``) through :func:`get_scorer`.
+Samples arrive as the sampler produced them: latents (N, C, H, W) of the dataset, with the
+class labels and captions they were prompted with. A scorer decodes latents to pixels itself
+(through the dataset's autoencoder) if it needs pixels. Every metric says whether it measures
+alignment (to the prompt) or fidelity (to the data), and which way is better; the leaderboard
+ranks on one alignment and one fidelity metric, as the paper did (CLIP score up, FID down).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from ablate.data.base import DatasetInfo
+from ablate.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str                                  # column name in the results, e.g. "fd_probe"
+    role: Literal["alignment", "fidelity"]
+    higher_is_better: bool
+    description: str
+
+
+@dataclass
+class ScoreContext:
+    """Everything a scorer may need besides the samples."""
+
+    dataset: DatasetInfo
+    data_dir: Path | None = None               # where the dataset's raw files are looked for
+    cache_dir: Path = Path("cache")            # probe weights, reference statistics (content-hashed)
+    weights_dir: Path | None = None            # explicit pretrained weights (--weights-dir)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    options: dict[str, Any] = field(default_factory=dict)  # per-scorer options from the grid
+
+
+class Scorer(ABC):
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[Metric, ...]]
+
+    def __init__(self, ctx: ScoreContext) -> None:
+        self.ctx = ctx
+
+    def check_available(self) -> None:
+        """Raise :class:`ablate.errors.ScorerUnavailableError` now if scoring would fail later."""
+
+    @abstractmethod
+    def provenance(self) -> dict[str, Any]:
+        """Model, pretrained tag, feature layer, reference set, resolution: shown with every score."""
+
+    @abstractmethod
+    def score(self, samples: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, float]:
+        """Metrics for one batch of samples (the whole setting's samples at once)."""
+
+
+_REGISTRY: dict[str, type[Scorer]] = {}
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def scorer_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_scorer(name: str, ctx: ScoreContext) -> Scorer:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"Unknown scorer {name!r}. Available scorers: {', '.join(sorted(_REGISTRY))}."
+        )
+    return _REGISTRY[name](ctx)
+
+
+def metric_info(name: str) -> Metric | None:
+    _load_builtin()
+    for cls in _REGISTRY.values():
+        for m in cls.metrics:
+            if m.name == name:
+                return m
+    return None
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in ("probe", "clip", "fid"):
+        try:
+            importlib.import_module(f"ablate.scorers.{module}")
+        except ModuleNotFoundError as err:  # a scorer module not written yet
+            if err.name != f"ablate.scorers.{module}":
+                raise
