@@ -1,0 +1,71 @@
+"""``python -m ablate leaderboard``: rank the variants of each grid's results (paper Table 1)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from ablate.errors import AblateError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="rank variants (Table 1), Table 2, validation loss and a fidelity-vs-steps plot",
+        description=(
+            "Rank the variants of a grid by repeated non-dominated sorting per control setting "
+            "(alignment up, fidelity down), averaged over settings as in the paper's Table 1. "
+            "Prints the tables and writes <out>/<grid>.md and <out>/<grid>-fidelity-vs-steps.png."
+        ),
+    )
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
+    p.add_argument("--grid", default=None, help="grid name (default: every grid found, one after another)")
+    p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
+                   help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
+    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="where to write .md and .png (default: leaderboard)")
+    p.add_argument("--alignment", default=None, metavar="METRIC",
+                   help="alignment metric, higher is better (default: first present of clip, align_probe)")
+    p.add_argument("--fidelity", default=None, metavar="METRIC",
+                   help="fidelity metric, lower is better (default: first present of fid_clip, fd_probe)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
+    from ablate.results import grids_in, load_records
+
+    results: Path = args.results
+    grids = [args.grid] if args.grid else grids_in(results) if results.is_dir() else []
+    if not grids:
+        raise AblateError(
+            f"No results found in {str(results)!r}: it has no result records "
+            "(<grid>/<dataset>/<variant>/seed<k>/records/*.json). Make some with "
+            "`python -m ablate run grids/smoke.yaml`, or point --results at the directory that holds them."
+        )
+    console = Console()
+    err = Console(stderr=True)
+    csv_parts: list[str] = []
+    for grid in grids:
+        frame = load_records(results, grid)
+        if frame.empty:
+            raise AblateError(
+                f"No result records for grid {grid!r} in {str(results / grid)!r}. Grids with results "
+                f"there: {', '.join(grids_in(results)) or 'none'}. Make results with "
+                f"`python -m ablate run grids/{grid}.yaml`."
+            )
+        lb = build_leaderboard(frame, grid, alignment=args.alignment, fidelity=args.fidelity)
+        written = write_outputs(lb, args.out)
+        if args.format == "table":
+            render_console(lb, console)
+        elif args.format == "markdown":
+            sys.stdout.write(render_markdown(lb, figure=written[1].name) + "\n")
+        else:
+            text = table1_csv(lb)
+            csv_parts.append(text if not csv_parts else text.split("\n", 1)[1])
+        err.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, markup=False, style="dim")
+    if csv_parts:
+        sys.stdout.write("".join(csv_parts))
+    return 0

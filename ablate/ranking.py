@@ -1,0 +1,165 @@
+"""Ranking variants as the paper's Table 1 does, and the Table 2 / validation views (pure pandas).
+
+Protocol (Esser et al. 2024, section 5.1): a *control setting* is (dataset, steps, cfg,
+time_grid, weights). Metrics are first averaged over seeds per (variant, setting); then, in each
+setting, the variants are ranked by repeated non-dominated sorting on (alignment up, fidelity
+down): the Pareto front gets rank 1, is removed, the next front gets rank 2, and so on. A
+variant's score is its rank averaged over all settings ("all"), over the 5-step settings and over
+the 50-step settings. Lower is better.
+
+NaN: a metric that is NaN for any seed makes the (variant, setting) value NaN (a failed seed is
+not hidden by averaging the others), and NaN points rank after every front of that setting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ablate.errors import ConfigError
+from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_KEYS
+
+ALIGNMENT_METRICS = ("clip", "align_probe")  # first present is used; higher is better
+FIDELITY_METRICS = ("fid_clip", "fd_probe")  # first present is used; lower is better
+CELL_KEYS = ("variant",) + SETTING_KEYS
+
+
+def non_dominated_ranks(
+    alignment: np.ndarray, fidelity: np.ndarray, alignment_higher: bool = True, fidelity_lower: bool = True,
+) -> np.ndarray:
+    """Rank points by repeated non-dominated sorting (1 = Pareto front).
+
+    p dominates q iff p is at least as good as q in both objectives and strictly better in one,
+    so identical points never dominate each other and share a front. Points with a NaN in either
+    objective all get the rank after the last front (rank 1 if no point is finite).
+    """
+    a = np.asarray(alignment, dtype=float)
+    f = np.asarray(fidelity, dtype=float)
+    if a.ndim != 1 or a.shape != f.shape:
+        raise ValueError(f"alignment and fidelity must be 1-D of equal length, got {a.shape} and {f.shape}")
+    cost = np.stack([-a if alignment_higher else a, f if fidelity_lower else -f], axis=1)  # lower is better
+    valid = ~np.isnan(cost).any(axis=1)
+    le = (cost[:, None, :] <= cost[None, :, :]).all(axis=2)
+    lt = (cost[:, None, :] < cost[None, :, :]).any(axis=2)
+    dominates = le & lt  # dominates[p, q]: p dominates q
+    ranks = np.zeros(len(a), dtype=int)
+    remaining = valid.copy()
+    rank = 1
+    while remaining.any():
+        dominated = dominates[remaining].any(axis=0)
+        front = remaining & ~dominated
+        ranks[front] = rank
+        remaining &= ~front
+        rank += 1
+    ranks[~valid] = rank
+    return ranks
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """The metric columns of a :func:`ablate.results.load_records` frame."""
+    reserved = set(SCALAR_KEYS) | set(DICT_KEYS) | {"record", "path"}
+    return [
+        c for c in frame.columns
+        if c not in reserved and not c.startswith(("train_", "eval_")) and frame[c].notna().any()
+    ]
+
+
+def choose_metric(frame: pd.DataFrame, role: str, override: str | None = None) -> str:
+    """The alignment or fidelity metric to rank on: ``override``, else the first present default."""
+    available = metric_columns(frame)
+    defaults = ALIGNMENT_METRICS if role == "alignment" else FIDELITY_METRICS
+    if override is not None:
+        if override not in available:
+            raise ConfigError(
+                f"The {role} metric {override!r} (--{role}) is not in these results. Metrics "
+                f"present: {', '.join(available) or 'none'}."
+            )
+        return override
+    for name in defaults:
+        if name in available:
+            return name
+    raise ConfigError(
+        f"None of the default {role} metrics ({', '.join(defaults)}) is in these results; metrics "
+        f"present: {', '.join(available) or 'none'}. Pass --{role} METRIC to choose one."
+    )
+
+
+def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
+    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN) and the seed count."""
+    grouped = frame.groupby(list(CELL_KEYS), dropna=False, sort=True)
+    means = grouped[[alignment, fidelity]].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
+    means["seeds"] = grouped["seed"].nunique()
+    return means.reset_index()
+
+
+def setting_ranks(means: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
+    """``means`` with a ``rank`` column: non-dominated rank of each variant within its setting."""
+    ranked = means.copy()
+    ranked["rank"] = 0
+    for _, idx in ranked.groupby(list(SETTING_KEYS), dropna=False).groups.items():
+        ranked.loc[idx, "rank"] = non_dominated_ranks(
+            ranked.loc[idx, alignment].to_numpy(), ranked.loc[idx, fidelity].to_numpy()
+        )
+    return ranked
+
+
+def table1(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Average rank per variant: "all", "5 steps", "50 steps" (NaN when no such setting), "settings".
+
+    Sorted by "all" (then by variant name).
+    """
+    by_variant = ranks.groupby("variant")
+    table = pd.DataFrame({
+        "all": by_variant["rank"].mean(),
+        "5 steps": ranks[ranks["steps"] == 5].groupby("variant")["rank"].mean(),
+        "50 steps": ranks[ranks["steps"] == 50].groupby("variant")["rank"].mean(),
+        "settings": by_variant["rank"].size(),
+    })
+    table = table.rename_axis("variant").reset_index()
+    return table.sort_values(["all", "variant"], kind="stable").reset_index(drop=True)
+
+
+def table2(
+    means: pd.DataFrame, alignment: str, fidelity: str, order: list[str], steps: int = 25, weights: str = "ema",
+) -> pd.DataFrame:
+    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2).
+
+    Columns ``"<dataset> <metric>"``; when a dataset has several (cfg, time_grid) at these steps,
+    the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
+    """
+    sel = means[(means["steps"] == steps) & (means["weights"] == weights)]
+    if sel.empty:
+        return pd.DataFrame(columns=["variant"])
+    several = sel.groupby("dataset")[["cfg", "time_grid"]].apply(lambda d: len(d.drop_duplicates()) > 1)
+    columns: dict[str, pd.Series] = {}
+    for (dataset, cfg, time_grid), part in sel.groupby(["dataset", "cfg", "time_grid"], sort=True):
+        label = f"{dataset} cfg={cfg:g} {time_grid}" if several[dataset] else str(dataset)
+        part = part.set_index("variant")
+        columns[f"{label} {alignment}"] = part[alignment]
+        columns[f"{label} {fidelity}"] = part[fidelity]
+    return _in_order(pd.DataFrame(columns), order)
+
+
+def validation_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per variant and dataset: seed-mean ``val_loss`` (native) and ``val_x0_mse`` (cross-formulation).
+
+    The training summary repeats in every record of a cell, so each (variant, dataset, seed)
+    counts once. Columns ``"<dataset> val_loss"``, ``"<dataset> val_x0_mse"``.
+    """
+    keys = ["train_val_loss", "train_val_x0_mse"]
+    present = [k for k in keys if k in frame]
+    if not present:
+        return pd.DataFrame(columns=["variant"])
+    cells = frame.drop_duplicates(["variant", "dataset", "seed"])
+    means = cells.groupby(["variant", "dataset"])[present].mean()
+    columns: dict[str, pd.Series] = {}
+    for dataset in sorted(cells["dataset"].unique()):
+        part = means.xs(dataset, level="dataset")
+        for key in present:
+            columns[f"{dataset} {key.removeprefix('train_')}"] = part[key]
+    return _in_order(pd.DataFrame(columns), order)
+
+
+def _in_order(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    rows = [v for v in order if v in table.index] + sorted(v for v in table.index if v not in order)
+    return table.loc[rows].rename_axis("variant").reset_index()

@@ -1,0 +1,340 @@
+"""The results store: one JSON record per (grid, dataset, variant, seed, sampler setting, weights).
+
+Layout (``results_dir`` defaults to ``results/``)::
+
+    <grid>/<dataset>/<variant-slug>/seed<k>/records/<steps>steps-cfg<cfg>-<time_grid>-<weights>.json
+
+A record holds the control setting, the metrics (named as the scorers name them, e.g.
+``fd_probe``), the training summary of its cell (``train``), the evaluation cost (``eval``), the
+formulation's metadata with its "our choice" notes, every scorer's provenance, the resolved grid
+config of the cell and a provenance stamp (version, git commit, device, creation time, UTC).
+
+Why JSON files rather than Parquet: a record is written once, by one worker, the moment its
+setting is scored, so one small file per record makes the store resumable per setting (a finished
+setting is a file that exists) and safe under many concurrent workers without a database or
+locks; each file is written atomically (temp file + fsync + ``os.replace``), so a crash never
+leaves a half-written record; a person can read or diff any number with a text editor; and it
+needs no extra dependency (pyarrow). The store is small (24 settings x variants x seeds), so
+reading it into one :class:`pandas.DataFrame` with :func:`load_records` is instant.
+
+NaN and infinite metric values are written as JSON's common extensions ``NaN``/``Infinity``
+(Python's :mod:`json` reads them back exactly).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ablate import __version__
+from ablate.errors import ResultsError
+
+REQUIRED_KEYS = ("grid", "variant", "dataset", "seed", "steps", "cfg", "time_grid", "weights", "metrics")
+SETTING_KEYS = ("dataset", "steps", "cfg", "time_grid", "weights")
+# Top-level scalar fields that become DataFrame columns as they are.
+SCALAR_KEYS = REQUIRED_KEYS[:-1] + ("nfe", "num_samples", "version", "git_commit", "device", "created")
+DICT_KEYS = ("formulation", "scorers", "config")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
+
+
+# ---------------------------------------------------------------------------------- atomic writes
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over
+    ``path``; the directory is created if missing. Raises :class:`ResultsError` naming the
+    directory when it cannot be created or written.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ResultsError(
+            f"Cannot write {path.name!r} into the directory {str(directory)!r}: {err.strerror or err}. "
+            "Check that the directory (or its parent) exists, is writable and has free space, "
+            "or choose another location."
+        ) from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise ResultsError(
+                f"Cannot write {path.name!r} into the directory {str(directory)!r}: "
+                f"{err.strerror or err}. Check that it is writable and has free space."
+            ) from err
+        raise
+    _fsync_dir(directory)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (keys in insertion order), atomically.
+
+    numpy scalars/arrays, torch scalars and paths are converted; NaN/inf are kept (see module doc).
+    """
+    try:
+        text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ResultsError(
+            f"Cannot write {str(path)!r}: the record is not JSON-serialisable ({err}). "
+            "Records may hold numbers, strings, booleans, None, lists and dicts (numpy/torch "
+            "scalars and arrays are converted)."
+        ) from err
+    write_text_atomic(path, text + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------- layout
+
+_SLUG_IDENT = r"[A-Za-z][A-Za-z0-9]*"
+_SLUG_NUM = r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
+_SLUG_SEGMENT = rf"{_SLUG_IDENT}(?:\({_SLUG_NUM}(?:, {_SLUG_NUM})*\))?"
+_CANONICAL = re.compile(rf"{_SLUG_SEGMENT}(?:/{_SLUG_SEGMENT})*")
+_MAX_NAME = 200
+
+
+def variant_slug(variant: str) -> str:
+    """A filesystem-safe, injective directory name for a variant name.
+
+    Canonical names (segments ``name`` or ``name(num, num, ...)`` joined by ``/``) map readably:
+    ``/`` -> ``__``, ``(`` -> ``_``, ``, `` -> ``_``, ``)`` -> ``_``, so
+    ``"rf/lognorm(0.00, 1.00)"`` -> ``"rf__lognorm_0.00_1.00_"``. This is injective because the
+    slug parses back uniquely: after a name, ``__`` is a ``/`` and ``_`` opens the arguments (a
+    number never starts with ``_``); after a number, ``_`` followed by a number is ``, `` and
+    otherwise ``)``. Any other string gets ``x-`` followed by an escaped form (``[A-Za-z0-9.]``
+    kept, every other character as ``-<hex code point>-``), which decodes uniquely too and never
+    collides with a readable slug (those never have ``-`` right after their first name).
+    """
+    if _CANONICAL.fullmatch(variant):
+        slug = variant.replace("/", "__").replace(", ", "_").replace("(", "_").replace(")", "_")
+    else:
+        slug = "x-" + "".join(c if (c.isascii() and (c.isalnum() or c == ".")) else f"-{ord(c):x}-" for c in variant)
+    if not variant or len(slug) > _MAX_NAME:
+        raise ResultsError(
+            f"The variant name {variant!r} cannot be a results directory name: it is empty or its "
+            f"directory form is longer than {_MAX_NAME} characters. Use the canonical variant name "
+            "(e.g. 'rf/lognorm(0.00, 1.00)')."
+        )
+    return slug
+
+
+def _check_name(kind: str, value: Any) -> str:
+    text = str(value)
+    if not _SAFE_NAME.fullmatch(text) or len(text) > _MAX_NAME:
+        raise ResultsError(
+            f"The {kind} {text!r} cannot be used in a results path: it must start with a letter or "
+            "digit and contain only letters, digits, '.', '_' and '-'."
+        )
+    return text
+
+
+def cell_dir(results_dir: Path, grid: str, dataset: str, variant: str, seed: int) -> Path:
+    """The directory of one training cell: ``results_dir/<grid>/<dataset>/<variant-slug>/seed<k>``."""
+    return (
+        Path(results_dir) / _check_name("grid name", grid) / _check_name("dataset name", dataset)
+        / variant_slug(variant) / f"seed{int(seed)}"
+    )
+
+
+def record_path(
+    results_dir: Path, grid: str, dataset: str, variant: str, seed: int,
+    steps: int, cfg: float, time_grid: str, weights: str,
+) -> Path:
+    """Where the record of one sampler setting lives (cfg written as Python writes a float, e.g. 5.0)."""
+    try:
+        steps, cfg, seed = int(steps), float(cfg), int(seed)
+    except (TypeError, ValueError) as err:
+        raise ResultsError(
+            f"The record of variant {variant!r} has steps={steps!r}, cfg={cfg!r}, seed={seed!r}: "
+            "steps and seed must be integers and cfg a number."
+        ) from err
+    name = f"{steps}steps-cfg{cfg!r}-{_check_name('time grid', time_grid)}-{_check_name('weights', weights)}.json"
+    return cell_dir(results_dir, grid, dataset, variant, seed) / "records" / name
+
+
+# ---------------------------------------------------------------------------------- write / read
+
+def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
+    """Validate the record's keys and write it atomically at its :func:`record_path`; returns the path.
+
+    Writing a record again (the same grid/dataset/variant/seed/setting/weights) replaces it.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ResultsError(
+            f"A result record for variant {record.get('variant')!r} lacks the keys {missing}; every "
+            f"record needs {list(REQUIRED_KEYS)} (see ablate/results.py)."
+        )
+    if not isinstance(record["metrics"], dict):
+        raise ResultsError(
+            f"The record for variant {record['variant']!r} has 'metrics' of type "
+            f"{type(record['metrics']).__name__}; it must be a dict of metric name -> number."
+        )
+    clash = sorted(set(record["metrics"]) & set(_reserved_columns()))
+    if clash:
+        raise ResultsError(
+            f"The metric names {clash} of variant {record['variant']!r} clash with record columns; "
+            "rename the metrics (e.g. 'fd_probe')."
+        )
+    path = record_path(
+        results_dir, record["grid"], record["dataset"], record["variant"], record["seed"],
+        record["steps"], record["cfg"], record["time_grid"], record["weights"],
+    )
+    write_json_atomic(path, record)
+    return path
+
+
+def record_files(results_dir: Path, grid: str | None = None) -> list[Path]:
+    """Every record file of one grid (or of all grids), sorted."""
+    pattern = f"{_check_name('grid name', grid) if grid else '*'}/*/*/seed*/records/*.json"
+    return sorted(Path(results_dir).glob(pattern))
+
+
+def grids_in(results_dir: Path) -> list[str]:
+    """Names of the grids that have at least one record."""
+    return sorted({p.relative_to(results_dir).parts[0] for p in record_files(results_dir)})
+
+
+def load_records(results_dir: Path, grid: str | None = None) -> pd.DataFrame:
+    """Every record as one DataFrame row.
+
+    Columns: the scalar keys (grid, variant, dataset, seed, steps, cfg, time_grid, weights, nfe,
+    num_samples, version, git_commit, device, created); one column per metric named as the metric
+    (missing metrics are NaN); ``train_<key>`` and ``eval_<key>`` for the train/eval summaries
+    (``train_val_x0_mse_by_t`` holds a list); ``formulation``, ``scorers``, ``config`` as dicts;
+    ``record`` (the whole nested record) and ``path``. An empty store gives an empty frame with the
+    scalar columns. A file that does not parse raises :class:`ResultsError` naming it.
+    """
+    rows = [_flatten(_read_record(p), p) for p in record_files(results_dir, grid)]
+    if not rows:
+        return pd.DataFrame(columns=list(SCALAR_KEYS))
+    frame = pd.DataFrame(rows)
+    for key in SCALAR_KEYS:
+        if key not in frame:
+            frame[key] = None
+    return frame
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResultsError(
+            f"The result record {str(path)!r} cannot be read ({err}). Records are written "
+            "atomically, so this file was changed by something else: delete it and rerun the "
+            "grid to regenerate it."
+        ) from err
+    if not isinstance(record, dict) or any(k not in record for k in REQUIRED_KEYS):
+        raise ResultsError(
+            f"The file {str(path)!r} is not a result record: it must be a JSON object with the "
+            f"keys {list(REQUIRED_KEYS)}. Remove it from the results directory."
+        )
+    return record
+
+
+def _reserved_columns() -> tuple[str, ...]:
+    return SCALAR_KEYS + DICT_KEYS + ("record", "path")
+
+
+def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {k: record.get(k) for k in SCALAR_KEYS}
+    for name, value in record["metrics"].items():
+        row[name] = math.nan if value is None else value
+    for prefix in ("train", "eval"):
+        for key, value in (record.get(prefix) or {}).items():
+            row[f"{prefix}_{key}"] = value
+    for key in DICT_KEYS:
+        row[key] = record.get(key) or {}
+    row["record"] = record
+    row["path"] = str(path)
+    return row
+
+
+# ------------------------------------------------------------------------------------ provenance
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from (``+dirty`` if it has local changes); None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None
+
+
+def provenance_stamp(device: str | None = None) -> dict[str, Any]:
+    """``{version, git_commit, device, created}`` for a record; ``device`` defaults to the torch device in use.
+
+    ``created`` is UTC in ISO 8601 with a ``Z`` (e.g. ``2026-11-22T18:00:00Z``).
+    """
+    if device is None:
+        device = _default_device()
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return {"version": __version__, "git_commit": git_commit(), "device": device, "created": created}
+
+
+def _default_device() -> str:
+    import torch  # only the writer needs torch; the leaderboard does not
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return "cpu"

@@ -1,0 +1,211 @@
+"""Non-dominated ranks, Table 1 averages, rendered outputs and the ``leaderboard`` command."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablate.cli import main
+from ablate.leaderboard import build_leaderboard, render_markdown, write_outputs
+from ablate.ranking import non_dominated_ranks
+from ablate.results import load_records, provenance_stamp, write_record
+
+SD3_SETTINGS = [(50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0)]  # (steps, cfg)
+VARIANTS = {"rf/lognorm(0.00, 1.00)": 3.0, "rf": 2.0, "eps/linear": 1.0, "edm(-1.20, 1.20)": 0.0}  # quality
+DATASETS = ("fashion-mnist", "cc-tiny")
+
+
+# ------------------------------------------------------------------------------ non-dominated ranks
+
+def test_ranks_ties_and_identical_points():
+    # identical points share a front; the dominated one comes next
+    assert non_dominated_ranks(np.array([1.0, 1.0, 0.0]), np.array([1.0, 1.0, 2.0])).tolist() == [1, 1, 2]
+    # equal in one objective: the strictly better one in the other dominates
+    assert non_dominated_ranks(np.array([1.0, 1.0]), np.array([1.0, 2.0])).tolist() == [1, 2]
+    assert non_dominated_ranks(np.array([1.0, 2.0]), np.array([1.0, 1.0])).tolist() == [2, 1]
+
+
+def test_ranks_chain_incomparable_directions_nan():
+    a, f = np.array([1.0, 2.0, 3.0, 4.0]), np.array([4.0, 3.0, 2.0, 1.0])
+    assert non_dominated_ranks(a, f).tolist() == [4, 3, 2, 1]  # total order
+    assert non_dominated_ranks(a, a).tolist() == [1, 1, 1, 1]  # every pair trades off
+    assert non_dominated_ranks(a, f, alignment_higher=False, fidelity_lower=False).tolist() == [1, 2, 3, 4]
+    ranks = non_dominated_ranks(np.array([1.0, np.nan, 0.0, 2.0]), np.array([1.0, 0.0, np.nan, 0.5]))
+    assert ranks.tolist() == [2, 3, 3, 1]
+    assert non_dominated_ranks(np.array([np.nan]), np.array([1.0])).tolist() == [1]
+    assert non_dominated_ranks(np.array([]), np.array([])).tolist() == []
+
+
+def _brute_force_ranks(points: list[tuple[float, float]]) -> list[int]:
+    """Peel fronts by checking every pair among the remaining points (O(n^3)); lower is better in both."""
+    ranks = [0] * len(points)
+    remaining, rank = set(range(len(points))), 1
+    while remaining:
+        front = {
+            q for q in remaining
+            if not any(
+                all(points[p][k] <= points[q][k] for k in (0, 1)) and any(points[p][k] < points[q][k] for k in (0, 1))
+                for p in remaining
+            )
+        }
+        for q in front:
+            ranks[q] = rank
+        remaining -= front
+        rank += 1
+    return ranks
+
+
+def test_ranks_match_brute_force_with_many_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 25))
+        a, f = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float)
+        higher, lower = bool(rng.integers(2)), bool(rng.integers(2))
+        points = [(-x if higher else x, y if lower else -y) for x, y in zip(a, f)]
+        assert non_dominated_ranks(a, f, higher, lower).tolist() == _brute_force_ranks(points)
+
+
+# ------------------------------------------------------------------------------------- synthetic data
+
+def _record(variant: str, dataset: str, seed: int, steps: int, cfg: float, weights: str,
+            metrics: dict[str, float], grid: str = "smoke") -> dict:
+    return {
+        "grid": grid, "variant": variant, "dataset": dataset, "seed": seed, "steps": steps, "cfg": cfg,
+        "time_grid": "own", "weights": weights, "nfe": steps * (1 if cfg == 1.0 else 2), "num_samples": 200,
+        "metrics": metrics,
+        "train": {"max_steps": 300, "best_step": 200, "val_loss": 0.4 - 0.01 * seed,
+                  "val_x0_mse": 0.1 + 0.01 * len(variant), "val_x0_mse_by_t": [0.1] * 8},
+        "eval": {"wall_s": 1.0, "gpu_hours": 0.0},
+        "formulation": {"name": variant},
+        "scorers": {"probe": {"model": "probe-cnn-v1", "pretrained": "trained-here", "feature_layer": "penultimate",
+                              "reference_set": f"{dataset}/test", "resolution": 28}},
+        "config": {},
+        **provenance_stamp(device="cpu"),
+    }
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """4 variants x 2 datasets x 2 seeds x the SD3 six settings x ema/raw = 192 records."""
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(1)
+    for (variant, q), dataset, seed, (steps, cfg), weights in itertools.product(
+        VARIANTS.items(), DATASETS, (0, 1), SD3_SETTINGS, ("ema", "raw")
+    ):
+        noise = rng.normal(0, 0.1)
+        metrics = {"fd_probe": 20.0 - 2 * q + 30.0 / steps + abs(cfg - 3) + noise,
+                   "align_probe": 0.5 + 0.05 * q + 0.01 * cfg + 0.01 * noise}
+        write_record(root, _record(variant, dataset, seed, steps, cfg, weights, metrics))
+    return root
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+def test_table1_matches_hand_computation(tmp_path: Path):
+    # (alignment, fidelity) per setting, as seed means; seeds are mean +- delta on fidelity
+    values = {
+        (5, "rf"): (0.9, 10.0), (5, "eps/linear"): (0.8, 20.0), (5, "edm/cos"): (0.9, 10.0),
+        (50, "rf"): (0.5, 30.0), (50, "eps/linear"): (0.9, 5.0), (50, "edm/cos"): (0.6, 40.0),
+        (25, "rf"): (0.3, 1.0), (25, "eps/linear"): (0.2, 2.0), (25, "edm/cos"): (0.1, 3.0),
+    }
+    for (steps, variant), (a, f) in values.items():
+        for seed, delta in ((0, -5.0 if variant == "rf" else 0.0), (1, 5.0 if variant == "rf" else 0.0)):
+            write_record(tmp_path, _record(variant, "d", seed, steps, 5.0, "ema",
+                                           {"align_probe": a, "fd_probe": f + delta}, grid="tiny"))
+    lb = build_leaderboard(load_records(tmp_path, "tiny"), "tiny")
+    # ranks by setting: 5 steps rf 1, eps 2, edm 1 (rf ties edm only after seed averaging);
+    # 50 steps eps 1, rf 2, edm 2; 25 steps rf 1, eps 2, edm 3
+    expected = pd.DataFrame({
+        "variant": ["rf", "eps/linear", "edm/cos"],
+        "all": [4 / 3, 5 / 3, 2.0], "5 steps": [1.0, 2.0, 1.0], "50 steps": [2.0, 1.0, 2.0], "settings": [3, 3, 3],
+    })
+    pd.testing.assert_frame_equal(lb.table1, expected, check_dtype=False)
+    assert lb.alignment == "align_probe" and lb.fidelity == "fd_probe"
+
+
+def test_leaderboard_tables_and_header(results: Path):
+    lb = build_leaderboard(load_records(results, "smoke"), "smoke")
+    assert lb.table1["variant"].tolist() == list(VARIANTS)  # quality order
+    assert (lb.table1["settings"] == 24).all() and lb.table1["all"].is_monotonic_increasing
+    assert set(lb.means["seeds"]) == {2}
+    assert lb.table2.columns.tolist() == ["variant", "cc-tiny align_probe", "cc-tiny fd_probe",
+                                          "fashion-mnist align_probe", "fashion-mnist fd_probe"]
+    assert "fashion-mnist val_x0_mse" in lb.validation.columns and len(lb.validation) == 4
+    header = "\n".join(lb.header)
+    assert "24 control settings" in header and "seeds per (variant, setting): 2" in header
+    assert "probe-cnn-v1" in header and "penultimate" in header and "samples per setting: 200" in header
+    assert "MIXED" not in header
+
+
+def test_outputs_written(results: Path, tmp_path: Path):
+    lb = build_leaderboard(load_records(results, "smoke"), "smoke")
+    md, png = write_outputs(lb, tmp_path / "lb")
+    assert md == tmp_path / "lb" / "smoke.md" and png == tmp_path / "lb" / "smoke-fidelity-vs-steps.png"
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    text = md.read_text()
+    assert text == render_markdown(lb, figure=png.name)
+    for needle in ("## Table 1", "## Table 2", "## Validation loss", "never across",
+                   "smoke-fidelity-vs-steps.png", *VARIANTS):
+        assert needle in text, needle
+    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [png.name, md.name]  # no temp files
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_table_markdown_csv(results: Path, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "lb"
+    assert main(["leaderboard", "--results", str(results), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for variant in VARIANTS:
+        assert variant in printed
+    assert "Table 1" in printed and (out / "smoke.md").exists() and (out / "smoke-fidelity-vs-steps.png").exists()
+
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table.columns.tolist() == ["grid", "variant", "all", "5 steps", "50 steps", "settings"]
+    assert table["variant"].tolist() == list(VARIANTS)
+
+    assert main(["leaderboard", "--results", str(results), "--grid", "smoke", "--out", str(out),
+                 "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.startswith("# Leaderboard: smoke")
+
+
+def test_cli_errors(results: Path, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    missing = tmp_path / "nothing-here"
+    assert main(["leaderboard", "--results", str(missing), "--out", str(tmp_path / "lb")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "python -m ablate run grids/smoke.yaml" in err
+    assert "\n\n" not in err.strip() and "Traceback" not in err
+    assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb"),
+                 "--fidelity", "fid_inception"]) == 2
+    err = capsys.readouterr().err
+    assert "fid_inception" in err and "fd_probe" in err
+    assert not (tmp_path / "lb").exists()
+
+
+def test_mixed_provenance_within_a_dataset_is_flagged(tmp_path: Path):
+    for variant, seed in itertools.product(("rf", "eps/linear"), (0, 1)):
+        rec = _record(variant, "d", seed, 25, 5.0, "ema", {"align_probe": 0.5, "fd_probe": 1.0 + seed}, grid="g")
+        rec["scorers"]["probe"]["reference_set"] = f"d/test-v{seed}"  # seed 1 scored against another set
+        write_record(tmp_path, rec)
+    header = "\n".join(build_leaderboard(load_records(tmp_path, "g"), "g").header)
+    assert "MIXED provenance within d" in header and "d/test-v0" in header and "d/test-v1" in header
+
+
+def test_provenance_names_the_scorer_of_each_metric():
+    from ablate.leaderboard import _scorers_of
+
+    scorers = {"clip": {"model": "ViT-L-14"}, "fid_clip": {"model": "ViT-L-14", "reference_set": "r"},
+               "probe": {"model": "cnn"}}
+    assert _scorers_of("fid_clip", scorers) == ["fid_clip"]
+    assert _scorers_of("clip", scorers) == ["clip"]
+    assert _scorers_of("fd_probe", scorers) == ["probe"]
+    assert _scorers_of("x", {"s": {"metrics": ["x"]}, "t": {}}) == ["s"]

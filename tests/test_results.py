@@ -1,0 +1,175 @@
+"""The results store: atomic writes, layout, injective variant slugs, DataFrame round trip."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablate.errors import ResultsError
+from ablate.results import (
+    cell_dir, git_commit, grids_in, load_records, provenance_stamp, record_path, variant_slug,
+    write_json_atomic, write_record,
+)
+
+SD3_VARIANTS = (
+    ["eps/linear", "v/linear", "eps/cos", "v/cos", "rf", "rf/cosmap", "edm/rf", "edm/cos"]
+    + [f"rf/mode({s:.2f})" for s in [*np.linspace(-1, 1.75, 7), 1.0, 0.0]]
+    + [f"rf/lognorm({m:.2f}, {s:.2f})" for m in (-1, -0.5, 0, 0.5, 1) for s in (0.2, 0.6, 1.0, 1.4, 1.8, 2.2)]
+    + [f"edm({pm:.2f}, {ps:.2f})" for pm in (-1.2, -0.6, 0, 0.6, 1.2) for ps in (0.6, 1.2, 1.8)]
+)
+
+
+def record(variant: str = "rf/lognorm(0.00, 1.00)", **overrides) -> dict:
+    rec = {
+        "grid": "smoke", "variant": variant, "dataset": "fashion-mnist", "seed": 0,
+        "steps": 25, "cfg": 5.0, "time_grid": "own", "weights": "ema", "nfe": 50, "num_samples": 100,
+        "metrics": {"fd_probe": 12.3, "align_probe": 0.81},
+        "train": {"max_steps": 300, "best_step": 200, "val_loss": 0.41, "val_x0_mse": 0.12,
+                  "val_x0_mse_by_t": [0.1] * 8, "wall_s": 10.2},
+        "eval": {"wall_s": 3.1, "gpu_hours": 0.0},
+        "formulation": {"path": "rf", "notes": ["our choice: x"]},
+        "scorers": {"probe": {"model": "probe-cnn", "resolution": 28}},
+        "config": {"train": {"max_steps": 300}},
+        **provenance_stamp(device="cpu"),
+    }
+    rec.update(overrides)
+    return rec
+
+
+def test_slug_example_and_safe():
+    assert variant_slug("rf/lognorm(0.00, 1.00)") == "rf__lognorm_0.00_1.00_"
+    for v in SD3_VARIANTS:
+        s = variant_slug(v)
+        assert all(c.isalnum() or c in "._-" for c in s), s
+        assert s not in (".", "..")
+
+
+def _random_names(rng: random.Random, n: int) -> list[str]:
+    """Canonical-looking names built from few tokens so that near-collisions are common."""
+    idents, nums = ["a", "rf", "x", "e1", "mode"], ["0", "1", "-1", "0.5", "1e-05", "10"]
+    names = []
+    for _ in range(n):
+        segs = []
+        for _ in range(rng.randint(1, 3)):
+            ident = rng.choice(idents)
+            k = rng.randint(0, 2)
+            segs.append(ident if k == 0 else f"{ident}({', '.join(rng.choice(nums) for _ in range(k))})")
+        names.append("/".join(segs))
+    return names
+
+
+def test_slug_injective():
+    assert len({variant_slug(v) for v in SD3_VARIANTS}) == len(set(SD3_VARIANTS)) == 62  # 61 + plain rf
+    rng = random.Random(0)
+    names = set(_random_names(rng, 3000))
+    # non-canonical spellings and odd characters take the escaped form and must not collide either
+    names |= {"rf/lognorm(0.00,1.00)", "rf/lognorm(0.00,  1.00)", "rf__lognorm_0.00_1.00_", "a b", "a_b",
+              "a-b", "a/b", "a(b)", "a)b(", "x-2f-", "x/", "rf/", "../rf", "ü", "a,b"}
+    names |= {"".join(rng.choice("a(,) /_-x1.") for _ in range(rng.randint(1, 6))) for _ in range(3000)}
+    slugs = {}
+    for name in names:
+        slug = variant_slug(name)
+        assert slug not in slugs, (name, slugs.get(slug))
+        slugs[slug] = name
+        assert all(c.isalnum() or c in "._-" for c in slug) and slug not in (".", "..")
+
+
+def test_record_path_layout(tmp_path: Path):
+    p = record_path(tmp_path, "smoke", "fashion-mnist", "rf/mode(1.29)", 3, 5, 5, "own", "raw")
+    assert p == tmp_path / "smoke/fashion-mnist/rf__mode_1.29_/seed3/records/5steps-cfg5.0-own-raw.json"
+    assert p.parent.parent == cell_dir(tmp_path, "smoke", "fashion-mnist", "rf/mode(1.29)", 3)
+    with pytest.raises(ResultsError, match="grid name"):
+        record_path(tmp_path, "../evil", "fashion-mnist", "rf", 0, 5, 5.0, "own", "ema")
+
+
+def test_write_and_load_round_trip(tmp_path: Path):
+    variants = ["rf", "eps/linear", "rf/lognorm(0.00, 1.00)"]
+    for v, seed, weights in itertools.product(variants, (0, 1), ("ema", "raw")):
+        write_record(tmp_path, record(v, seed=seed, weights=weights,
+                                      metrics={"fd_probe": np.float32(seed + 1.5), "align_probe": 0.5}))
+    write_record(tmp_path, record("rf", grid="other", metrics={"fd_probe": float("nan"), "clip": 0.3}))
+    df = load_records(tmp_path, "smoke")
+    assert len(df) == 12 and set(df["variant"]) == set(variants)
+    for col in ("grid", "variant", "dataset", "seed", "steps", "cfg", "time_grid", "weights", "nfe",
+                "num_samples", "fd_probe", "align_probe", "train_val_loss", "train_val_x0_mse",
+                "train_val_x0_mse_by_t", "eval_wall_s", "formulation", "scorers", "config", "record",
+                "version", "git_commit", "device", "created"):
+        assert col in df.columns, col
+    assert "clip" not in df.columns  # only the other grid has it
+    assert sorted(df["fd_probe"].unique()) == [1.5, 2.5]
+    assert df["train_val_x0_mse_by_t"].iloc[0] == [0.1] * 8
+    assert df["scorers"].iloc[0]["probe"]["model"] == "probe-cnn"
+    assert df["record"].iloc[0]["formulation"]["notes"] == ["our choice: x"]
+    both = load_records(tmp_path)
+    assert len(both) == 13 and math.isnan(both.loc[both["grid"] == "other", "fd_probe"].iloc[0])
+    assert grids_in(tmp_path) == ["other", "smoke"]
+    # rewriting a record replaces it: still one file per setting
+    write_record(tmp_path, record("rf", metrics={"fd_probe": 9.0, "align_probe": 0.5}))
+    assert len(load_records(tmp_path, "smoke")) == 12
+
+
+def test_load_empty_and_corrupt(tmp_path: Path):
+    assert load_records(tmp_path / "missing").empty
+    path = write_record(tmp_path, record())
+    path.write_text('{"grid": "smoke", "vari')
+    with pytest.raises(ResultsError, match=str(path)):
+        load_records(tmp_path)
+
+
+def test_write_record_validates(tmp_path: Path):
+    bad = record()
+    del bad["weights"]
+    with pytest.raises(ResultsError, match="weights"):
+        write_record(tmp_path, bad)
+    with pytest.raises(ResultsError, match="clash"):
+        write_record(tmp_path, record(metrics={"seed": 1.0}))
+
+
+def test_write_json_atomic_no_partial_file(tmp_path: Path):
+    target = tmp_path / "a" / "b.json"
+    write_json_atomic(target, {"x": 1})
+    with pytest.raises(ResultsError, match="JSON"):
+        write_json_atomic(target, {"x": object()})
+    assert json.loads(target.read_text()) == {"x": 1}  # old content intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["b.json"]  # no temp file left
+
+
+def test_write_json_atomic_uncreatable_dir(tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(ResultsError, match="blocker"):
+        write_json_atomic(blocker / "sub" / "r.json", {"x": 1})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_write_json_atomic_unwritable_dir(tmp_path: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(ResultsError, match="locked"):
+            write_json_atomic(locked / "r.json", {"x": 1})
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_provenance_stamp():
+    stamp = provenance_stamp(device="cpu")
+    assert set(stamp) == {"version", "git_commit", "device", "created"}
+    assert stamp["created"].endswith("Z") and stamp["device"] == "cpu"
+    commit = git_commit()
+    assert commit is None or len(commit.split("+")[0]) == 40
+
+
+def test_written_file_is_readable_by_others(tmp_path: Path):
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"x": 1})
+    assert target.stat().st_mode & 0o044  # not the 0600 of a raw temp file (umask permitting)
