@@ -1,0 +1,111 @@
+"""Evaluation of a trained cell: every sampler setting x {EMA, raw} weights -> samples -> scores.
+
+Samples come from the formulation core's Euler sampler (:func:`ablate.formulations.euler_sample`),
+batched. Every variant and setting of a cell's seed draws the same prompts and the same initial
+noise (common random numbers), so differences between settings are the settings', not the noise's.
+Prompts are test-split items: their class (or caption embedding) conditions the sample and their
+caption is what alignment scorers compare against.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ablate.data.base import DatasetInfo, LatentSplit
+from ablate.formulations import Formulation, euler_sample, sampler_metadata
+from ablate.scorers.base import Scorer
+from ablate.train import conditioning_of, null_conditioning
+
+PROMPT_SEED_OFFSET = 10_000  # prompts/noise seed = cell seed + this, distinct from training's
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """What the samples of one evaluation are conditioned on, shared by every setting."""
+
+    cond: Tensor            # class labels (N,) or caption embeddings (N, D)
+    labels: Tensor          # class labels (N,) (for class-aware scorers)
+    captions: list[str]     # the text each sample should match
+    noise: Tensor           # initial standard-normal noise (N, C, H, W)
+
+
+def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, conditioning: str) -> Prompts:
+    """n prompts drawn (with replacement if n > len(test)) from the test split, deterministically."""
+    gen = torch.Generator().manual_seed(seed + PROMPT_SEED_OFFSET)
+    index = torch.randint(len(test), (n,), generator=gen) if n > len(test) else torch.randperm(len(test), generator=gen)[:n]
+    labels = test.labels[index]
+    if test.captions is not None:
+        captions = [test.captions[int(i)] for i in index]
+    else:
+        captions = [info.caption(int(y), gen) for y in labels]
+    noise = torch.randn(n, info.channels, info.resolution, info.resolution, generator=gen)
+    return Prompts(conditioning_of(test, index, conditioning), labels, captions, noise)
+
+
+@torch.inference_mode()
+def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts, steps: int,
+             cfg: float, time_grid: str, batch_size: int, device: torch.device,
+             on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
+    """Samples (N, C, H, W) on the CPU, and the NFE per sample."""
+    net.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def model_fn(x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        with autocast:
+            return net(x, t, cond).float()
+
+    out, nfe = [], 0
+    for start in range(0, len(prompts.noise), batch_size):
+        sl = slice(start, start + batch_size)
+        cond = prompts.cond[sl].to(device)
+        x, nfe = euler_sample(formulation, model_fn, prompts.noise[sl].to(device), steps=steps, cfg=cfg,
+                              cond=cond, uncond=null_conditioning(cond, info), time_grid=time_grid)
+        out.append(x.float().cpu())
+        if on_batch:
+            on_batch(len(x))
+    return torch.cat(out), nfe
+
+
+def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for scorer in scorers:
+        metrics.update(scorer.score(samples, prompts.labels, prompts.captions))
+    return metrics
+
+
+def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
+                     scorers: list[Scorer], steps: int, cfg: float, time_grid: str, batch_size: int,
+                     device: torch.device, preview: Path | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> dict:
+    """One setting with one set of weights: metrics, NFE and timing, ready for a results record."""
+    start = time.perf_counter()
+    samples, nfe = generate(net, formulation, info, prompts, steps, cfg, time_grid, batch_size, device, on_batch)
+    sample_s = time.perf_counter() - start
+    metrics = score_samples(scorers, samples, prompts)
+    if preview is not None and info.autoencoder == "identity":
+        save_preview(samples[:64], preview)
+    return {
+        "metrics": metrics, "nfe": nfe, "num_samples": len(samples),
+        "sampler": sampler_metadata(formulation, steps, cfg, time_grid),
+        "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s,
+                 "gpu_hours": (time.perf_counter() - start) / 3600 if device.type == "cuda" else 0.0},
+    }
+
+
+def save_preview(samples: Tensor, path: Path) -> None:
+    """An 8-wide PNG grid of pixel-space samples in [-1, 1] (for looking, not for scoring)."""
+    from torchvision.utils import make_grid
+    from PIL import Image
+
+    grid = make_grid(samples.clamp(-1, 1) * 0.5 + 0.5, nrow=8, padding=1, pad_value=1.0)
+    array = (grid.permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp)
+    tmp.replace(path)

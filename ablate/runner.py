@@ -1,0 +1,211 @@
+"""Running grid cells: train -> keep the best-EMA checkpoint -> evaluate every setting -> records.
+
+Layout of one cell (``results/<grid>/<dataset>/<variant-slug>/seed<k>/``): ``checkpoints/``
+(best EMA validation loss, and last), ``logs/`` (Lightning CSV/TensorBoard), ``train.json`` (the
+training summary, written once training finished), ``records/*.json`` (one per setting x weights,
+each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). A cell with
+``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from rich.console import Console
+
+from ablate.data import load_dataset
+from ablate.data.base import DatasetInfo, LatentSplit
+from ablate.errors import AblateError, ResultsError
+from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.grid import Cell, Grid
+from ablate.results import cell_dir, provenance_stamp, record_path, write_json_atomic, write_record
+from ablate.scorers.base import ScoreContext, Scorer, get_scorer
+from ablate.train import DiffusionModule, LatentDataModule
+
+
+@dataclass
+class RunContext:
+    """What every cell of one ``run`` shares: device, directories, loaded datasets and scorers."""
+
+    device: torch.device
+    cache_dir: Path = Path("cache")
+    weights_dir: Path | None = None
+    console: Console = field(default_factory=Console)
+    progress: bool = True
+    _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
+    _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
+
+    def dataset(self, grid: Grid, name: str) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
+        key = (name, grid.data.resolution)
+        if key not in self._datasets:
+            data_dir = Path(grid.data.data_dir) if grid.data.data_dir else None
+            self._datasets[key] = load_dataset(name, grid.data.resolution, data_dir)
+        return self._datasets[key]
+
+    def scorers(self, grid: Grid, dataset: str) -> list[Scorer]:
+        info, _ = self.dataset(grid, dataset)
+        out = []
+        for name in grid.eval.scorers:
+            if (dataset, name) not in self._scorers:
+                ctx = ScoreContext(dataset=info, data_dir=Path(grid.data.data_dir) if grid.data.data_dir else None,
+                                   cache_dir=self.cache_dir, weights_dir=self.weights_dir, device=self.device,
+                                   options=dict(grid.eval.scorer_options.get(name, {})))
+                scorer = get_scorer(name, ctx)
+                scorer.check_available()
+                self._scorers[(dataset, name)] = scorer
+            out.append(self._scorers[(dataset, name)])
+        return out
+
+
+def check_results_writable(grid: Grid) -> None:
+    root = grid.results_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ResultsError(
+            f"The results directory {root} cannot be written ({err.strerror or err}). Choose a writable "
+            f"directory with --results DIR, or fix the permissions of {root}."
+        ) from None
+
+
+def precision_for(grid: Grid, device: torch.device) -> str:
+    if grid.train.precision != "auto":
+        return grid.train.precision
+    return "bf16-mixed" if device.type == "cuda" else "32-true"
+
+
+def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
+    """Train one cell with Lightning; returns the training summary (also written to train.json)."""
+    info, splits = ctx.dataset(grid, cell.dataset)
+    L.seed_everything(cell.seed, workers=True, verbose=False)
+    module = DiffusionModule(grid, cell.variant, info)
+    data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
+    cfg = grid.train
+    val_every = min(cfg.val_every, cfg.max_steps)
+    best = ModelCheckpoint(dirpath=directory / "checkpoints", filename="best", monitor="val/ema_loss", mode="min",
+                           save_top_k=1, save_last=True, enable_version_counter=False)
+    loggers: list[Any] = [CSVLogger(directory, name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(directory, name="logs", version="tb"))
+    except (ImportError, ModuleNotFoundError):
+        pass
+    trainer = L.Trainer(
+        accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
+        precision=precision_for(grid, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
+        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        gradient_clip_val=cfg.grad_clip, callbacks=[best], logger=loggers, enable_progress_bar=ctx.progress,
+        enable_model_summary=False, log_every_n_steps=min(50, cfg.max_steps), deterministic=ctx.device.type == "cpu",
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    wall = time.perf_counter() - start
+    scores = trainer.callback_metrics
+    best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    world = trainer.world_size
+    summary = {
+        "max_steps": cfg.max_steps, "best_step": int(best_ckpt["global_step"]),
+        "val_loss": float(best.best_model_score), "batch_size": cfg.batch_size, "world_size": world,
+        "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
+        "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
+        "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
+        "precision": precision_for(grid, ctx.device), "checkpoint": str(Path(best.best_model_path).name),
+        "final_val": {k: float(v) for k, v in scores.items() if k.startswith("val")},
+    }
+    summary.update(_best_levels(directory / "logs" / "metrics.csv", summary["best_step"]))
+    write_json_atomic(directory / "train.json", summary)
+    return summary
+
+
+def _best_levels(metrics_csv: Path, step: int) -> dict[str, Any]:
+    """Validation numbers logged at the kept checkpoint's step (EMA weights)."""
+    import pandas as pd
+
+    frame = pd.read_csv(metrics_csv)
+    rows = frame[frame["step"] == step - 1] if (frame["step"] == step - 1).any() else frame[frame["step"] == step]
+    row = rows.ffill().bfill().iloc[-1] if len(rows) else frame.iloc[-1]
+    levels = [float(row[f"val_levels/ema_x0_mse_{k}"]) for k in range(8)]
+    return {"val_x0_mse": float(row["val/ema_x0_mse"]), "val_x0_mse_by_t": levels,
+            "val_loss_by_t": [float(row[f"val_levels/ema_loss_{k}"]) for k in range(8)],
+            "val_loss_raw": float(row["val/raw_loss"])}
+
+
+def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
+    """Train (unless already trained) and evaluate one cell; returns "done", "skipped"."""
+    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed)
+    if (directory / "done.json").exists():
+        return "skipped"
+    directory.mkdir(parents=True, exist_ok=True)
+    info, splits = ctx.dataset(grid, cell.dataset)
+    scorers = ctx.scorers(grid, cell.dataset)
+    summary_path = directory / "train.json"
+    ckpt = directory / "checkpoints" / "best.ckpt"
+    if summary_path.exists() and ckpt.exists():
+        import json
+
+        summary = json.loads(summary_path.read_text())
+    else:
+        summary = train_cell(grid, cell, ctx, directory)
+    module = DiffusionModule(grid, cell.variant, info)
+    module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    module.to(ctx.device)
+    nets = {"ema": module.ema.module, "raw": module.net}
+    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning)
+    stamp = provenance_stamp(str(ctx.device))
+    for weights in grid.eval.weights:
+        for setting in grid.eval.settings:
+            keys = dict(steps=setting.steps, cfg=float(setting.cfg), time_grid=grid.eval.time_grid, weights=weights)
+            if record_path(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, **keys).exists():
+                continue
+            result = evaluate_setting(
+                nets[weights], module.formulation, info, prompts, scorers, setting.steps, setting.cfg,
+                grid.eval.time_grid, grid.eval.batch_size, ctx.device,
+                preview=directory / "samples" / f"{setting.steps}steps-cfg{setting.cfg}-{weights}.png")
+            provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
+            write_record(grid.results_root, {
+                "grid": grid.name, "variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, **keys,
+                "nfe": result["nfe"], "num_samples": result["num_samples"], "metrics": result["metrics"],
+                "train": summary, "eval": result["eval"], "sampler": result["sampler"],
+                "formulation": {**module.formulation.metadata(), "timestep_sampler": module.sampler.name,
+                                "variant": cell.variant},
+                "scorers": provenance, "config": grid.to_dict(), "dataset_provenance": info.provenance,
+                **stamp,
+            })
+    write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
+    return "done"
+
+
+def run_grid(grid: Grid, ctx: RunContext) -> dict[str, int]:
+    """Every cell of the grid, in order; finished cells are skipped. Returns counts by outcome."""
+    check_results_writable(grid)
+    cells = grid.cells()
+    for dataset in grid.datasets:  # fail before any training if data or a scorer is unavailable
+        ctx.scorers(grid, dataset)
+    counts = {"done": 0, "skipped": 0}
+    start = time.perf_counter()
+    for i, cell in enumerate(cells, 1):
+        cell_start = time.perf_counter()
+        try:
+            outcome = run_cell(grid, cell, ctx)
+        except AblateError:
+            raise
+        counts[outcome] += 1
+        elapsed = time.perf_counter() - cell_start
+        note = "already finished, skipped" if outcome == "skipped" else f"{elapsed:.1f} s"
+        ctx.console.print(f"[bold]\\[{i}/{len(cells)}][/] {cell.dataset} · {cell.variant} · seed {cell.seed}: {note}",
+                          highlight=False)
+    ctx.console.print(f"grid {grid.name}: {counts['done']} cells run, {counts['skipped']} skipped, "
+                      f"{time.perf_counter() - start:.0f} s", highlight=False)
+    return counts

@@ -1,0 +1,169 @@
+"""Training one grid cell: Lightning module (formulation + DiT + EMA) and data module.
+
+Convention: t in [0, 1], t = 0 is data, t = 1 is noise. The formulation layer owns all the math;
+this module only composes it: t ~ the variant's timestep sampler, z = add_noise(x0, eps, t),
+loss = formulation.loss(net(*model_input(z, t), y), x0, eps, t).
+
+EMA is kept both ways the paper and DiT do: an averaged copy updated every ``ema.every`` optimizer
+steps with decay ``ema.decay`` (SD3: every 100, 0.99; DiT: every 1, 0.9999), through
+``torch.optim.swa_utils.AveragedModel``. Validation (spec sections 4 and 6), on fixed data, noise
+and levels for every variant: the native loss at 8 equally spaced t, and the cross-formulation
+x0-MSE at 8 fixed log-SNR levels, for the raw and the EMA weights. The checkpoint kept for
+evaluation is the one with the lowest EMA validation loss (the paper's rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ablate.data.base import DatasetInfo, LatentSplit
+from ablate.formulations import level_times, matched_times, parse_variant
+from ablate.grid import Grid
+from ablate.models.dit import DiT, DiTConfig
+
+VAL_NOISE_SEED = 1234  # the same validation noise for every variant and seed
+
+
+def conditioning_of(split: LatentSplit, index: Tensor, mode: str) -> Tensor:
+    """The network's conditioning for samples ``index``: class labels, or pooled caption embeddings."""
+    if mode == "caption":
+        if split.text_emb is None:
+            raise ValueError("conditioning 'caption' needs a dataset prepared with caption embeddings")
+        return torch.as_tensor(split.text_emb[index], dtype=torch.float32)
+    return split.labels[index]
+
+
+def null_conditioning(cond: Tensor, info: DatasetInfo) -> Tensor:
+    """The unconditional input for guidance: the null class (index num_classes) or a zero embedding."""
+    if cond.dtype.is_floating_point:
+        return torch.zeros_like(cond)
+    return torch.full_like(cond, info.num_classes)
+
+
+class _IndexedBatches(Dataset):
+    """Serves whole batches by index lists, so memory-mapped latents are read in one gather."""
+
+    def __init__(self, split: LatentSplit, conditioning: str) -> None:
+        self.split, self.conditioning = split, conditioning
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        x0 = torch.as_tensor(self.split.latents[idx], dtype=torch.float32)
+        return x0, conditioning_of(self.split, idx, self.conditioning)
+
+
+class LatentDataModule(L.LightningDataModule):
+    """Random training batches and a fixed validation subset of the test split."""
+
+    def __init__(self, splits: dict[str, LatentSplit], batch_size: int, val_size: int, seed: int,
+                 conditioning: str = "class") -> None:
+        super().__init__()
+        self.splits, self.batch_size, self.seed, self.conditioning = splits, batch_size, seed, conditioning
+        test = splits["test"]
+        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: min(val_size, len(test))]
+        self.val_index = pick.sort().values
+
+    def train_dataloader(self) -> DataLoader:
+        data = _IndexedBatches(self.splits["train"], self.conditioning)
+        order = RandomSampler(range(len(data)), generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(data, sampler=BatchSampler(order, self.batch_size, drop_last=True), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        test = self.splits["test"]
+        val = LatentSplit(latents=test.latents[self.val_index], labels=test.labels[self.val_index],
+                          text_emb=None if test.text_emb is None else test.text_emb[self.val_index])
+        data = _IndexedBatches(val, self.conditioning)
+        return DataLoader(data, sampler=BatchSampler(SequentialSampler(range(len(val))), 250, drop_last=False),
+                          batch_size=None)
+
+
+def build_network(grid: Grid, info: DatasetInfo) -> DiT:
+    m = grid.model
+    caption = grid.data.conditioning == "caption"
+    return DiT(DiTConfig(
+        input_size=info.resolution, in_channels=info.channels, patch_size=m.patch_size,
+        hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
+        num_classes=0 if caption else info.num_classes, cond_dim=info.cond_dim if caption else 0,
+    ))
+
+
+class DiffusionModule(L.LightningModule):
+    """One variant (trajectory x timestep sampler) trained on one dataset."""
+
+    def __init__(self, grid: Grid, variant: str, info: DatasetInfo) -> None:
+        super().__init__()
+        self.formulation, self.sampler = parse_variant(variant)
+        self.grid_train, self.info = grid.train, info
+        self.net = build_network(grid, info)
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(grid.train.ema.decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self._forward = torch.compile(self.net) if grid.train.compile else self.net
+        self._val_sums: dict[str, Tensor] = {}
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x0, cond = batch
+        n = x0.shape[0]
+        drop = torch.rand(n, device=x0.device) < self.grid_train.cond_dropout
+        null = null_conditioning(cond, self.info)
+        cond = torch.where(drop.view(-1, *[1] * (cond.ndim - 1)), null, cond)
+        t = self.sampler.sample(n, device=x0.device)
+        eps = torch.randn_like(x0)
+        z = self.formulation.add_noise(x0, eps, t)
+        raw = self._forward(*self.formulation.model_input(z, t), cond)
+        loss = self.formulation.loss(raw.float(), x0, eps, t).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {float(loss)} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % self.grid_train.ema.every == 0:
+            self.ema.update_parameters(self.net)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.grid_train
+        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                fused=torch.cuda.is_available())
+        warmup = max(cfg.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation -----------------------------------------------------------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x0, cond = batch
+        f = self.formulation
+        gen = torch.Generator(device=x0.device).manual_seed(VAL_NOISE_SEED + batch_idx)
+        native_t, matched_t = level_times().to(x0), matched_times(f).to(x0)
+        for k in range(len(native_t)):
+            eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+            for weights, net in (("raw", self.net), ("ema", self.ema.module)):
+                for kind, tk in (("loss", native_t[k]), ("x0_mse", matched_t[k])):
+                    t = tk.expand(x0.shape[0])
+                    z = f.add_noise(x0, eps, t)
+                    raw = net(*f.model_input(z, t), cond).float()
+                    per = f.loss(raw, x0, eps, t) if kind == "loss" else ((f.denoise(raw, z, t) - x0) ** 2).flatten(1).mean(1)
+                    key = f"{weights}_{kind}_{k}"
+                    self._val_sums[key] = self._val_sums.get(key, 0) + per.sum().double()
+        self._val_sums["count"] = self._val_sums.get("count", 0) + x0.shape[0]
+
+    def on_validation_epoch_end(self) -> None:
+        sums, self._val_sums = self._val_sums, {}
+        if not sums:
+            return
+        count = sums.pop("count")
+        for weights in ("raw", "ema"):
+            for kind in ("loss", "x0_mse"):
+                levels = [float(sums[f"{weights}_{kind}_{k}"] / count) for k in range(len(level_times()))]
+                for k, value in enumerate(levels):
+                    self.log(f"val_levels/{weights}_{kind}_{k}", value)
+                self.log(f"val/{weights}_{kind}", sum(levels) / len(levels), prog_bar=(weights, kind) == ("ema", "loss"))
