@@ -8,7 +8,7 @@ Pixels-as-latents datasets (Fashion-MNIST) use the identity autoencoder and valu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,14 +25,26 @@ class DatasetInfo:
     autoencoder: str             # "identity" or a diffusers VAE id/path (decoded before pixel scorers)
     caption: Callable[[int, torch.Generator | None], str]  # "a photo of a <synonym>" for a class index
     provenance: dict[str, Any] = field(default_factory=dict)  # source path, checksums, transforms
+    cond_dim: int = 0            # width of LatentSplit.text_emb (pooled caption embedding); 0: none stored
+    # Prepared VAE latents are served normalised per channel, z = (raw - latent_mean[c]) / latent_std[c];
+    # decode raw = z * latent_std[c] + latent_mean[c] (ablate.data.latents.denormalise). None: identity.
+    latent_mean: list[float] | None = None
+    latent_std: list[float] | None = None
 
 
 @dataclass
 class LatentSplit:
-    """One split: latents (N, C, H, W) float32 and labels (N,) int64 (class index)."""
+    """One split: latents (N, C, H, W) float32 and labels (N,) int64 (class index).
+
+    Prepared datasets give tensor-like views instead of tensors for ``latents``, ``text_emb`` and
+    ``text_tokens`` (memory-mapped; indexing with an int, slice or index tensor returns float32 tensors).
+    """
 
     latents: torch.Tensor
     labels: torch.Tensor
+    text_emb: Any = None         # pooled caption embeddings (N, D), or None
+    text_tokens: Any = None      # caption token sequences (N, L, W), or None
+    captions: Sequence[str] | None = None  # each sample's caption text, or None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
