@@ -1,0 +1,284 @@
+"""CLIP score as the SD3 paper reports it: raw cosine of CLIP ViT-L/14 image and caption embeddings.
+
+``clip`` (alignment, higher is better) = mean over samples of cos(E_I(image), E_T(caption)), with
+
+- the model from ``open_clip`` (default ``ViT-L-14``, pretrained tag ``openai``; grid options
+  ``model``, ``pretrained``, ``clip_weights``), weights found as :mod:`ablate.scorers.weights` says;
+- images decoded to pixels (:mod:`ablate.decode`), quantised to uint8 as a saved PNG would be,
+  then resized, cropped and normalised by the model's *own* eval transform built from its
+  ``preprocess_cfg`` (size, mean, std, interpolation, resize_mode), applied to tensors;
+- captions tokenised by the model's open_clip tokenizer with explicit truncation at its context
+  length (77 for ViT-L/14; the last kept token becomes end-of-text).
+
+Scale: the raw cosine in [-1, 1] (the paper's Table 2 numbers, e.g. 0.247). This is a thin
+wrapper, not torchmetrics' ``CLIPScore``: that metric reports ``100 * max(cos, 0)``, which clamps
+negative cosines (changing the mean for weak models) and is a different scale, and it expects a
+Hugging Face processor interface; adapting it would change the paper's convention.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ablate.decode import check_decoder, samples_to_images
+from ablate.errors import ConfigError
+from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
+from ablate.scorers.weights import ResolvedWeights, WeightsRequest, locate_weights, scorer_options, unloadable
+
+DEFAULT_MODEL = "ViT-L-14"
+DEFAULT_PRETRAINED = "openai"
+CLIP_SCALE = "raw cosine similarity in [-1, 1] (paper scale, ~0.25); not torchmetrics' 100*max(cos, 0)"
+
+
+@dataclass
+class ClipModel:
+    """An open_clip model with its own tokenizer and eval transform, on one device."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    preprocess_cfg: dict[str, Any]
+    context_length: int
+    name: str
+    pretrained: str
+    device: torch.device
+
+    @classmethod
+    def wrap(cls, model: torch.nn.Module, name: str, pretrained: str) -> "ClipModel":
+        """Wrap a created open_clip model (pretrained or not) for scoring."""
+        import open_clip
+        from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+        cfg = merge_preprocess_dict(PreprocessCfg(), open_clip.get_model_preprocess_cfg(model))
+        context_length = int(open_clip.get_model_tokenize_cfg(model).get("context_length", 77))
+        return cls(
+            model=model.eval().requires_grad_(False),
+            tokenizer=open_clip.get_tokenizer(name, context_length=context_length),
+            transform=image_transform_v2(PreprocessCfg(**cfg), is_train=False),
+            preprocess_cfg=cfg,
+            context_length=context_length,
+            name=name,
+            pretrained=pretrained,
+            device=next(model.parameters()).device,
+        )
+
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """uint8 RGB images (N, 3, H, W) -> image embeddings (N, D) float32, not normalised."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        out = []
+        for chunk in images.split(batch_size):
+            x = self.transform(chunk.to(self.device).float() / 255.0)
+            out.append(self.model.encode_image(x).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def text_features(self, captions: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Captions -> text embeddings (N, D) float32, not normalised; truncated at the context length."""
+        out = []
+        for i in range(0, len(captions), batch_size):
+            tokens = self.tokenizer(list(captions[i : i + batch_size]), context_length=self.context_length)
+            out.append(self.model.encode_text(tokens.to(self.device)).float())
+        return torch.cat(out)
+
+
+def clip_cosine(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Per-sample cosine similarity (N,) of paired image and text embeddings."""
+    return (F.normalize(image_features.double(), dim=-1) * F.normalize(text_features.double(), dim=-1)).sum(-1)
+
+
+def clip_weights_request(model: str, pretrained: str | None, explicit: str | None, scorer: str) -> WeightsRequest:
+    """Accepted files, cache lookup and download for an open_clip (model, pretrained tag)."""
+    import open_clip
+
+    if model not in open_clip.list_models():
+        raise ConfigError(
+            f"Scorer {scorer!r}: unknown open_clip model {model!r} (option 'model'). Use a built-in name "
+            "such as 'ViT-L-14' (the paper's) or 'ViT-B-32'; open_clip.list_models() lists all."
+        )
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+    if pretrained and not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ConfigError(
+            f"Scorer {scorer!r}: open_clip has no pretrained tag {pretrained!r} for {model!r} (option "
+            f"'pretrained'). Known tags: {tags}. For other weights give a file as the 'clip_weights' option."
+        )
+    if not pretrained and not explicit:
+        raise ConfigError(
+            f"Scorer {scorer!r}: neither a 'pretrained' tag nor a 'clip_weights' file is set for {model!r}; "
+            "a randomly initialised CLIP gives meaningless scores. Set pretrained: openai (the paper's)."
+        )
+    repo, hf_file = _split_hf(cfg.get("hf_hub", ""))
+    hf_names = [n for n in (_safe_name(hf_file), hf_file) if n] if repo else []
+    url = cfg.get("url", "")
+    names = [f"{repo.split('/')[-1]}/{n}" for n in hf_names] + ([Path(url).name] if url else [])
+    if not names:
+        names = [f"{model}-{pretrained}.safetensors"]
+    source = f"https://huggingface.co/{repo} (file {hf_names[0]})" if repo else (url or "the model's authors")
+
+    def find_in_cache() -> Path | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in hf_names:
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str):
+                return Path(hit)
+        if url and (Path.home() / ".cache" / "clip" / Path(url).name).is_file():
+            return Path.home() / ".cache" / "clip" / Path(url).name
+        return None
+
+    def download() -> Path:
+        return Path(open_clip.pretrained.download_pretrained(cfg))
+
+    host = "huggingface.co" if repo else (url.split("/")[2] if url else "huggingface.co")
+    return WeightsRequest(
+        scorer, tuple(names), source, host, find_in_cache, download if cfg else None, "clip_weights", explicit
+    )
+
+
+def load_clip(
+    model: str, pretrained: str | None, weights: ResolvedWeights, device: torch.device | str = "cpu", scorer: str = "clip"
+) -> ClipModel:
+    """Create the open_clip model from a located weights file, with the tag's GELU and preprocessing."""
+    try:
+        return _load_clip(model, pretrained, str(weights.path), str(torch.device(device)))
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
+        raise unloadable(scorer, weights.path, f"open_clip {model}", err) from err
+
+
+@functools.lru_cache(maxsize=2)  # clip and fid_clip share one model per process
+def _load_clip(model: str, pretrained: str | None, path: str, device: str) -> ClipModel:
+    import open_clip
+    from open_clip.transform import PreprocessCfg
+
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+    keys = set(PreprocessCfg.__dataclass_fields__) - {"size"}
+    net = open_clip.create_model(
+        model,
+        pretrained=path,
+        force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+        force_preprocess_cfg={k: v for k, v in cfg.items() if k in keys},
+        device=device,
+        weights_only=not _is_torchscript(path),  # OpenAI's own ViT-L-14.pt is a TorchScript archive
+    )
+    return ClipModel.wrap(net, model, pretrained or Path(path).name)
+
+
+class ClipBackbone:
+    """What ``clip`` and ``fid_clip`` share: options, weights lookup, decoding to images, the model."""
+
+    def __init__(self, ctx: ScoreContext, scorer: str) -> None:
+        self.ctx = ctx
+        self.scorer = scorer
+        self.opts = scorer_options(ctx.options, scorer)
+        self.model_name = str(self.opts.get("model", DEFAULT_MODEL))
+        tag = self.opts.get("pretrained", DEFAULT_PRETRAINED)
+        self.pretrained = None if tag in (None, "", "none") else str(tag)
+        self.batch_size = int(self.opts.get("batch_size", 64))
+        self.weights: ResolvedWeights | None = None
+        self._clip: ClipModel | None = None
+
+    def check_available(self) -> None:
+        """Locate (or download) the weights and check the decoder, without building the model."""
+        explicit = self.opts.get("clip_weights")
+        request = clip_weights_request(self.model_name, self.pretrained, str(explicit) if explicit else None, self.scorer)
+        self.weights = locate_weights(request, self.ctx.weights_dir)
+        check_decoder(self.ctx.dataset, self.opts.get("autoencoder"))
+
+    def model(self) -> ClipModel:
+        if self._clip is None:
+            if self.weights is None:
+                self.check_available()
+            assert self.weights is not None
+            self._clip = load_clip(self.model_name, self.pretrained, self.weights, self.ctx.device, self.scorer)
+        return self._clip
+
+    def image_features(self, samples: torch.Tensor) -> torch.Tensor:
+        """Samples (dataset latents or uint8 images) -> CLIP image embeddings (N, D) float32."""
+        images = samples_to_images(samples, self.ctx.dataset, self.ctx.device, self.opts.get("autoencoder"))
+        return self.model().image_features(images, self.batch_size)
+
+    def provenance(self) -> dict[str, Any]:
+        import open_clip
+
+        vision = (open_clip.get_model_config(self.model_name) or {}).get("vision_cfg", {})
+        weights = self.opts.get("clip_weights")
+        return {
+            "model": f"open_clip {self.model_name}",
+            "pretrained": self.pretrained or (Path(str(weights)).name if weights else None),
+            "weights": f"{self.weights.path} ({self.weights.origin})" if self.weights else None,
+            "resolution": vision.get("image_size"),
+            "preprocess": dict(self._clip.preprocess_cfg) if self._clip else "the model's own eval transform",
+            "num_samples": None,
+        }
+
+
+@register_scorer
+class ClipScorer(Scorer):
+    """``clip``: mean raw cosine between CLIP image and caption embeddings (see the module docstring)."""
+
+    name = "clip"
+    metrics = (
+        Metric("clip", "alignment", True, "CLIP score: mean cosine of CLIP image and caption embeddings"),
+    )
+
+    def __init__(self, ctx: ScoreContext) -> None:
+        super().__init__(ctx)
+        self.clip = ClipBackbone(ctx, self.name)
+
+    def check_available(self) -> None:
+        self.clip.check_available()
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            **self.clip.provenance(),
+            "feature_layer": "cosine of L2-normalised encode_image and encode_text embeddings",
+            "reference_set": None,
+            "scale": CLIP_SCALE,
+            "tokenizer": "open_clip tokenizer, truncated at the model's context length",
+        }
+
+    def score(self, samples: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, float]:
+        if len(captions) != samples.shape[0]:
+            raise ConfigError(
+                f"Scorer 'clip' needs one caption per sample: got {samples.shape[0]} samples and "
+                f"{len(captions)} captions."
+            )
+        image = self.clip.image_features(samples)
+        text = self.clip.model().text_features(list(captions))
+        return {"clip": float(clip_cosine(image, text).mean())}
+
+
+def _split_hf(hf_hub: str) -> tuple[str, str]:
+    """open_clip's rule: 'org/name/' -> ('org/name', its default file); 'org/name/f.pt' -> ('org/name', 'f.pt')."""
+    if not hf_hub:
+        return "", ""
+    from open_clip.constants import HF_WEIGHTS_NAME
+
+    repo, filename = os.path.split(hf_hub)
+    return repo, filename or HF_WEIGHTS_NAME
+
+
+def _is_torchscript(path: str) -> bool:
+    """A TorchScript archive (torch.load refuses it with weights_only=True and hands it to torch.jit.load)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _safe_name(filename: str) -> str | None:
+    """The safetensors file open_clip tries first for a hub checkpoint name (its own rule)."""
+    from open_clip.pretrained import _get_safe_alternatives
+
+    return next(iter(_get_safe_alternatives(filename)), None)
