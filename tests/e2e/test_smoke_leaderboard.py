@@ -1,0 +1,88 @@
+"""Assertions on the smoke grid's real results (issue 3). ``nox -s smoke`` runs the grid first and
+points ABLATE_SMOKE_RESULTS at it; without that variable these tests are skipped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablate.data import load_dataset
+from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.grid import load_grid
+from ablate.leaderboard import build_leaderboard
+from ablate.results import load_records
+from ablate.scorers.base import ScoreContext, get_scorer
+from ablate.train import DiffusionModule
+
+pytestmark = pytest.mark.smoke
+RESULTS = os.environ.get("ABLATE_SMOKE_RESULTS")
+SETTINGS = ["dataset", "steps", "cfg", "time_grid", "weights"]
+
+
+@pytest.fixture(scope="module")
+def frame():
+    if not RESULTS:
+        pytest.skip("ABLATE_SMOKE_RESULTS is not set: run `nox -s smoke`, which runs the grid first")
+    return load_records(Path(RESULTS), "smoke")
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return load_grid("grids/smoke.yaml")
+
+
+def test_every_variant_and_setting_has_real_metrics(frame, grid):
+    assert sorted(frame["variant"].unique()) == sorted(grid.variants)
+    per_variant = frame.groupby("variant").size()
+    assert (per_variant == len(grid.eval.settings) * len(grid.eval.weights) * len(grid.seeds)).all()
+    assert np.isfinite(frame[["fd_probe", "align_probe"]].to_numpy()).all()
+    assert (frame["num_samples"] == grid.eval.num_samples).all()
+
+
+def _dominates(p, q):
+    return p[0] >= q[0] and p[1] <= q[1] and (p[0] > q[0] or p[1] < q[1])
+
+
+def test_ranks_are_a_non_dominated_sorting_of_the_stored_metrics(frame, grid):
+    lb = build_leaderboard(frame, "smoke")
+    assert lb.alignment == "align_probe" and lb.fidelity == "fd_probe"
+    assert sorted(lb.table1["variant"]) == sorted(grid.variants)
+    for _, setting in lb.means.groupby(SETTINGS):
+        points = {v: (a, f) for v, a, f in zip(setting["variant"], setting["align_probe"], setting["fd_probe"])}
+        rank = dict(zip(setting["variant"], setting["rank"]))
+        for v, p in points.items():
+            dominated_by = [rank[u] for u, q in points.items() if _dominates(q, p)]
+            if rank[v] == 1:
+                assert not dominated_by
+            else:  # dominated by a point of the previous front, and by nothing of its own or later fronts
+                assert rank[v] - 1 in dominated_by and max(dominated_by) == rank[v] - 1
+    mean_rank = lb.means.groupby("variant")["rank"].mean()
+    for _, row in lb.table1.iterrows():
+        assert row["all"] == pytest.approx(mean_rank[row["variant"]])
+
+
+def test_trained_models_beat_an_untrained_one(frame, grid):
+    info, splits = load_dataset("fashion-mnist", grid.data.resolution)
+    ctx = ScoreContext(dataset=info, cache_dir=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")))
+    probe = get_scorer("probe", ctx)
+    untrained = DiffusionModule(grid, "rf", info)  # zero-initialised output layer, as training starts
+    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, 0, "class")
+    baseline = evaluate_setting(untrained.ema.module, untrained.formulation, info, prompts, [probe], 25, 5.0,
+                                "own", 250, torch.device("cpu"))["metrics"]
+    trained = frame[(frame["steps"] == 25) & (frame["cfg"] == 5.0) & (frame["weights"] == "ema")]
+    # every trained variant is far better than the untrained network, and the median one by 2x or more
+    assert (trained["fd_probe"] < 0.8 * baseline["fd_probe"]).all(), (baseline, trained["fd_probe"].describe())
+    assert trained["fd_probe"].median() < 0.5 * baseline["fd_probe"]
+
+
+def test_leaderboard_files_were_written():
+    if not RESULTS:
+        pytest.skip("ABLATE_SMOKE_RESULTS is not set")
+    md = Path("leaderboard/smoke.md")
+    assert md.exists() and "Table 1" in md.read_text()
+    png = Path("leaderboard/smoke-fidelity-vs-steps.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
