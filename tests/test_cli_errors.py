@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from ablate.cli import main
 
 SMOKE = Path(__file__).resolve().parent.parent / "grids" / "smoke.yaml"
 
@@ -15,6 +18,13 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ablate", *args], capture_output=True, text=True, cwd=cwd,
                           env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(SMOKE.parent.parent)},
                           timeout=120)
+
+
+def run_in_process(capsys, *args: str) -> SimpleNamespace:
+    """The CLI in this process (fast); the subprocess test below covers the real entry point."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def assert_one_paragraph(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -28,41 +38,43 @@ def assert_one_paragraph(proc: subprocess.CompletedProcess, *fragments: str) -> 
     return message
 
 
-def test_unknown_variant(tmp_path):
+def test_unknown_variant_real_entry_point(tmp_path):
     proc = run_cli("run", str(SMOKE), "--variant", "rf/lognorm(0, -1)", "--results", str(tmp_path), cwd=tmp_path)
     assert_one_paragraph(proc, "lognorm", "must be > 0")
 
 
-def test_malformed_yaml(tmp_path):
+def test_malformed_yaml(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nvariants: [rf\ntrain: {max_steps: 3}\n")
-    proc = run_cli("run", str(bad), cwd=tmp_path)
+    proc = run_in_process(capsys, "run", str(bad))
     assert_one_paragraph(proc, "bad.yaml", "line")
 
 
-def test_key_typo(tmp_path):
+def test_key_typo(tmp_path, capsys):
     bad = tmp_path / "typo.yaml"
     bad.write_text(SMOKE.read_text().replace("train:", "trian:", 1))
-    proc = run_cli("run", str(bad), cwd=tmp_path)
+    proc = run_in_process(capsys, "run", str(bad))
     assert_one_paragraph(proc, "typo.yaml", "trian", "train")
 
 
-def test_missing_dataset(tmp_path):
-    proc = run_cli("run", str(SMOKE), "--dataset", "imagenet", "--data-dir", str(tmp_path / "nowhere"),
-                   "--results", str(tmp_path / "r"), cwd=tmp_path)
+def test_missing_dataset(tmp_path, capsys):
+    proc = run_in_process(capsys, "run", str(SMOKE), "--dataset", "imagenet", "--data-dir", str(tmp_path / "nowhere"),
+                          "--results", str(tmp_path / "r"))
     assert_one_paragraph(proc, "imagenet")
     assert not any((tmp_path / "r").rglob("*.json"))  # nothing half-written
 
 
-def test_unwritable_results_dir(tmp_path):
+def test_unwritable_results_dir(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    proc = run_cli("run", str(SMOKE), "--results", str(blocker / "results"), cwd=tmp_path)
+    proc = run_in_process(capsys, "run", str(SMOKE), "--results", str(blocker / "results"))
     assert_one_paragraph(proc, str(blocker), "--results")
 
 
-def test_help_lists_commands(tmp_path):
-    proc = run_cli("--help", cwd=tmp_path)
-    assert proc.returncode == 0
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
     for command in ("run", "leaderboard", "prepare", "score", "bench"):
-        assert command in proc.stdout
+        assert command in out
