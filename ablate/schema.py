@@ -1,0 +1,252 @@
+"""Reading YAML into frozen dataclasses, with checks from field metadata and located errors.
+
+The schema is the dataclasses themselves: a field's type says what a value may be and its
+:func:`opt` metadata adds checks. Every problem is one :class:`~ablate.errors.ConfigError`
+paragraph naming the file and line (or the command-line option that set the key), the key path
+(``eval.settings[2].steps``), the bad value and what is allowed. Conventions:
+
+- ``1e-4`` is read as a number (YAML 1.2), not as text as plain PyYAML would.
+- A duplicate key in a mapping is an error; a null (empty) section means "all defaults".
+- Fields with ``yaml=False`` metadata are not file keys: never read, never written by :func:`plain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ablate.errors import AblateError, ConfigError
+
+KeyPath = tuple[Union[str, int], ...]
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **checks: Any) -> Any:
+    """A dataclass field with validation metadata: ge/gt/lt bounds, choices (a callable giving the
+    allowed names), convert (str -> canonical str; an AblateError it raises is reported as not a
+    valid ``invalid``, default "value"), pattern, what (description of one item, or of a mapping),
+    unique/nonempty (lists), yaml=False (not a file key)."""
+    return field(default=default, default_factory=factory, metadata=checks)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats: ``1e-4`` and ``1.0e4`` are numbers."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_yaml(file: Path, label: str, hint: str = "") -> tuple[Any, dict[KeyPath, int]]:
+    """The document and the line of every key path (duplicate keys are an error). ``label`` names
+    the kind of file in errors (``grid file``); ``hint`` ends the invalid-YAML advice (``; ...``)."""
+    try:
+        loader = _Loader(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Cannot read {label} {file}: {err}. It must be a readable UTF-8 YAML file.") from None
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(f"{getattr(err, 'context', '') or ''} {getattr(err, 'problem', '') or err}".split())
+        raise ConfigError(f"{label[:1].upper()}{label[1:]} {file}{where} is not valid YAML ({what}). Check the "
+                          f"indentation, colons and quotes there{hint}.") from None
+    finally:
+        loader.dispose()
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines, file)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: Path) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[KeyPath] = set()
+        for key_node, value_node in node.value:
+            key = (*path, str(key_node.value))
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{file}, line {line}: key `{_fmt(key)}` appears twice (also on line {lines[key]}); "
+                                  "allowed: each key once per mapping.")
+            seen.add(key)
+            lines[key] = line
+            _collect_lines(value_node, key, lines, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_lines(item, (*path, i), lines, file)
+
+
+_KINDS = {str: "text", bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
+          type(None): "null"}
+
+
+def _fmt(path: KeyPath) -> str:
+    """``("eval", "settings", 2, "steps")`` -> ``eval.settings[2].steps``."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def _yaml_keys(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)]
+
+
+def _describe(tp: Any, md: Mapping[str, Any]) -> str:
+    """What a value of type ``tp`` with checks ``md`` may be, in words."""
+    origin, args = get_origin(tp), get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(_yaml_keys(tp))}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a, md) for a in args if a is not type(None)) + " or null"
+    if origin is tuple:
+        item = _describe(args[0], md)
+        if args[-1] is not Ellipsis:
+            return f"a list of {len(args)} items, each {item}"
+        extra = "".join(x for x, on in ((" non-empty", md.get("nonempty")), (" repeat-free", md.get("unique"))) if on)
+        return f"a{extra} list, each item {item}"
+    if origin is dict:
+        return md.get("what") or "a mapping from names to mappings"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if "choices" in md and md["choices"]():
+        return "one of " + ", ".join(repr(a) for a in md["choices"]())
+    text = md.get("what") or {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+    bounds = [f"{op} {md[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("lt", "<")) if k in md]
+    return text + (" " + " and ".join(bounds) if bounds else "")
+
+
+class Reader:
+    """Builds dataclasses from raw YAML values; errors name the file, line and key path.
+
+    ``lines`` maps key paths to file lines (from :func:`read_yaml`); ``origins`` maps key paths set
+    on the command line to their flag; ``document`` names the whole file in errors (``the grid``).
+    """
+
+    def __init__(self, file: str, lines: dict[KeyPath, int], origins: dict[KeyPath, str], document: str) -> None:
+        self.file, self.lines, self.origins, self.document = file, lines, origins, document
+
+    def where(self, path: KeyPath) -> str:
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.origins:
+                return f"Command-line option {self.origins[path[:n]]} (applied to {self.file})"
+        line = next((self.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self.lines), None)
+        return f"{self.file}, line {line}" if line else self.file
+
+    def fail(self, path: KeyPath, message: str) -> NoReturn:
+        raise ConfigError(f"{self.where(path)}: {message}")
+
+    def bad(self, path: KeyPath, value: Any, allowed: str, why: str = "") -> NoReturn:
+        key = f"`{_fmt(path)}`" if path else self.document
+        self.fail(path, f"{key} is {value!r}{why}; allowed: {allowed}.")
+
+    def build(self, cls: type, raw: Any, path: KeyPath) -> Any:
+        keys = _yaml_keys(cls)
+        raw = {} if raw is None and path else raw  # an empty section means "all defaults"
+        if not isinstance(raw, Mapping):
+            self.bad(path, raw, _describe(cls, {}))
+        for key in raw:
+            if key not in keys:
+                close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6)
+                hint = f" Did you mean `{_fmt((*path, close[0]))}`?" if close else ""
+                scope = f"in `{_fmt(path)}`" if path else "at the top level"
+                self.fail((*path, str(key)), f"unknown key `{_fmt((*path, str(key)))}`.{hint} "
+                                             f"Allowed keys {scope}: {', '.join(keys)}.")
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                kwargs[f.name] = self.value(raw[f.name], hints[f.name], (*path, f.name), f.metadata)
+            elif f.metadata.get("yaml", True) and f.default is f.default_factory is dataclasses.MISSING:
+                self.fail(path, f"the required key `{_fmt((*path, f.name))}` is missing; allowed: "
+                                f"{_describe(hints[f.name], f.metadata)}.")
+        return cls(**kwargs)
+
+    def value(self, v: Any, tp: Any, path: KeyPath, md: Mapping[str, Any], shown: Any = None) -> Any:
+        shown = shown or tp
+        origin, args = get_origin(tp), get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, v, path)
+        if origin in (Union, types.UnionType):
+            return None if v is None else self.value(v, next(a for a in args if a is not type(None)), path, md, tp)
+        if origin is tuple:
+            return self.sequence(v, args, path, md, shown)
+        if origin is dict:
+            if not isinstance(v, Mapping) or not all(isinstance(o, Mapping) for o in v.values()):
+                self.bad(path, v, _describe(tp, md))
+            try:
+                json.dumps(v)
+            except (TypeError, ValueError):
+                self.bad(path, v, "plain values (numbers, strings, lists, mappings)", " (not JSON-serialisable)")
+            return {str(k): dict(o) for k, o in v.items()}
+        if origin is Literal:
+            if isinstance(v, bool) or v not in args:
+                self.bad(path, v, _describe(shown, md))
+            return v
+        if tp is bool:
+            ok = isinstance(v, bool)
+        elif tp is int:
+            ok = not isinstance(v, bool) and (isinstance(v, int) or isinstance(v, float) and v.is_integer())
+        elif tp is float:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            self.bad(path, v, _describe(shown, md), f" ({_KINDS.get(type(v), type(v).__name__)})")
+        v = tp(v)
+        if ("ge" in md and v < md["ge"]) or ("gt" in md and v <= md["gt"]) or ("lt" in md and v >= md["lt"]):
+            self.bad(path, v, _describe(shown, md), " (out of range)")
+        if "pattern" in md and not re.fullmatch(md["pattern"], v):
+            self.bad(path, v, _describe(shown, md))
+        names = md["choices"]() if "choices" in md else ()
+        if names and v not in names:
+            close = difflib.get_close_matches(v, names, n=1)
+            self.bad(path, v, _describe(shown, md), f" (did you mean {close[0]!r}?)" if close else "")
+        if "convert" in md:
+            try:
+                v = md["convert"](v)
+            except AblateError as err:
+                self.fail(path, f"`{_fmt(path)}` is {v!r}, which is not a valid {md.get('invalid', 'value')}: {err}")
+        return v
+
+    def sequence(self, v: Any, args: tuple[Any, ...], path: KeyPath, md: Mapping[str, Any], shown: Any) -> tuple:
+        variadic = args[-1] is Ellipsis
+        if not isinstance(v, list) or (not variadic and len(v) != len(args)):
+            self.bad(path, v, _describe(shown, md))
+        if md.get("nonempty") and not v:
+            self.bad(path, v, _describe(shown, md), " (empty)")
+        items = tuple(self.value(x, args[0] if variadic else args[i], (*path, i), md) for i, x in enumerate(v))
+        if md.get("unique"):
+            first: dict[Any, int] = {}
+            for i, item in enumerate(items):
+                if item in first:
+                    j = first[item]
+                    same = "" if v[i] == v[j] else f" (both are {item!r} in canonical form)"
+                    self.fail((*path, i), f"`{_fmt((*path, i))}` = {v[i]!r} repeats `{_fmt((*path, j))}` = "
+                                          f"{v[j]!r}{same}; allowed: each item once.")
+                first[item] = i
+        return items
+
+
+def plain(obj: Any) -> Any:
+    """A dataclass (or list/dict of them) as plain JSON types, file keys only."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("yaml", True)}
+    if isinstance(obj, (tuple, list)):
+        return [plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): plain(x) for k, x in obj.items()}
+    return obj
