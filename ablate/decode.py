@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ablate.data.base import DatasetInfo
+from ablate.data.sources import center_crop
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.weights import download_allowed, hub_offline
 
@@ -179,7 +180,7 @@ def read_images(paths: list[Path], resolution: int | None = None) -> torch.Tenso
             with Image.open(path) as img:
                 img = img.convert("RGB")
                 if resolution is not None and img.size != (resolution, resolution):
-                    img = _center_crop_resize(img, resolution)
+                    img = center_crop(img, resolution)
                 arrays.append(np.asarray(img, dtype=np.uint8))
         except OSError as err:
             raise ConfigError(f"The image {str(path)!r} cannot be read ({err}).") from err
@@ -191,34 +192,14 @@ def read_images(paths: list[Path], resolution: int | None = None) -> torch.Tenso
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _center_crop_resize(img: "Image.Image", size: int) -> "Image.Image":
-    from PIL import Image
-
-    scale = size / min(img.size)
-    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
-    left, top = (img.width - size) // 2, (img.height - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
 @functools.lru_cache(maxsize=2)  # one VAE per process, shared by every pixel scorer
 def _load_vae(name: str, subfolder: str | None, device: str) -> torch.nn.Module:
-    from diffusers import AutoencoderKL
+    from ablate.data.encode import AutoencoderUnavailableError, load_autoencoder
 
-    kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
-    local = Path(name).expanduser()
     try:
-        if local.is_dir():
-            vae = AutoencoderKL.from_pretrained(str(local), **kwargs)
-        else:
-            try:
-                vae = AutoencoderKL.from_pretrained(name, local_files_only=True, **kwargs)
-            except OSError:
-                if not download_allowed("huggingface.co"):
-                    raise
-                vae = AutoencoderKL.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _vae_error(name, f"loading it failed ({type(err).__name__}: {err})") from err
-    return vae.to(device).eval().requires_grad_(False)
+        return load_autoencoder(name, subfolder, device)
+    except AutoencoderUnavailableError as err:
+        raise _vae_error(name, f"loading it failed ({err.__cause__ or err})") from err
 
 
 def _vae_error(name: str, reason: str) -> ScorerUnavailableError:
