@@ -4,7 +4,11 @@ Layout of one cell (``results/<grid>/<dataset>/<variant-slug>/seed<k>/``): ``che
 (best EMA validation loss, and last), ``logs/`` (Lightning CSV/TensorBoard), ``train.json`` (the
 training summary, written once training finished), ``records/*.json`` (one per setting x weights,
 each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). A cell with
-``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting.
+``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting; a
+cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
+EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.train`).
+With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning's ``ddp_spawn``
+(gloo on the CPU); the training summary records world size and effective batch size.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 
@@ -40,6 +44,7 @@ class RunContext:
     weights_dir: Path | None = None
     console: Console = field(default_factory=Console)
     progress: bool = True
+    callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
 
@@ -85,11 +90,28 @@ def precision_for(grid: Grid, device: torch.device) -> str:
     return "bf16-mixed" if device.type == "cuda" else "32-true"
 
 
+def resume_checkpoint(directory: Path, console: Console | None = None) -> Path | None:
+    """The checkpoint to resume a cell's training from: ``last.ckpt``, else ``best.ckpt`` (both hold the
+    whole training state), skipping a file that does not load (a write cut short); None: start at step 0."""
+    for name in ("last.ckpt", "best.ckpt"):
+        path = directory / "checkpoints" / name
+        if not path.exists():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)
+            return path
+        except Exception as err:  # noqa: BLE001 -- any unreadable file means: do not resume from it
+            if console:
+                console.print(f"[yellow]{path} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
+    return None
+
+
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
-    """Train one cell with Lightning; returns the training summary (also written to train.json)."""
+    """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
+    training summary (also written to train.json)."""
     info, splits = ctx.dataset(grid, cell.dataset)
     L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = DiffusionModule(grid, cell.variant, info)
+    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
     cfg = grid.train
     val_every = min(cfg.val_every, cfg.max_steps)
@@ -102,22 +124,38 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         loggers.append(TensorBoardLogger(directory, name="logs", version="tb"))
     except (ImportError, ModuleNotFoundError):
         pass
+    distributed = cfg.devices * cfg.num_nodes > 1
     trainer = L.Trainer(
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp_spawn" if distributed else "auto", use_distributed_sampler=False,
         precision=precision_for(grid, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        gradient_clip_val=cfg.grad_clip, callbacks=[best], logger=loggers, enable_progress_bar=ctx.progress,
+        gradient_clip_val=cfg.grad_clip, callbacks=[best, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks],
+        logger=loggers, enable_progress_bar=ctx.progress,
         enable_model_summary=False, log_every_n_steps=min(50, cfg.max_steps), deterministic=ctx.device.type == "cpu",
     )
+    resume = resume_checkpoint(directory, ctx.console)
+    resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    except SystemExit:  # Lightning's Ctrl-C handling shuts down gracefully, then calls sys.exit(1)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     wall = time.perf_counter() - start
     scores = trainer.callback_metrics
     best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    best_score = best.best_model_score
+    if best_score is None:  # ddp_spawn hands back the path, not the score: read the saved callback state
+        state = next(v for k, v in best_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        best_score = state["best_model_score"]
     world = trainer.world_size
     summary = {
         "max_steps": cfg.max_steps, "best_step": int(best_ckpt["global_step"]),
-        "val_loss": float(best.best_model_score), "batch_size": cfg.batch_size, "world_size": world,
+        "val_loss": float(best_score), "batch_size": cfg.batch_size, "world_size": world,
+        "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
+        "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
         "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
@@ -158,7 +196,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
-    module = DiffusionModule(grid, cell.variant, info)
+    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed)
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}

@@ -78,3 +78,26 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("run", "leaderboard", "prepare", "score", "bench"):
         assert command in out
+
+
+def test_ctrl_c_during_training_is_a_clear_message(tmp_path):
+    """SIGINT mid-training: exit 130, one message, no traceback, and no cell marked trained or done."""
+    import signal
+    import time
+
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text("name: tiny\nvariants: [rf]\ntrain: {max_steps: 100000, batch_size: 8, val_every: 100000}\n"
+                    "model: {patch_size: 8, hidden_size: 32, depth: 1, num_heads: 2}\n")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(SMOKE.parent.parent),
+           "OMP_NUM_THREADS": "1", "ABLATE_CACHE_DIR": str(SMOKE.parent.parent / "cache")}  # shared probe
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(grid), "--results", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "r").rglob("metrics.csv")):
+        time.sleep(0.5)  # the CSV logger's file appears once training runs
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "Traceback" not in err + out
+    assert not list((tmp_path / "r").rglob("train.json")) and not list((tmp_path / "r").rglob("done.json"))
