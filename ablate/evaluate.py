@@ -9,6 +9,7 @@ caption is what alignment scorers compare against.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampler_metadata
+from ablate.io import write_bytes_atomic
 from ablate.scorers.base import Scorer
 from ablate.train import conditioning_of, null_conditioning
 
@@ -104,8 +106,7 @@ def save_preview(samples: Tensor, path: Path) -> None:
     from PIL import Image
 
     grid = make_grid(samples.clamp(-1, 1) * 0.5 + 0.5, nrow=8, padding=1, pad_value=1.0)
-    array = (grid.permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp)
-    tmp.replace(path)
+    array = grid.permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())

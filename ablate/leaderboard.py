@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ablate import ranking
-from ablate.results import write_bytes_atomic, write_text_atomic
+from ablate.io import write_bytes_atomic, write_text_atomic
 
 TABLE2_STEPS = 25
 VALIDATION_NOTE = (

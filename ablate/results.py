@@ -26,10 +26,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ import pandas as pd
 
 from ablate import __version__
 from ablate.errors import ResultsError
+from ablate.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
 REQUIRED_KEYS = ("grid", "variant", "dataset", "seed", "steps", "cfg", "time_grid", "weights", "metrics")
 SETTING_KEYS = ("dataset", "steps", "cfg", "time_grid", "weights")
@@ -45,95 +44,7 @@ SETTING_KEYS = ("dataset", "steps", "cfg", "time_grid", "weights")
 SCALAR_KEYS = REQUIRED_KEYS[:-1] + ("nfe", "num_samples", "version", "git_commit", "device", "created")
 DICT_KEYS = ("formulation", "scorers", "config")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
 
-
-# ---------------------------------------------------------------------------------- atomic writes
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
-
-    The bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over
-    ``path``; the directory is created if missing. Raises :class:`ResultsError` naming the
-    directory when it cannot be created or written.
-    """
-    path = Path(path)
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ResultsError(
-            f"Cannot write {path.name!r} into the directory {str(directory)!r}: {err.strerror or err}. "
-            "Check that the directory (or its parent) exists, is writable and has free space, "
-            "or choose another location."
-        ) from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise ResultsError(
-                f"Cannot write {path.name!r} into the directory {str(directory)!r}: "
-                f"{err.strerror or err}. Check that it is writable and has free space."
-            ) from err
-        raise
-    _fsync_dir(directory)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """:func:`write_bytes_atomic` for UTF-8 text."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (keys in insertion order), atomically.
-
-    numpy scalars/arrays, torch scalars and paths are converted; NaN/inf are kept (see module doc).
-    """
-    try:
-        text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True)
-    except (TypeError, ValueError) as err:
-        raise ResultsError(
-            f"Cannot write {str(path)!r}: the record is not JSON-serialisable ({err}). "
-            "Records may hold numbers, strings, booleans, None, lists and dicts (numpy/torch "
-            "scalars and arrays are converted)."
-        ) from err
-    write_text_atomic(path, text + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------- layout

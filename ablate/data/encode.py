@@ -29,7 +29,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from ablate.data.captions import draw_synonym
-from ablate.data.shards import NpyAppender, file_entry, shard_name, write_json
+from ablate.data.shards import NpyAppender, file_entry, shard_name
+from ablate.io import write_json_atomic
 from ablate.data.sources import CroppedImages, Record, collate_images, scan_tar
 from ablate.data.text import TextEncoder, TextEncoderSpec
 from ablate.errors import AblateError, ConfigError
@@ -205,7 +206,7 @@ def encode_shard(task: ShardTask, enc: Encoder, report: Report) -> dict[str, Any
     text_chunk: dict[str, Any] | str = "table"
     if enc.synonyms is None:
         caption_file = shard_name("captions", k, ".json")
-        write_json(out / caption_file, captions)
+        write_json_atomic(out / caption_file, captions)
         files[caption_file] = file_entry(out / caption_file)
         text_chunk = {"name": f"{k:05d}", "count": len(captions), "captions": caption_file,
                       "pooled": shard_name("pooled", k) if "pooled" in writers else None,
@@ -217,7 +218,7 @@ def encode_shard(task: ShardTask, enc: Encoder, report: Report) -> dict[str, Any
         "keys": keys, "device": str(enc.device), "seconds": round(time.time() - started, 2),
         "text_encoder": enc.text.description if enc.text is not None else None,
     }
-    write_json(out / shard_name("shard", k, ".json"), record)
+    write_json_atomic(out / shard_name("shard", k, ".json"), record)
     return record
 
 

@@ -27,9 +27,10 @@ from rich.console import Console
 from ablate import __version__
 from ablate.data.captions import CAPTION_SOURCE, TEMPLATE, caption_table, class_synonyms
 from ablate.data.encode import EncodeSettings, ShardTask, latent_geometry, load_autoencoder, parse_devices, run_shards
+from ablate.io import write_json_atomic
 from ablate.data.shards import (
     FORMAT, JOB, MANIFEST, NORMALISATION, NpyAppender, file_entry, holdout_rows, read_manifest, shard_name,
-    verify_files, write_json,
+    verify_files,
 )
 from ablate.data.sources import CENTER_CROP, resolve_tar_shards, scan_image_folder
 from ablate.data.text import TextEncoder, TextEncoderSpec
@@ -121,7 +122,7 @@ def claim_out_dir(out: Path, wanted: dict[str, Any]) -> None:
         diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
         finished_work = any(out.glob("shard-*.json")) or (out / TABLE).exists() or (out / MANIFEST).exists()
         if diff and not finished_work:  # an earlier attempt stopped before finishing anything: start over
-            write_json(record, wanted)
+            write_json_atomic(record, wanted)
             return
         if diff:
             shown = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:4])
@@ -137,7 +138,7 @@ def claim_out_dir(out: Path, wanted: dict[str, Any]) -> None:
             "write into it. Give a new or empty directory."
         )
     out.mkdir(parents=True, exist_ok=True)
-    write_json(record, wanted)
+    write_json_atomic(record, wanted)
 
 
 def _read(path: Path) -> Any:
@@ -215,7 +216,7 @@ def _caption_table(out: Path, job: PrepareJob, captions: list[str], device: str,
     if done:
         return done["table"]
     files = {}
-    write_json(out / shard_name("captions", "table", ".json"), captions)
+    write_json_atomic(out / shard_name("captions", "table", ".json"), captions)
     files[shard_name("captions", "table", ".json")] = file_entry(out / shard_name("captions", "table", ".json"))
     record: dict[str, Any] = {"name": "table", "count": len(captions), "captions": shard_name("captions", "table", ".json"),
                               "pooled": None, "tokens": None, "text_encoder": None}
@@ -231,7 +232,7 @@ def _caption_table(out: Path, job: PrepareJob, captions: list[str], device: str,
                 record[kind] = shard_name(kind, "table")
         record["text_encoder"] = encoder.description
     record["files"] = files
-    write_json(out / TABLE, record)
+    write_json_atomic(out / TABLE, record)
     return record
 
 
@@ -284,5 +285,5 @@ def write_manifest(out: Path, job: PrepareJob, plan: Plan, vae: torch.nn.Module,
                     "text_chunk": "table" if table else r["text_chunk"]["name"]} for r in records],
         "files": files,
     }
-    write_json(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     assert len(holdout_rows(total, manifest["holdout"])) == manifest["holdout"]

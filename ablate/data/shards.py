@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,20 +49,6 @@ def sha256_file(path: Path) -> str:
 def file_entry(path: Path) -> dict[str, Any]:
     """What the manifest records about one file: its size and SHA-256."""
     return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temp file in the same directory, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype, length: int | None = None) -> bytes:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from ablate.io import write_json_atomic
 from ablate.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
@@ -120,7 +119,7 @@ class FrechetScorer(Scorer):
                 stats.update(self.features(images))
             provenance = {**key, "reference_set": source, "count": stats.n, "scorer": self.name}
             stats.save(path, provenance)
-            _write_json(path.with_suffix(".json"), provenance)
+            write_json_atomic(path.with_suffix(".json"), provenance)
         self.reference_info = {"reference_set": source, "reference_count": stats.n, "reference_cache": str(path)}
         return stats
 
@@ -307,12 +306,3 @@ def _slug(text: str) -> str:
     return "-".join(p for p in keep.split("-") if p)[:40] or "reference"
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

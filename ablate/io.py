@@ -1,0 +1,106 @@
+"""Atomic file writes for the whole package: a reader sees the old file or the whole new one, never a part.
+
+Bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over the target;
+the directory is created if missing. Failures raise :class:`ablate.errors.ResultsError` (an
+``OSError``) naming the directory. No heavy imports, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import ResultsError
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
+
+
+# ---------------------------------------------------------------------------------- atomic writes
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over
+    ``path``; the directory is created if missing. Raises :class:`ResultsError` naming the
+    directory when it cannot be created or written.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ResultsError(
+            f"Cannot write {path.name!r} into the directory {str(directory)!r}: {err.strerror or err}. "
+            "Check that the directory (or its parent) exists, is writable and has free space, "
+            "or choose another location."
+        ) from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise ResultsError(
+                f"Cannot write {path.name!r} into the directory {str(directory)!r}: "
+                f"{err.strerror or err}. Check that it is writable and has free space."
+            ) from err
+        raise
+    _fsync_dir(directory)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (keys in insertion order), atomically.
+
+    numpy scalars/arrays, torch scalars and paths are converted; NaN/inf are kept (see module doc).
+    """
+    try:
+        text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ResultsError(
+            f"Cannot write {str(path)!r}: the record is not JSON-serialisable ({err}). "
+            "Records may hold numbers, strings, booleans, None, lists and dicts (numpy/torch "
+            "scalars and arrays are converted)."
+        ) from err
+    write_text_atomic(path, text + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
