@@ -89,13 +89,17 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
     start = time.perf_counter()
     samples, nfe = generate(net, formulation, info, prompts, steps, cfg, time_grid, batch_size, device, on_batch)
     sample_s = time.perf_counter() - start
-    metrics = score_samples(scorers, samples, prompts)
+    nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
+    if nonfinite:  # a diverged sampler: record NaN (ranked last) rather than feed scorers garbage
+        metrics = {m.name: float("nan") for scorer in scorers for m in scorer.metrics}
+    else:
+        metrics = score_samples(scorers, samples, prompts)
     if preview is not None and info.autoencoder == "identity":
         save_preview(samples[:64], preview)
     return {
         "metrics": metrics, "nfe": nfe, "num_samples": len(samples),
         "sampler": sampler_metadata(formulation, steps, cfg, time_grid),
-        "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s,
+        "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s, "nonfinite_samples": nonfinite,
                  "gpu_hours": (time.perf_counter() - start) / 3600 if device.type == "cuda" else 0.0},
     }
 

@@ -44,12 +44,23 @@ def test_ldm_lambda_monotone_and_inverse():
     assert torch.allclose(path.t_of_log_snr(lam), t, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["edm(-1.2, 1.2)", "edm(0.6, 1.8)", "edm/rf", "edm/cos"])
-def test_edm_sigma_at_t_range_ends(name):
+@pytest.mark.parametrize("name,rel", [("edm(-1.2, 1.2)", 1e-9), ("edm(0.6, 1.8)", 1e-9), ("edm/rf", 1e-9),
+                                      ("edm/cos", 1e-9), ("edm(0, 0.6)", 1e-4), ("edm(1.2, 0.6)", 1e-9)])
+def test_edm_sigma_at_t_range_ends(name, rel):
+    """edm(0, 0.6) puts sigma = 80 at t = 1 - 1.4e-13 and 0.002 at t = 2e-25: float64 still resolves both."""
     f = get_formulation(name)
     lo, hi = f.t_range()
+    assert 0 < lo < hi < 1
     sigma = f.path.sigma(torch.tensor([lo, hi], dtype=torch.float64))
-    assert sigma.tolist() == pytest.approx([0.002, 80.0], rel=1e-9)
+    assert sigma.tolist() == pytest.approx([0.002, 80.0], rel=rel)
+
+
+@pytest.mark.parametrize("name", ["edm(0, 0.6)", "edm(-1.2, 1.2)", "edm/rf", "eps/cos"])
+def test_float32_sampling_stays_finite(name):
+    """The path runs in float64 inside the sampler even for float32 noise (sigma = 80 needs it)."""
+    f = get_formulation(name)
+    x, _ = euler_sample(f, lambda net_in, net_t, c: 0.1 * net_in, torch.randn(8, 1, 4, 4), steps=5, time_grid="own")
+    assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
 
 
 def test_eps_cos_stops_at_log_snr_minus_ten():
@@ -232,3 +243,28 @@ def test_guidance_is_batched_and_counts_nfe():
     assert torch.allclose(x, torch.full_like(x, -2.5 * 1.0 + 2.5 * 0.25 - 2.5 * 0.25))
     x1, nfe1 = euler_sample(f, model_fn, noise, steps=4, cfg=1.0, cond=cond)
     assert nfe1 == 4 and calls[-1] == 3
+
+
+def test_diverged_samples_are_recorded_not_scored():
+    """A sampler that produces inf gives NaN metrics (ranked last) and a count, not a crash."""
+    from ablate.data.base import DatasetInfo
+    from ablate.evaluate import Prompts, evaluate_setting
+    from ablate.scorers.base import Metric
+
+    class Boom:
+        metrics = (Metric("m", "fidelity", False, ""),)
+
+        def score(self, *args):
+            raise AssertionError("scorers must not see non-finite samples")
+
+    info = DatasetInfo(name="x", channels=1, resolution=4, num_classes=2, class_names=["a", "b"],
+                       autoencoder="none", caption=lambda y, g: "")
+    prompts = Prompts(cond=torch.zeros(3, dtype=torch.long), labels=torch.zeros(3, dtype=torch.long),
+                      captions=[""] * 3, noise=torch.randn(3, 1, 4, 4))
+    class Diverged(torch.nn.Module):
+        def forward(self, x, t, y):
+            return torch.full_like(x, float("inf"))
+
+    net = Diverged()
+    out = evaluate_setting(net, get_formulation("rf"), info, prompts, [Boom()], 2, 1.0, "own", 3, torch.device("cpu"))
+    assert math.isnan(out["metrics"]["m"]) and out["eval"]["nonfinite_samples"] == 3

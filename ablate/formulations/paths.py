@@ -188,7 +188,8 @@ class EDMQuantilePath(SigmaPath):
         return self.sigma(t) * self.p_std / pdf
 
     def t_of_sigma(self, sigma: Tensor) -> Tensor:
-        return torch.special.ndtr((torch.log(sigma) - self.p_mean) / self.p_std)
+        x = (torch.log(sigma) - self.p_mean) / self.p_std
+        return 0.5 * torch.erfc(-x / math.sqrt(2))  # Phi(x); torch's ndtr underflows below x ~ -8
 
     def metadata(self) -> dict[str, Any]:
         return {"path": "edm", "sigma": "exp(Pm + Ps * PhiInv(t))", "P_mean": self.p_mean, "P_std": self.p_std}

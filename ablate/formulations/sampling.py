@@ -67,24 +67,30 @@ def euler_sample(
     """
     if cfg != 1.0 and uncond is None:
         raise ValueError("classifier-free guidance (cfg != 1) needs an unconditional input `uncond`")
+    # The path is evaluated in float64 (EDM's quantile time puts sigma = 80 at t = 1 - 1e-13, which
+    # float32 rounds to 1, sigma = inf); the network gets its inputs in the noise's dtype.
     times = sampling_times(formulation, steps, time_grid).to(noise.device)
-    batch = noise.shape[0]
-    _, b_hi = formulation.coefficients(times[:1].to(noise.dtype))
-    z = b_hi * noise
+    dtype, batch = noise.dtype, noise.shape[0]
+    _, b_hi = formulation.coefficients(times[:1])
+    z = b_hi * noise.double()
     guided = cfg != 1.0
     both = torch.cat([cond, uncond]) if guided else cond
+
+    def network(z_in: Tensor, t_in: Tensor, c: Any) -> Tensor:
+        net_in, net_t = formulation.model_input(z_in, t_in)
+        return model_fn(net_in.to(dtype), net_t.to(dtype), c).double()
+
     for i in range(steps):
-        t = times[i].to(noise.dtype).expand(batch)
+        t = times[i].expand(batch)
         if guided:
-            z2, t2 = torch.cat([z, z]), torch.cat([t, t])
-            raw_c, raw_u = model_fn(*formulation.model_input(z2, t2), both).chunk(2)
+            raw_c, raw_u = network(torch.cat([z, z]), torch.cat([t, t]), both).chunk(2)
             raw = raw_u + cfg * (raw_c - raw_u)
         else:
-            raw = model_fn(*formulation.model_input(z, t), cond)
+            raw = network(z, t, cond)
         x0_hat, eps_hat = formulation.estimates(raw, z, t)
         if i == steps - 1:
-            return x0_hat, steps * (2 if guided else 1)
-        a_next, b_next = formulation.coefficients(times[i + 1].to(noise.dtype))
+            return x0_hat.to(dtype), steps * (2 if guided else 1)
+        a_next, b_next = formulation.coefficients(times[i + 1])
         z = a_next * x0_hat + b_next * eps_hat
     raise AssertionError("unreachable")
 
