@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from rich.console import Console
 
 from ablate.data import load_dataset
@@ -30,7 +32,8 @@ from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import AblateError, ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
 from ablate.grid import Cell, Grid
-from ablate.results import cell_dir, provenance_stamp, record_path, write_json_atomic, write_record
+from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
+                            write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
 from ablate.train import DiffusionModule, LatentDataModule
 
@@ -90,6 +93,22 @@ def precision_for(grid: Grid, device: torch.device) -> str:
     return "bf16-mixed" if device.type == "cuda" else "32-true"
 
 
+class _SpawnLauncher(_MultiProcessingLauncher):
+    """Lightning's spawn launcher, defined here so that a spawned rank, unpickling it, imports ablate (and
+    its torchvision fix, see :mod:`ablate._torchvision_compat`) before Lightning, whatever the main module."""
+
+
+class SpawnDDPStrategy(DDPStrategy):
+    """``ddp_spawn``: the ranks are spawned processes and the calling process goes on after ``fit`` (a
+    worker keeps its claim on the cell, then evaluates it alone)."""
+
+    def __init__(self) -> None:
+        super().__init__(start_method="spawn")
+
+    def _configure_launcher(self) -> None:
+        self._launcher = _SpawnLauncher(self, start_method="spawn")
+
+
 def resume_checkpoint(directory: Path, console: Console | None = None) -> Path | None:
     """The checkpoint to resume a cell's training from: ``last.ckpt``, else ``best.ckpt`` (both hold the
     whole training state), skipping a file that does not load (a write cut short); None: start at step 0."""
@@ -127,7 +146,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     distributed = cfg.devices * cfg.num_nodes > 1
     trainer = L.Trainer(
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy="ddp_spawn" if distributed else "auto", use_distributed_sampler=False,
+        strategy=SpawnDDPStrategy() if distributed else "auto", use_distributed_sampler=False,
         precision=precision_for(grid, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip, callbacks=[best, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks],
@@ -136,6 +155,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     )
     resume = resume_checkpoint(directory, ctx.console)
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
+    _keep_earlier_log(directory / "logs", resumed_step)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume)
@@ -162,16 +182,31 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "precision": precision_for(grid, ctx.device), "checkpoint": str(Path(best.best_model_path).name),
         "final_val": {k: float(v) for k, v in scores.items() if k.startswith("val")},
     }
-    summary.update(_best_levels(directory / "logs" / "metrics.csv", summary["best_step"]))
+    summary.update(_best_levels(directory / "logs", summary["best_step"]))
     write_json_atomic(directory / "train.json", summary)
     return summary
 
 
-def _best_levels(metrics_csv: Path, step: int) -> dict[str, Any]:
+EARLIER_LOG = "metrics-before-resume.csv"
+
+
+def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
+    """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
+    ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically)."""
+    import pandas as pd
+
+    parts = [pd.read_csv(p) for p in (logs / EARLIER_LOG, logs / "metrics.csv") if p.is_file() and p.stat().st_size]
+    if parts:
+        frame = pd.concat(parts, ignore_index=True)
+        write_text_atomic(logs / EARLIER_LOG, frame[frame["step"] < resumed_step].to_csv(index=False))
+
+
+def _best_levels(logs: Path, step: int) -> dict[str, Any]:
     """Validation numbers logged at the kept checkpoint's step (EMA weights)."""
     import pandas as pd
 
-    frame = pd.read_csv(metrics_csv)
+    files = [p for p in (logs / EARLIER_LOG, logs / "metrics.csv") if p.is_file() and p.stat().st_size]
+    frame = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
     rows = frame[frame["step"] == step - 1] if (frame["step"] == step - 1).any() else frame[frame["step"] == step]
     row = rows.ffill().bfill().iloc[-1] if len(rows) else frame.iloc[-1]
     levels = [float(row[f"val_levels/ema_x0_mse_{k}"]) for k in range(8)]
@@ -225,9 +260,16 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     return "done"
 
 
-def run_grid(grid: Grid, ctx: RunContext) -> dict[str, int]:
-    """Every cell of the grid, in order; finished cells are skipped. Returns counts by outcome."""
+def run_grid(grid: Grid, ctx: RunContext, workers: Any = None) -> dict[str, int]:
+    """Every cell of the grid, in order; finished cells are skipped. Returns counts by outcome.
+
+    With ``workers`` (an :class:`ablate.workers.WorkerOptions`) the cells are shared through an Optuna
+    storage by worker processes instead (see :mod:`ablate.workers`); returns counts by cell state."""
     check_results_writable(grid)
+    if workers is not None:
+        from ablate.workers import run_workers
+
+        return dict(run_workers(grid, ctx, workers))
     cells = grid.cells()
     for dataset in grid.datasets:  # fail before any training if data or a scorer is unavailable
         ctx.scorers(grid, dataset)

@@ -10,17 +10,25 @@ steps with decay ``ema.decay`` (SD3: every 100, 0.99; DiT: every 1, 0.9999), thr
 and levels for every variant: the native loss at 8 equally spaced t, and the cross-formulation
 x0-MSE at 8 fixed log-SNR levels, for the raw and the EMA weights. The checkpoint kept for
 evaluation is the one with the lowest EMA validation loss (the paper's rule).
+
+Determinism and resumption: every random draw of optimizer step k is a function of (cell seed, k,
+rank) alone: the batch (:class:`StepBatches`) and the conditioning dropout, t and noise (a generator
+seeded by :func:`mix_seed`). A run resumed from a checkpoint at step k therefore reads the same
+batches and noise as an uninterrupted one, and gives bit-identical weights on the CPU.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import level_times, matched_times, parse_variant
@@ -61,8 +69,51 @@ class _IndexedBatches(Dataset):
         return x0, conditioning_of(self.split, idx, self.conditioning)
 
 
+def mix_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys, e.g. (cell seed, step, rank)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class StepBatches(Sampler[list[int]]):
+    """Training batches by optimizer step: step k on rank r of W reads the items
+    ``perm_e[((k mod S) W + r) B : ... + B]`` of epoch e = k // S, where S = N // (W B) steps make an
+    epoch and ``perm_e`` is a permutation seeded by (seed, e). Iteration starts at ``start_step()``
+    (the trainer's global step when Lightning calls ``iter``), so a resumed run continues the data
+    order exactly; the effective batch is W B."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: Callable[[], int],
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.start_step = num_items, batch_size, seed, start_step
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = num_items // (batch_size * world_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{num_items} training items cannot fill one batch of {batch_size} x {world_size} processes")
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, first = divmod(int(self.start_step()), self.steps_per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
+        b, w = self.batch_size, self.world_size
+        for i in range(first, self.steps_per_epoch):
+            start = (i * w + self.rank) * b
+            yield perm[start:start + b].tolist()
+
+
+class _StepDataLoader(DataLoader):
+    """A loader whose position is the trainer's global step (see :class:`StepBatches`); it has no
+    state of its own to save, which tells Lightning that resuming mid-epoch is exact."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 class LatentDataModule(L.LightningDataModule):
-    """Random training batches and a fixed validation subset of the test split."""
+    """Training batches by step (:class:`StepBatches`) and a fixed validation subset of the test split."""
 
     def __init__(self, splits: dict[str, LatentSplit], batch_size: int, val_size: int, seed: int,
                  conditioning: str = "class") -> None:
@@ -74,8 +125,11 @@ class LatentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = _IndexedBatches(self.splits["train"], self.conditioning)
-        order = RandomSampler(range(len(data)), generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(data, sampler=BatchSampler(order, self.batch_size, drop_last=True), batch_size=None)
+        trainer = self.trainer
+        batches = StepBatches(len(data), self.batch_size, self.seed,
+                              start_step=(lambda: trainer.global_step) if trainer else (lambda: 0),
+                              rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+        return _StepDataLoader(data, sampler=batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         test = self.splits["test"]
@@ -96,33 +150,42 @@ def build_network(grid: Grid, info: DatasetInfo) -> DiT:
     ))
 
 
+def _ema_update(decay: float, ema: list[Tensor], current: list[Tensor], num_averaged: Tensor | int) -> None:
+    """torch's EMA update, as a module-level function so the module pickles (``ddp_spawn``)."""
+    get_ema_multi_avg_fn(decay)(ema, current, num_averaged)
+
+
 class DiffusionModule(L.LightningModule):
     """One variant (trajectory x timestep sampler) trained on one dataset."""
 
-    def __init__(self, grid: Grid, variant: str, info: DatasetInfo) -> None:
+    def __init__(self, grid: Grid, variant: str, info: DatasetInfo, seed: int = 0) -> None:
         super().__init__()
         self.formulation, self.sampler = parse_variant(variant)
+        self.seed = seed
         self.grid_train, self.info = grid.train, info
         self.net = build_network(grid, info)
-        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(grid.train.ema.decay), use_buffers=True)
+        self.ema = AveragedModel(self.net, multi_avg_fn=functools.partial(_ema_update, grid.train.ema.decay),
+                                 use_buffers=True)
         self.ema.requires_grad_(False)
-        self._forward = torch.compile(self.net) if grid.train.compile else self.net
+        # not a registered submodule: the weights live once, under `net`, in every checkpoint
+        object.__setattr__(self, "_forward", torch.compile(self.net) if grid.train.compile else self.net)
         self._val_sums: dict[str, Tensor] = {}
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x0, cond = batch
         n = x0.shape[0]
-        drop = torch.rand(n, device=x0.device) < self.grid_train.cond_dropout
+        gen = torch.Generator(device=x0.device).manual_seed(mix_seed(self.seed, self.global_step, self.global_rank))
+        drop = torch.rand(n, generator=gen, device=x0.device) < self.grid_train.cond_dropout
         null = null_conditioning(cond, self.info)
         cond = torch.where(drop.view(-1, *[1] * (cond.ndim - 1)), null, cond)
-        t = self.sampler.sample(n, device=x0.device)
-        eps = torch.randn_like(x0)
+        t = self.sampler.sample(n, generator=gen, device=x0.device)
+        eps = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
         z = self.formulation.add_noise(x0, eps, t)
         raw = self._forward(*self.formulation.model_input(z, t), cond)
         loss = self.formulation.loss(raw.float(), x0, eps, t).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {float(loss)} at step {self.global_step}")
+            raise FloatingPointError(f"training loss is {float(loss.detach())} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
     p.add_argument("--grid", default=None, help="grid name (default: every grid found, one after another)")
+    p.add_argument("--storage", metavar="URL", default=None,
+                   help="read the records from this Optuna storage (as `run --storage URL` left them) instead of "
+                        "--results; needs --grid")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
                    help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="where to write .md and .png (default: leaderboard)")
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ablate.results import grids_in, load_records
 
     results: Path = args.results
+    if args.storage and not args.grid:
+        raise AblateError(f"--storage {args.storage!r} needs --grid NAME: a storage can hold several grids' studies.")
     grids = [args.grid] if args.grid else grids_in(results) if results.is_dir() else []
     if not grids:
         raise AblateError(
@@ -49,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     csv_parts: list[str] = []
     for grid in grids:
-        frame = load_records(results, grid)
+        if args.storage:
+            frame = records_from_storage(args.storage, grid)
+        else:
+            frame = load_records(results, grid)
+        if frame.empty and args.storage:
+            raise AblateError(f"No complete cells of grid {grid!r} in the storage {args.storage!r}; "
+                              f"see `python -m ablate status {grid} --storage {args.storage}`.")
         if frame.empty:
             raise AblateError(
                 f"No result records for grid {grid!r} in {str(results / grid)!r}. Grids with results "
@@ -69,3 +81,28 @@ def run(args: argparse.Namespace) -> int:
     if csv_parts:
         sys.stdout.write("".join(csv_parts))
     return 0
+
+
+def records_from_storage(url: str, grid_name: str) -> Any:
+    """The result records stored in the study's complete trials, as :func:`ablate.results.load_records` gives
+    them from files (``path`` is ``<url>#trial<n>``)."""
+    import optuna
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    from ablate.results import SCALAR_KEYS, _flatten
+    from ablate.workers import open_storage
+
+    try:
+        study = optuna.load_study(study_name=grid_name, storage=open_storage(url, heartbeat=False))
+    except KeyError:
+        raise AblateError(f"The storage {url!r} holds no study of grid {grid_name!r}; run the grid there with "
+                          f"`python -m ablate run GRID --storage {url}`.") from None
+    rows = [_flatten(value, f"{url}#trial{t.number}")  # type: ignore[arg-type]  # only str()-ed
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for key, value in sorted(t.user_attrs.items()) if key.startswith("record:")]
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(SCALAR_KEYS))
+    for key in SCALAR_KEYS:
+        if key not in frame:
+            frame[key] = None
+    return frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -24,13 +25,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="probe weights and reference statistics (default: cache/)")
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
+    w = p.add_argument_group("workers", "share the grid's cells through an Optuna storage (see ablate/workers.py)")
+    w.add_argument("--storage", metavar="URL", help="Optuna RDB storage; the same URL on several machines joins "
+                   "one grid (default with --workers: sqlite:///<results>/<grid>/optuna.sqlite3)")
+    w.add_argument("--workers", type=_positive, metavar="N", help="worker processes on this machine, spread over "
+                   "the visible GPUs (default: 1, or one per GPU x --workers-per-gpu)")
+    w.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K", help="workers sharing one GPU")
+    w.add_argument("--retry-failed", action="store_true", help="re-queue the cells that failed (diverged or crashed)")
+    d = p.add_argument_group("one run on several devices (Lightning DDP)")
+    d.add_argument("--devices", type=_positive, metavar="N", help="GPUs (or CPU processes) per run (train.devices)")
+    d.add_argument("--num-nodes", type=_positive, metavar="M", help="machines per run (train.num_nodes)")
     p.set_defaults(func=main)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def main(args: argparse.Namespace) -> int:
     from ablate.runner import RunContext, run_grid
 
     grid = load_grid(args.grid, overrides_from_args(args))
+    if args.devices or args.num_nodes:
+        train = dataclasses.replace(grid.train, devices=args.devices or grid.train.devices,
+                                    num_nodes=args.num_nodes or grid.train.num_nodes)
+        grid = dataclasses.replace(grid, train=train)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     console = Console()
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
@@ -38,9 +59,16 @@ def main(args: argparse.Namespace) -> int:
                   f"on {device}, results in {grid.results_dir}", highlight=False)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
-    run_grid(grid, ctx)
+    workers = None
+    if args.storage or args.workers or args.workers_per_gpu > 1 or args.retry_failed:
+        from ablate.workers import WorkerOptions
+
+        workers = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
+                                retry_failed=args.retry_failed)
+    run_grid(grid, ctx, workers)
     if not args.no_leaderboard:
         from ablate.cli import main as cli_main
 
-        return cli_main(["leaderboard", "--results", str(grid.results_root), "--grid", grid.name])
+        source = ["--storage", args.storage] if args.storage else ["--results", str(grid.results_root)]
+        return cli_main(["leaderboard", *source, "--grid", grid.name])
     return 0

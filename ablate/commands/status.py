@@ -1,0 +1,103 @@
+"""``python -m ablate status GRID [--storage URL]``: every cell of a grid and where it stands.
+
+One row per cell, from the grid's Optuna study (see :mod:`ablate.workers`): pending (not queued
+yet, waiting, or re-queued after its worker was lost), running (where: host, pid, device; since
+when, UTC; the last reported training step), done (the EMA validation loss) or failed (the step and
+the reason). ``attempts`` counts the cell's trials (retries after lost workers or --retry-failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+
+from rich.console import Console
+from rich.table import Table
+
+from ablate.grid import add_override_arguments, load_grid, overrides_from_args
+
+STYLES = {"pending": "dim", "running": "cyan", "done": "green", "failed": "red"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show which cells of a grid are pending, running, done or failed",
+                       description="Show every cell of a grid as its Optuna study records it: pending, running "
+                                   "(where, since when, step), done, failed (with the reason).")
+    p.add_argument("grid", help="a grid file (grids/smoke.yaml) or the name of a shipped grid (smoke)")
+    p.add_argument("--storage", metavar="URL", help="the Optuna storage the grid runs in "
+                   "(default: sqlite:///<results>/<grid>/optuna.sqlite3)")
+    add_override_arguments(p)
+    p.set_defaults(func=main)
+
+
+def _utc(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    local = moment if moment.tzinfo else moment.astimezone()  # Optuna stores naive local times
+    return local.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _study_if_exists(name: str, url: str) -> optuna.Study | None:
+    """The grid's study; None if the storage (a missing SQLite file) or the study does not exist yet."""
+    from ablate.workers import open_storage
+
+    if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+    except KeyError:
+        return None
+
+
+def status_table(grid_path: str, storage: str | None, overrides: object = None) -> tuple[Table, dict[str, int]]:
+    """The status table of a grid, and its cell counts by state."""
+    from ablate.workers import cell_states, default_storage
+
+    grid = load_grid(grid_path, overrides)  # type: ignore[arg-type]
+    study = _study_if_exists(grid.name, storage or default_storage(grid))
+    states = cell_states(study, grid)
+    counts = {s: 0 for s in STYLES}
+    table = Table(title=f"grid {grid.name} in {storage or default_storage(grid)}"
+                        + ("" if study is not None else " (no study yet: nothing queued)"))
+    for col in ("dataset", "variant", "seed", "state", "attempts", "where", "since (UTC)", "step", "detail"):
+        table.add_column(col, justify="right" if col in ("seed", "attempts", "step") else "left",
+                         no_wrap=col != "detail")
+    for cell_id, (state, trial, attempts) in states.items():
+        counts[state] += 1
+        attrs = trial.user_attrs if trial is not None else {}
+        variant, dataset, seed = attrs.get("variant"), attrs.get("dataset"), attrs.get("seed")
+        if trial is None:
+            cell = next(c for c in grid.cells() if c.id == cell_id)
+            variant, dataset, seed = cell.variant, cell.dataset, cell.seed
+        where = attrs.get("where") or {}
+        place = f"{where['host']}:{where['pid']} ({where['device']})" if where and state in ("running", "done") else ""
+        step, detail = attrs.get("step"), ""
+        if state == "failed":
+            step = attrs.get("fail_step", step)
+            reason = attrs.get("fail_reason") or ("interrupted (Ctrl-C); the next run resumes it"
+                                                  if attrs.get("interrupted") else "worker lost (no heartbeat)")
+            detail = reason
+        elif state == "done":
+            train = attrs.get("train") or {}
+            detail = f"val loss {trial.value:.4f}" + (f", resumed at step {train['resumed_from_step']}"
+                                                      if train.get("resumed_from_step") else "")
+        elif state == "pending" and trial is not None and trial.system_attrs.get("failed_trial") is not None:
+            detail = f"re-queued after trial {trial.system_attrs['failed_trial']} lost its worker"
+        elif state == "pending" and trial is None:
+            detail = "not queued yet"
+        max_steps = grid.train.max_steps
+        table.add_row(str(dataset), str(variant), str(seed), f"[{STYLES[state]}]{state}[/]", str(attempts), place,
+                      _utc(trial.datetime_start) if trial is not None and state != "pending" else "",
+                      f"{step}/{max_steps}" if step is not None and state != "pending" else "", detail)
+    table.caption = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return table, counts
+
+
+def main(args: argparse.Namespace) -> int:
+    table, _ = status_table(args.grid, args.storage, overrides_from_args(args))
+    console = Console()
+    Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
+    return 0

@@ -1,0 +1,216 @@
+"""Workers sharing a grid through an Optuna storage (issue 6): exactly-once cells, a SIGKILLed worker
+replaced and its cell resumed from its checkpoint with the metrics of an uninterrupted run, a diverging
+cell failed (and re-queued by --retry-failed), and the status table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+import torch
+import workers_kit
+from optuna.trial import TrialState
+from rich.console import Console
+
+from ablate.grid import GridOverrides, load_grid
+from ablate.results import cell_dir
+from ablate.runner import RunContext, run_cell
+from ablate.workers import WorkerOptions, open_storage, open_study, queue_cells, run_workers, trials_by_cell
+
+VICTIM = workers_kit.VARIANTS[0]
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+
+
+@pytest.fixture
+def one_thread():
+    """Torch in this process as in the worker processes: one thread (bit-identical sums, no oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """``run --workers 2`` on a 3-cell grid; the worker training VICTIM is SIGKILLed once that cell has a
+    checkpoint. Returns (root, url, log text, killed pid, exit code)."""
+    root = tmp_path_factory.mktemp("shared")
+    grid_file = workers_kit.write_grid(root, max_steps=24)
+    url = f"sqlite:///{root / 'optuna.sqlite3'}"
+    victim_ckpt = cell_dir(root / "results", "tiny", "fashion-mnist", VICTIM, 0) / "checkpoints" / "last.ckpt"
+    log_path = root / "run.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(workers_kit.cli_command("run", str(grid_file), "--results", str(root / "results"),
+                                                        "--storage", url, "--workers", "2", "--no-leaderboard"),
+                                env=workers_kit.worker_env(ABLATE_TEST_STEP_SLEEP="0.1"), stdout=log,
+                                stderr=subprocess.STDOUT, cwd=root)
+        killed, deadline = None, time.monotonic() + 150
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if victim_ckpt.exists():
+                running = [t for t in trials_by_cell(_study(url, "tiny")).get(f"fashion-mnist--{VICTIM}--seed0", [])
+                           if t.state == TrialState.RUNNING]
+                killed = running[0].user_attrs["where"]["pid"]
+                os.kill(killed, signal.SIGKILL)
+        code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    return root, url, log_path.read_text(), killed, code
+
+
+def test_two_workers_complete_grid_once(shared_run):
+    root, url, log, killed, code = shared_run
+    assert code == 0, log[-3000:]
+    assert killed is not None, "the victim cell finished before it could be killed"
+    by_cell = trials_by_cell(_study(url, "tiny"))
+    assert len(by_cell) == 3
+    for cell_id, trials in by_cell.items():
+        assert [t.state for t in trials].count(TrialState.COMPLETE) == 1, cell_id
+    pids = {t.user_attrs["where"]["pid"] for ts in by_cell.values() for t in ts if "where" in t.user_attrs}
+    assert len(pids) >= 2  # the grid was shared by separate worker processes
+    done_lines = re.findall(r"\] trial (\d+) done", log)
+    assert len(done_lines) == 3 == len(set(done_lines)), log[-3000:]  # every cell evaluated exactly once
+    for variant in workers_kit.VARIANTS:
+        directory = cell_dir(root / "results", "tiny", "fashion-mnist", variant, 0)
+        assert (directory / "done.json").exists()
+        assert len(list((directory / "records").glob("*.json"))) == 1
+        assert not list(directory.rglob("*.tmp"))  # nothing half-written
+        if variant != VICTIM:
+            assert json.loads((directory / "train.json").read_text())["resumed_from_step"] == 0
+
+
+def test_killed_worker_resumes_from_checkpoint(shared_run, tmp_path, one_thread):
+    root, url, log, killed, code = shared_run
+    assert code == 0 and killed is not None, log[-3000:]
+    assert "worker w0 died (signal 9)" in log or "worker w1 died (signal 9)" in log  # and was replaced
+    trials = trials_by_cell(_study(url, "tiny"))[f"fashion-mnist--{VICTIM}--seed0"]
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["where"]["pid"] for t in lost] == [killed]  # failed by heartbeat, then retried
+    assert trials[-1].state == TrialState.COMPLETE and trials[-1].system_attrs["failed_trial"] == lost[0].number
+    directory = cell_dir(root / "results", "tiny", "fashion-mnist", VICTIM, 0)
+    resumed = json.loads((directory / "train.json").read_text())
+    assert resumed["resumed_from_step"] > 0
+    # the same cell, uninterrupted, in this process
+    grid = load_grid(root / "tiny.yaml", GridOverrides(results=tmp_path))
+    cell = next(c for c in grid.cells() if c.variant == VICTIM)
+    run_cell(grid, cell, RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False))
+    reference = cell_dir(tmp_path, "tiny", "fashion-mnist", VICTIM, 0)
+    (mine,), (ref,) = ([json.loads(p.read_text()) for p in (d / "records").glob("*.json")] for d in (directory, reference))
+    assert mine["metrics"] == ref["metrics"]
+    assert resumed["val_loss"] == json.loads((reference / "train.json").read_text())["val_loss"]
+    a, b = (torch.load(d / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"] for d in (directory, reference))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights, EMA included
+    stored = trials[-1].user_attrs[f"record:{next((directory / 'records').glob('*.json')).stem}"]
+    assert stored["metrics"] == mine["metrics"]  # the storage holds the record too
+
+
+def test_diverging_cell_fails_then_retry(tmp_path, monkeypatch, one_thread):
+    for key, value in workers_kit.worker_env().items():
+        if key.startswith("ABLATE_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ABLATE_TEST_NAN_VARIANT", "eps/linear")
+    grid = load_grid(workers_kit.write_grid(tmp_path, "nan", ["rf", "eps/linear"], max_steps=16),
+                     GridOverrides(results=tmp_path / "results"))
+    url = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
+    assert run_workers(grid, ctx, WorkerOptions(storage=url)) == {"done": 1, "failed": 1}
+    failed = trials_by_cell(_study(url, "nan"))["fashion-mnist--eps+linear--seed0"]
+    assert [t.state for t in failed] == [TrialState.FAIL]
+    assert failed[0].user_attrs["fail_step"] == 3
+    assert "FloatingPointError" in failed[0].user_attrs["fail_reason"] and "nan" in failed[0].user_attrs["fail_reason"]
+    assert run_workers(grid, ctx, WorkerOptions(storage=url)) == {"done": 1, "failed": 1}  # stays failed
+    monkeypatch.delenv("ABLATE_TEST_NAN_VARIANT")
+    assert run_workers(grid, ctx, WorkerOptions(storage=url, retry_failed=True)) == {"done": 2}
+    states = [t.state for t in trials_by_cell(_study(url, "nan"))["fashion-mnist--eps+linear--seed0"]]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]
+    from ablate.commands.leaderboard import records_from_storage
+
+    assert sorted(records_from_storage(url, "nan")["variant"]) == ["eps/linear", "rf"]
+
+
+def test_status_table_shows_every_state(tmp_path):
+    from ablate.commands.status import status_table
+
+    variants = ["rf", "eps/linear", "v/cos", "edm/rf"]
+    queued = load_grid(workers_kit.write_grid(tmp_path, "st", variants), GridOverrides(results=tmp_path))
+    url = f"sqlite:///{tmp_path / 'st.sqlite3'}"
+    study = open_study(queued, open_storage(url, heartbeat=False))
+    assert queue_cells(study, queued) == 4 and queue_cells(study, queued) == 0
+    where = {"host": "node7", "pid": 4242, "worker": "w3", "device": "cpu"}
+    running, done, failed = study.ask(), study.ask(), study.ask()  # rf, eps/linear, v/cos; edm/rf waits
+    running.set_user_attr("where", where)
+    running.set_user_attr("step", 17)
+    done.set_user_attr("where", where)
+    study.tell(done, 0.125)
+    failed.set_user_attr("fail_reason", "FloatingPointError: training loss is nan at step 3")
+    failed.set_user_attr("fail_step", 3)
+    study.tell(failed, state=TrialState.FAIL)
+    grid_file = workers_kit.write_grid(tmp_path, "st", variants + ["rf/cosmap"])  # one cell never queued
+    table, counts = status_table(str(grid_file), url, GridOverrides(results=tmp_path))
+    assert counts == {"pending": 2, "running": 1, "done": 1, "failed": 1}
+    console = Console(width=250, record=True, file=open(os.devnull, "w"))
+    console.print(table)
+    rows = {line.split("│")[2].strip(): line for line in console.export_text().splitlines() if line.count("│") > 5}
+    assert re.search(r"running .* node7:4242 \(cpu\) .* \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ .* 17/24", rows["rf"])
+    assert re.search(r"done .* val loss 0\.1250", rows["eps/linear"])
+    assert re.search(r"failed .* 3/24 .* FloatingPointError: training loss is nan at step 3", rows["v/cos"])
+    assert "pending" in rows["edm/rf"] and "not queued" not in rows["edm/rf"]
+    assert re.search(r"pending .* not queued yet", rows["rf/cosmap"])
+
+
+def test_joining_with_another_config_is_refused(tmp_path):
+    from ablate.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'cfg.sqlite3'}"
+    grid = load_grid(workers_kit.write_grid(tmp_path, "cfg"), GridOverrides(results=tmp_path))
+    open_study(grid, open_storage(url, heartbeat=False))
+    other = load_grid(workers_kit.write_grid(tmp_path, "cfg", max_steps=99), GridOverrides(results=tmp_path))
+    with pytest.raises(ConfigError, match=r"train\.max_steps \(24 in the storage, 99 here\)"):
+        open_study(other, open_storage(url, heartbeat=False))
+    subset = load_grid(workers_kit.write_grid(tmp_path, "cfg", ["rf"]), GridOverrides(results=tmp_path))
+    open_study(subset, open_storage(url, heartbeat=False))  # other cells, same config: joins
+
+
+def test_gpu_assignment_spreads_workers_over_gpu_groups():
+    from ablate.workers import gpu_assignment
+
+    assert gpu_assignment(4, 2, 1, ["0", "1"]) == ["0", "0", "1", "1"]
+    assert gpu_assignment(3, 1, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3", "0,1"]
+    assert gpu_assignment(2, 1, 4, ["5", "7"]) == ["5,7", "5,7"]  # fewer GPUs than devices: share what there is
+
+
+def _pop_all(url: str, start: float, queue) -> None:  # type: ignore[no-untyped-def]
+    study = _study(url, "race")
+    while time.time() < start:
+        pass
+    claimed = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:  # what study.ask() does first
+        claimed.append(trial_id)
+    queue.put(claimed)
+
+
+def test_sqlite_claims_are_exclusive(tmp_path):
+    """Four processes claiming waiting trials at once on SQLite: every trial is claimed exactly once
+    (without BEGIN IMMEDIATE, about a quarter are claimed twice)."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
+    study = optuna.create_study(study_name="race", storage=open_storage(url, heartbeat=False))
+    for i in range(40):
+        study.enqueue_trial({}, user_attrs={"i": i})
+    context = multiprocessing.get_context("fork")
+    queue, start = context.Queue(), time.time() + 1
+    procs = [context.Process(target=_pop_all, args=(url, start, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [trial for _ in procs for trial in queue.get(timeout=60)]
+    for p in procs:
+        p.join()
+    assert len(claimed) == len(set(claimed)) == 40

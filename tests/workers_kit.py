@@ -1,0 +1,90 @@
+"""Test-only helpers for the worker tests (imported by them and, through the scorer registry, by the
+worker processes they start): a scorer that needs no weights, fault injection, a tiny grid.
+
+Fault injection (read in every process that imports this module, so set it in the worker's env):
+``ABLATE_TEST_NAN_VARIANT=<variant>`` feeds NaN inputs to that variant's training from step 3 on (the
+real divergence check then fails the cell); ``ABLATE_TEST_STEP_SLEEP=<s>`` sleeps in every training
+step (to give a test time to kill a worker mid-training; the numbers do not change).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ablate  # noqa: F401  (torchvision fix first)
+from ablate.scorers.base import Metric, Scorer, register_scorer
+from ablate.train import DiffusionModule
+
+
+@register_scorer
+class MomentScorer(Scorer):
+    """Test-only: moments of the samples (cheap and deterministic; no model)."""
+
+    name = "test-moments"
+    metrics = (Metric("moment_align", "alignment", True, "test only: minus the |std - 0.5| of the samples"),
+               Metric("moment_fd", "fidelity", False, "test only: |mean| + |std - 0.5| of the samples"))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model": "none (test-only sample moments)"}
+
+    def score(self, samples: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, float]:
+        spread = abs(float(samples.std()) - 0.5)
+        return {"moment_align": -spread, "moment_fd": abs(float(samples.mean())) + spread}
+
+
+_init, _step = DiffusionModule.__init__, DiffusionModule.training_step
+
+
+def _patched_init(self, grid, variant, info, seed=0) -> None:  # type: ignore[no-untyped-def]
+    _init(self, grid, variant, info, seed=seed)
+    self._test_variant = variant
+
+
+def _patched_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+    time.sleep(float(os.environ.get("ABLATE_TEST_STEP_SLEEP", 0)))
+    if os.environ.get("ABLATE_TEST_NAN_VARIANT") == self._test_variant and self.global_step >= 3:
+        batch = (torch.full_like(batch[0], float("nan")), batch[1])
+    return _step(self, batch, batch_idx)
+
+
+DiffusionModule.__init__, DiffusionModule.training_step = _patched_init, _patched_step  # type: ignore[method-assign]
+
+TINY_GRID = """\
+name: {name}
+variants: {variants}
+datasets: [fashion-mnist]
+seeds: [0]
+data: {{resolution: 8, val_size: 32}}
+model: {{patch_size: 4, hidden_size: 32, depth: 2, num_heads: 2}}
+train: {{max_steps: {max_steps}, batch_size: 16, lr: 1.0e-3, warmup_steps: 2, val_every: 8, ema: {{every: 1, decay: 0.9}}}}
+eval: {{num_samples: 16, batch_size: 16, weights: [ema], settings: [{{steps: 4, cfg: 2.0}}], scorers: [test-moments]}}
+"""
+VARIANTS = ["rf", "eps/linear", "rf/lognorm(0.00, 1.00)"]
+
+
+def write_grid(directory: Path, name: str = "tiny", variants: list[str] = VARIANTS, max_steps: int = 24) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(TINY_GRID.format(name=name, variants="[" + ", ".join(f'"{v}"' for v in variants) + "]",
+                                     max_steps=max_steps))
+    return path
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment of a worker process: one OpenMP thread (the CPU is shared), quick heartbeats, this
+    directory importable, no hub access."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ABLATE_HEARTBEAT_INTERVAL": "1",
+            "ABLATE_GRACE_PERIOD": "3", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                                                        os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def cli_command(*args: str) -> list[str]:
+    """``python -m ablate ARGS`` with this module imported first (its scorer registered)."""
+    import sys
+
+    code = "import sys, workers_kit; from ablate.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *args]
