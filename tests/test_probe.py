@@ -1,0 +1,135 @@
+"""The probe scorer: accuracy, separation of real images from noise, the content-hashed cache.
+
+The probe trains ONCE per test session (module fixture, ~1 min on 2 idle CPU cores, longer on a
+busy machine) into a temporary cache directory, so the hash path is exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ablate  # noqa: F401  (fixes torchvision first)
+from ablate.data import fashion_mnist, load_dataset
+from ablate.data.base import DatasetInfo
+from ablate.errors import ScorerUnavailableError
+from ablate.scorers import probe as probe_module
+from ablate.scorers.base import ScoreContext, get_scorer, metric_info
+from ablate.scorers.probe import Probe, get_probe, probe_hash
+
+if not all((fashion_mnist.DEBIAN_DIR / f).is_file() for f in fashion_mnist.FILES):
+    pytest.skip(f"Fashion-MNIST is not installed in {fashion_mnist.DEBIAN_DIR}", allow_module_level=True)
+
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ablate-cache")
+
+
+@pytest.fixture(scope="module")
+def probe(cache_dir: Path) -> Probe:
+    return get_probe(RESOLUTION, None, cache_dir, "cpu")
+
+
+@pytest.fixture(scope="module")
+def scorer(probe: Probe, cache_dir: Path):
+    info, _ = load_dataset("fashion-mnist", RESOLUTION)
+    return get_scorer("probe", ScoreContext(dataset=info, cache_dir=cache_dir))
+
+
+def test_probe_trained_here_and_accurate(probe: Probe, cache_dir: Path) -> None:
+    assert probe.trained_now and probe.resolution == RESOLUTION
+    _, splits = load_dataset("fashion-mnist", RESOLUTION)
+    test = splits["test"]
+    _, probs = probe.embed(test.latents)
+    accuracy = float((probs.argmax(1) == test.labels).float().mean())
+    assert accuracy >= 0.90
+    assert accuracy == pytest.approx(probe.record["test_accuracy"], abs=1e-4)
+    record = json.loads((cache_dir / "probe" / f"{probe.hash}.json").read_text())
+    assert record["hash"] == probe.hash and record["test_accuracy"] == probe.record["test_accuracy"]
+    assert record["train_seconds"] > 0
+    assert probe.reference.n == 10000 and probe.reference.dim == 128
+
+
+def test_real_images_score_well_noise_and_wrong_labels_badly(scorer) -> None:
+    _, splits = load_dataset("fashion-mnist", RESOLUTION)
+    test, train = splits["test"], splits["train"]
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    idx = torch.randperm(len(train), generator=g)[:n]
+    real, labels = train.latents[idx], train.labels[idx]
+    noise = torch.rand(n, 1, RESOLUTION, RESOLUTION, generator=g) * 2 - 1
+    blank = torch.full((n, 1, RESOLUTION, RESOLUTION), -1.0) + 0.01 * torch.randn(n, 1, RESOLUTION, RESOLUTION, generator=g)
+
+    same = scorer.score(test.latents, test.labels, [])
+    scale = float(np.trace(scorer.probe.reference.cov))  # ~500; some feature units are dead (singular cov)
+    assert abs(same["fd_probe"]) < 1e-6 * scale  # the reference set itself
+    good = scorer.score(real, labels, [])
+    wrong = scorer.score(real, (labels + 1) % 10, [])
+    bad = scorer.score(noise, labels, [])
+    empty = scorer.score(blank, labels, [])
+    assert good["fd_probe"] > 0
+    assert bad["fd_probe"] > 50 * good["fd_probe"] and empty["fd_probe"] > 50 * good["fd_probe"]
+    assert wrong["fd_probe"] == pytest.approx(good["fd_probe"])  # fidelity ignores the prompt
+    assert good["align_probe"] > 0.85 and same["align_probe"] > 0.85
+    assert wrong["align_probe"] < 0.1 and bad["align_probe"] < 0.3 and empty["align_probe"] < 0.3
+    assert scorer.score(real[torch.randperm(n, generator=g)], labels, [])["align_probe"] < 0.3  # shuffled prompts
+
+
+def test_second_call_hits_the_cache(probe: Probe, cache_dir: Path) -> None:
+    weights = cache_dir / "probe" / f"{probe.hash}.pt"
+    stats = cache_dir / "probe" / f"{probe.hash}.test-stats.npz"
+    mtimes = (weights.stat().st_mtime_ns, stats.stat().st_mtime_ns)
+    again = get_probe(RESOLUTION, None, cache_dir, "cpu")
+    assert not again.trained_now and again.hash == probe.hash
+    assert (weights.stat().st_mtime_ns, stats.stat().st_mtime_ns) == mtimes
+    assert again.record == probe.record
+    np.testing.assert_array_equal(again.reference.mean, probe.reference.mean)
+    x = torch.rand(8, 1, RESOLUTION, RESOLUTION) * 2 - 1
+    torch.testing.assert_close(again.embed(x), probe.embed(x))
+
+
+def test_hash_covers_resolution_and_hyperparameters(probe: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert probe_hash(RESOLUTION) == probe.hash
+    assert probe_hash(16) != probe.hash
+    monkeypatch.setitem(probe_module.HYPERPARAMETERS, "epochs", 99)
+    assert probe_hash(RESOLUTION) != probe.hash
+
+
+def test_scorer_metadata_and_provenance(scorer, probe: Probe) -> None:
+    scorer.check_available()
+    assert not scorer.probe.trained_now  # built from the cache the fixture filled
+    fd, align = metric_info("fd_probe"), metric_info("align_probe")
+    assert (fd.role, fd.higher_is_better) == ("fidelity", False)
+    assert (align.role, align.higher_is_better) == ("alignment", True)
+    prov = scorer.provenance()
+    assert prov["model"] == "ablate probe CNN" and prov["hash"] == probe.hash
+    assert prov["test_accuracy"] >= 0.90 and prov["resolution"] == RESOLUTION
+    assert prov["reference_set"] == "fashion-mnist test, 10000 images" and "128" in prov["feature_layer"]
+
+
+def test_bad_samples_are_refused(scorer) -> None:
+    with pytest.raises(ValueError, match="shape"):
+        scorer.score(torch.zeros(4, 1, 16, 16), torch.zeros(4, dtype=torch.long), [])
+    with pytest.raises(ValueError, match="class index"):
+        scorer.score(torch.zeros(4, 1, RESOLUTION, RESOLUTION), torch.full((4,), 10), [])
+
+
+def test_only_fashion_mnist_is_supported(tmp_path: Path) -> None:
+    info = DatasetInfo("imagenet", 4, 32, 1000, ["x"] * 1000, "vae", lambda i, g: "a photo of a x")
+    scorer = get_scorer("probe", ScoreContext(dataset=info, cache_dir=tmp_path))
+    with pytest.raises(ScorerUnavailableError, match="fashion-mnist"):
+        scorer.check_available()
+
+
+def test_an_inaccurate_probe_is_refused_and_not_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(probe_module, "_train", lambda model, splits, device: {"test_accuracy": 0.5})
+    with pytest.raises(ScorerUnavailableError, match="50.00%"):
+        get_probe(RESOLUTION, None, tmp_path, "cpu")
+    assert not (tmp_path / "probe").exists() or not any((tmp_path / "probe").iterdir())
