@@ -360,3 +360,15 @@ def test_a_weights_file_that_does_not_load_is_named(tiny_clip, tmp_path: Path) -
     scorer = get_scorer("fid_inception", _ctx(tmp_path, inception_weights=str(broken)))
     with pytest.raises(ScorerUnavailableError, match="does not load into torch-fidelity"):
         scorer.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_score_refuses_probe_without_labels(tmp_path, capsys):
+    """A folder of images has no prompted classes: the probe's align_probe would be meaningless."""
+    from PIL import Image
+
+    from ablate.cli import main
+
+    for i in range(3):
+        Image.new("L", (32, 32), color=40 * i).save(tmp_path / f"{i}.png")
+    assert main(["score", str(tmp_path), "--scorer", "probe", "--dataset", "fashion-mnist"]) == 2
+    assert "prompted class index" in " ".join(capsys.readouterr().err.split())

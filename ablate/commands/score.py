@@ -82,11 +82,16 @@ def run(args: argparse.Namespace) -> int:
                 f"Scorer {scorer.name!r} compares the samples with a reference set: pass --reference "
                 "(a folder of images, a .pt batch or a .npz of statistics) or --dataset NAME (its test split)."
             )
-        if any(m.role == "alignment" for m in scorer.metrics) and captions is None:
+        if any(m.role == "alignment" for m in scorer.metrics) and not scorer.uses_labels and captions is None:
             raise ConfigError(
                 f"Scorer {scorer.name!r} compares images with their captions, but {str(args.path)!r} has none: "
                 "pass --captions FILE (one caption per line, in the order of the samples; for a folder, "
                 "the sorted file names)."
+            )
+        if scorer.uses_labels and labels is None:
+            raise ConfigError(
+                f"Scorer {scorer.name!r} needs each sample's prompted class index, but {str(args.path)!r} has "
+                "none: score a .pt sample batch with 'labels' (as the evaluator saves it)."
             )
         scorer.check_available()  # every scorer's weights, before any of them runs
 
@@ -94,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     results: list[tuple[str, dict[str, float], dict[str, Any]]] = []
     for scorer in scorers:
         with console.status(f"scoring {samples.shape[0]} samples with {scorer.name} on {device}"):
-            values = scorer.score(samples, labels, captions or [""] * samples.shape[0])
+            unlabelled = torch.full((samples.shape[0],), -1, dtype=torch.int64)  # only label-free scorers see this
+            values = scorer.score(samples, labels if labels is not None else unlabelled,
+                                  captions or [""] * samples.shape[0])
         results.append((scorer.name, values, {**scorer.provenance(), "num_samples": int(samples.shape[0])}))
 
     table = Table(title=f"Scores of {args.path} ({samples.shape[0]} samples)")
@@ -116,13 +123,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """(samples, labels, captions) from an image folder (uint8 RGB) or a saved .pt batch."""
+def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """(samples, labels or None, captions or None) from an image folder (uint8 RGB) or a saved .pt batch."""
     from ablate.decode import image_files, read_images
 
     if path.is_dir():
         images = read_images(image_files(path))
-        return images, torch.zeros(images.shape[0], dtype=torch.int64), None
+        return images, None, None
     if path.suffix != ".pt" or not path.is_file():
         raise ConfigError(
             f"{str(path)!r} is neither a folder of images nor a .pt sample batch; give one of those."
@@ -138,7 +145,7 @@ def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | No
         )
     samples = batch["samples"]
     labels = batch.get("labels")
-    labels = labels if isinstance(labels, torch.Tensor) else torch.zeros(samples.shape[0], dtype=torch.int64)
+    labels = labels if isinstance(labels, torch.Tensor) else None
     captions = batch.get("captions")
     if captions is not None and (len(captions) != samples.shape[0] or not all(isinstance(c, str) for c in captions)):
         raise ConfigError(

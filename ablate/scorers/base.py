@@ -44,6 +44,7 @@ class ScoreContext:
 class Scorer(ABC):
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]
+    uses_labels: ClassVar[bool] = False       # True: scores depend on each sample's prompted class index
 
     def __init__(self, ctx: ScoreContext) -> None:
         self.ctx = ctx

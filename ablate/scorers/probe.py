@@ -203,6 +203,7 @@ def _train(model: ProbeCNN, splits: dict[str, LatentSplit], device: torch.device
 @register_scorer
 class ProbeScorer(Scorer):
     name = "probe"
+    uses_labels = True
     metrics = (
         Metric("fd_probe", "fidelity", False,
                "Frechet distance between probe features of the samples and of the Fashion-MNIST test split"),
