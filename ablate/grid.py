@@ -98,7 +98,7 @@ class TrainConfig:
     grad_clip: float | None = opt(1.0, gt=0)
     cond_dropout: float = opt(0.1, ge=0, lt=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
-    compile: bool = False
+    compile: Literal["auto", True, False] = "auto"  # auto: compiled on CUDA (see ablate.accel)
     ema: EMAConfig = field(default_factory=EMAConfig)
     val_every: int = opt(100, ge=1)
     devices: int = opt(1, ge=1)

@@ -12,8 +12,6 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-import optuna
-
 from rich.console import Console
 from rich.table import Table
 
@@ -40,8 +38,10 @@ def _utc(moment: datetime | None) -> str:
     return local.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _study_if_exists(name: str, url: str) -> optuna.Study | None:
+def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
     """The grid's study; None if the storage (a missing SQLite file) or the study does not exist yet."""
+    import optuna
+
     from ablate.workers import open_storage
 
     if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
