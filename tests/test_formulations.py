@@ -17,7 +17,8 @@ from ablate.formulations import (
     parse_variant,
 )
 from ablate.formulations.paths import LinearPath
-from ablate.timesteps import LogitNormal, ModeHeavyTails, Uniform, get_sampler
+from ablate.formulations.names import parse_sampler as get_sampler
+from ablate.formulations.timesteps import LogitNormal, ModeHeavyTails, Uniform
 
 TRAJECTORIES = ["rf", "eps/linear", "v/linear", "eps/cos", "v/cos", "edm(-1.2, 1.2)", "edm/rf", "edm/cos"]
 

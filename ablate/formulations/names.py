@@ -24,7 +24,7 @@ from ablate.formulations.paths import (
     RFPath,
 )
 from ablate.formulations.predictions import Formulation
-from ablate.timesteps import SAMPLER_HELP, TimestepSampler, Uniform, build_sampler, format_number, shift
+from ablate.formulations.timesteps import SAMPLER_HELP, TimestepSampler, Uniform, build_sampler, format_number, shift
 
 TRAJECTORY_HELP = (
     "Valid trajectories: rf, eps/linear, v/linear, eps/cos, v/cos, edm(Pm, Ps) with any Pm and Ps > 0 "

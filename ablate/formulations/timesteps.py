@@ -199,10 +199,3 @@ def shift(base: TimestepSampler, alpha: float) -> TimestepSampler:
     if not alpha > 0:
         raise VariantError(f"shift(alpha) needs alpha > 0, got {alpha}. {SAMPLER_HELP}")
     return base if alpha == 1 else Shifted(base, float(alpha))
-
-
-def get_sampler(name: str) -> TimestepSampler:
-    """A sampler from its name, e.g. ``mode(1.29)`` or ``lognorm(0, 1)/shift(3)``."""
-    from ablate.formulations.names import parse_sampler
-
-    return parse_sampler(name)
