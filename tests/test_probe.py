@@ -21,8 +21,8 @@ from ablate.scorers import probe as probe_module
 from ablate.scorers.base import ScoreContext, get_scorer, metric_info
 from ablate.scorers.probe import Probe, get_probe, probe_hash
 
-if not all((fashion_mnist.DEBIAN_DIR / f).is_file() for f in fashion_mnist.FILES):
-    pytest.skip(f"Fashion-MNIST is not installed in {fashion_mnist.DEBIAN_DIR}", allow_module_level=True)
+if not all((fashion_mnist.EMBEDDED_DIR / f).is_file() for f in fashion_mnist.FILES):
+    pytest.skip(f"the shipped Fashion-MNIST copy is missing from {fashion_mnist.EMBEDDED_DIR}", allow_module_level=True)
 
 RESOLUTION = 32
 
