@@ -2,7 +2,8 @@
 
 Each command lives in ``ablate/commands/<name>.py`` and exposes ``register(subparsers)``,
 which adds its parser and sets ``func(args) -> int``. Errors that are the user's
-(:class:`ablate.errors.AblateError`) print as one paragraph, no traceback, exit 2.
+(:class:`ablate.errors.AblateError`) print as one paragraph, no traceback, exit 2; messages
+are plain text, never read as rich markup (they quote user input such as ``[/<sampler>]``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.text import Text
 
 from ablate import __version__
 from ablate.errors import AblateError
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AblateError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print(

@@ -278,7 +278,8 @@ class Worker:
             step = int(match.group(1)) if match else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step")
             trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:1000])
             trial.set_user_attr("fail_step", step)
-            self.say(f"[red]trial {trial.number} failed at step {step}: {type(err).__name__}: {err}[/]")
+            self.ctx.console.print(f"[{self.name}] trial {trial.number} failed at step {step}: {type(err).__name__}: {err}",
+                                   markup=False, style="red")  # err quotes user input: never markup
             self.counts["failed"] += 1
             raise CellFailed(str(err)) from err
         finally:
@@ -330,7 +331,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
     try:
         Worker(grid, ctx, url, name).run()
     except AblateError as err:
-        Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[{name}] error: {err}", markup=False, highlight=False, style="bold red")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from ablate.grid import add_override_arguments, load_grid, overrides_from_args
 
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
                   f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
-                  f"on {device}, results in {grid.results_dir}", highlight=False)
+                  f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
     workers = None

@@ -16,6 +16,7 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ablate.errors import ConfigError
 
@@ -104,21 +105,21 @@ def run(args: argparse.Namespace) -> int:
                                   captions or [""] * samples.shape[0])
         results.append((scorer.name, values, {**scorer.provenance(), "num_samples": int(samples.shape[0])}))
 
-    table = Table(title=f"Scores of {args.path} ({samples.shape[0]} samples)")
+    table = Table(title=Text(f"Scores of {args.path} ({samples.shape[0]} samples)"))
     for column in ("scorer", "metric", "value", "better", "measures"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for name, values, _ in results:
         for metric, value in values.items():
             info = metric_info(metric)
             better = "" if info is None else ("higher" if info.higher_is_better else "lower")
-            table.add_row(name, metric, f"{value:.4f}", better, info.role if info else "")
+            table.add_row(*map(Text, (name, metric, f"{value:.4f}", better, info.role if info else "")))
     console.print(table)
     for name, _, provenance in results:
-        prov = Table(title=f"{name}: provenance", show_header=False)
+        prov = Table(title=Text(f"{name}: provenance"), show_header=False)
         prov.add_column("key", style="bold")
         prov.add_column("value", overflow="fold")
         for key, value in provenance.items():
-            prov.add_row(key, "-" if value is None else str(value))
+            prov.add_row(Text(key), Text("-" if value is None else str(value)))  # paths, options: never markup
         console.print(prov)
     return 0
 
