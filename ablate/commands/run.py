@@ -70,6 +70,6 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_leaderboard:
         from ablate.cli import main as cli_main
 
-        source = ["--storage", args.storage] if args.storage else ["--results", str(grid.results_root)]
-        return cli_main(["leaderboard", *source, "--grid", grid.name])
+        source = ["--storage", args.storage] if args.storage else []  # --results: where the leaderboard goes
+        return cli_main(["leaderboard", *source, "--results", str(grid.results_root), "--grid", grid.name])
     return 0
