@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from rich.console import Console
 from rich.text import Text
@@ -21,8 +22,15 @@ from ablate.errors import AblateError
 COMMANDS = ("run", "leaderboard", "status", "prepare", "score", "bench")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors look like every other user error: one paragraph, ``error:`` first, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}. See `{self.prog} --help` for what is allowed.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m ablate",
         description="Ablation benchmark suite for diffusion formulations (SD3, section 5.1).",
     )

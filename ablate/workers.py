@@ -46,6 +46,7 @@ from rich.console import Console
 from ablate.errors import AblateError, ConfigError
 from ablate.grid import Cell, Grid
 from ablate.results import cell_dir, record_path
+from ablate.storage_urls import sqlite_file
 from ablate.runner import RunContext, run_cell
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -92,7 +93,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
                           "storage has no heartbeat, so a dead worker's cell could never be reclaimed).")
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
-        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat:
         interval, grace = heartbeat_settings()

@@ -13,6 +13,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ablate.devices import resolve_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="training images/s and sampling NFE/s of grid models on this device")
@@ -79,7 +81,7 @@ def measure(grid_name: str, variant: str, steps: int, device: torch.device, comp
 
 
 def main(args: argparse.Namespace) -> int:
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     table = Table(title=f"ablate bench on {name} (variant {args.variant}, torch {torch.__version__})")
     for col in ("grid", "params", "GFLOPs/img", "tokens", "batch", "compile", "train img/s", "sampling NFE/s"):

@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.markup import escape
 
+from ablate.devices import resolve_device
 from ablate.grid import add_override_arguments, load_grid, overrides_from_args
 
 
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         train = dataclasses.replace(grid.train, devices=args.devices or grid.train.devices,
                                     num_nodes=args.num_nodes or grid.train.num_nodes)
         grid = dataclasses.replace(grid, train=train)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = resolve_device(args.device)
     console = Console()
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
                   f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "

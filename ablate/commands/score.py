@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ablate.devices import resolve_device
 from ablate.errors import ConfigError
 
 
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="where the dataset's files are")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"), metavar="DIR",
                    help="reference statistics cache (default: cache)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="scorer option, e.g. model=ViT-B-32, pretrained=openai, clip_weights=FILE, "
                         "reference_count=10000, batch_size=32 (value parsed as YAML); repeatable")
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.scorers.base import ScoreContext, get_scorer, metric_info
     from ablate.scorers.fid import FrechetScorer
 
+    device = resolve_device(args.device)
     samples, labels, captions = load_samples(args.path)
     if args.captions is not None:
         captions = read_captions(args.captions, samples.shape[0])
@@ -70,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     for key, value in (("reference", args.reference), ("autoencoder", args.autoencoder)):
         if value is not None:
             options[key] = str(value)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = ScoreContext(
         dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=args.cache_dir,
         weights_dir=args.weights_dir, device=device, options=options,
@@ -138,7 +139,11 @@ def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[st
     try:
         batch = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle that is not a plain tensor dict, or a broken file
-        raise ConfigError(f"The sample batch {str(path)!r} cannot be read as a tensor dict ({err}).") from err
+        raise ConfigError(
+            f"The sample batch {str(path)!r} cannot be read as a tensor dict ({type(err).__name__}): allowed is a "
+            "file torch.save wrote holding only tensors, numbers, strings, lists and dicts, as the evaluator saves "
+            "it ('samples', 'labels', 'captions')."
+        ) from None
     if not isinstance(batch, dict) or not isinstance(batch.get("samples"), torch.Tensor) or batch["samples"].dim() != 4:
         raise ConfigError(
             f"The sample batch {str(path)!r} must be a dict with 'samples' (a tensor N x C x H x W), "

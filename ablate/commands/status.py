@@ -43,9 +43,10 @@ def _utc(moment: datetime | None) -> str:
 
 def _study_if_exists(name: str, url: str) -> optuna.Study | None:
     """The grid's study; None if the storage (a missing SQLite file) or the study does not exist yet."""
+    from ablate.storage_urls import is_sqlite, sqlite_file
     from ablate.workers import open_storage
 
-    if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
+    if is_sqlite(url) and not sqlite_file(url).exists():
         return None
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
