@@ -23,24 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ablate.errors import ConfigError
 
 Compile = Literal["auto", True, False]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``; a CUDA request without CUDA is refused."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise ConfigError(
-            f"--device cuda was asked for, but this torch ({torch.__version__}, {build}) sees no CUDA GPU. "
-            "Run with --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU."
-        )
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r} is not a device ablate knows; allowed: auto, cpu, cuda.")
-    return torch.device(name)
 
 
 def precision_for(precision: str, device: torch.device) -> str:

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from rich.console import Console
+from rich.markup import escape
 
 from ablate.accel import compile_for, precision_for
 from ablate.data import load_dataset
@@ -118,7 +119,7 @@ def resume_checkpoint(directory: Path, console: Console | None = None) -> Path |
             return path
         except Exception as err:  # noqa: BLE001 -- any unreadable file means: do not resume from it
             if console:
-                console.print(f"[yellow]{path} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
+                console.print(f"[yellow]{escape(str(path))} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
     return None
 
 

@@ -46,6 +46,7 @@ from rich.console import Console
 from ablate.errors import AblateError, ConfigError
 from ablate.grid import Cell, Grid
 from ablate.results import cell_dir, record_path
+from ablate.storage_urls import sqlite_file
 from ablate.runner import RunContext, run_cell
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -92,7 +93,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
                           "storage has no heartbeat, so a dead worker's cell could never be reclaimed).")
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
-        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat:
         interval, grace = heartbeat_settings()
@@ -278,7 +279,8 @@ class Worker:
             step = int(match.group(1)) if match else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step")
             trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:1000])
             trial.set_user_attr("fail_step", step)
-            self.say(f"[red]trial {trial.number} failed at step {step}: {type(err).__name__}: {err}[/]")
+            self.ctx.console.print(f"[{self.name}] trial {trial.number} failed at step {step}: {type(err).__name__}: {err}",
+                                   markup=False, style="red")  # err quotes user input: never markup
             self.counts["failed"] += 1
             raise CellFailed(str(err)) from err
         finally:
@@ -330,7 +332,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
     try:
         Worker(grid, ctx, url, name).run()
     except AblateError as err:
-        Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[{name}] error: {err}", markup=False, highlight=False, style="bold red")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ablate import benchmark as B
-    from ablate.accel import resolve_device
+    from ablate.devices import resolve_device
     from ablate.errors import ConfigError
     from ablate.grid import GridOverrides, load_grid
     from ablate.models.dit import DIT_PRESETS
