@@ -6,8 +6,9 @@
   rf loss on random data already on the device): the standard recipe, no Lightning, no EMA.
 - **cell path**: ablate's own training of a cell, through :func:`ablate.runner.make_trainer` and
   :class:`ablate.train.DiffusionModule` (the Lightning trainer, EMA, clipping, warm-up schedule,
-  loss monitor, data loader); timed over ``steps`` optimizer steps after ``warmup`` steps, then one
-  validation and checkpoint, timed on its own and amortised at the grid's ``val_every``.
+  loss monitor, data loader); timed over ``steps`` optimizer steps after ``warmup`` steps; then a
+  validation (after the one that ended training, which paid its compile) and the two checkpoints
+  of a validation, timed on their own and amortised at the grid's ``val_every``.
 - **evaluation**: every setting x weights of the grid on ``num_samples`` prompts, through
   :func:`ablate.evaluate.evaluate_setting` (sampling and scoring), after one warm-up per batch
   shape (the compile a worker pays once).
@@ -146,26 +147,34 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
 
     total = warmup + steps
     train = dataclasses.replace(grid.train, max_steps=total, val_every=total)
-    grid = dataclasses.replace(grid, train=train)
+    run_grid = dataclasses.replace(grid, train=train)
     splits = synthetic_splits(info, n_train=grid.train.batch_size * (total + 1), n_test=grid.data.val_size)
     ctx = RunContext(device=device, console=Console(quiet=True), progress=False)
     watch = _Stopwatch(device, (1, warmup, total))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, _, _ = make_trainer(grid, ctx, Path(tmp), "bench", extra_callbacks=(watch,))
-        module = DiffusionModule(grid, variant, info, seed=0, compiled=compile_for(grid.train.compile, device))
+        trainer, _, _ = make_trainer(run_grid, ctx, Path(tmp), "bench", extra_callbacks=(watch,))
+        module = DiffusionModule(run_grid, variant, info, seed=0, compiled=compile_for(grid.train.compile, device))
         data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, 0, "class")
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data)  # ends with one validation (its compile included) + checkpoints
+        start = time.perf_counter()
+        trainer.validate(module, datamodule=data, verbose=False)  # a validation as every later one costs
+        synchronize(device)
+        val_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for name in ("best", "last"):  # what ModelCheckpoint writes at each validation
+            trainer.save_checkpoint(Path(tmp) / f"{name}-bench.ckpt")
+        ckpt_s = time.perf_counter() - start
     at = watch.at
     wall = at[total] - at[warmup]
     step_s = wall / steps
-    val_s = at["end"] - at[total]  # one validation + best/last checkpoints + teardown
     b = grid.train.batch_size
     every = min(grid.train.val_every, grid.train.max_steps)
     return {
         "img_s": steps * b / wall, "ms_step": 1e3 * step_s, "first_step_s": at[1] - at["start"],
-        "val_ckpt_s": val_s, "img_s_with_val": every * b / (every * step_s + val_s),
+        "val_s": val_s, "ckpt_s": ckpt_s, "val_every": every,
+        "img_s_with_val": every * b / (every * step_s + val_s + ckpt_s),
         "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
         "precision": precision_for(grid.train.precision, device), "compiled": module.compiled,
         "fused": module.fused_used,
@@ -201,9 +210,10 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, 0, grid.data.conditioning)
     e = grid.eval
     start = time.perf_counter()
-    for cfg in sorted({s.cfg == 1.0 for s in e.settings}):  # one batch shape with guidance, one without
-        generate(module.net, module.formulation, info, prompts, 1, 1.0 if cfg else 2.0, e.time_grid,
-                 e.batch_size, device, compiled=compiled)
+    for unguided in sorted({s.cfg == 1.0 for s in e.settings}):  # one batch shape with guidance, one without
+        for weights in e.weights:  # raw and EMA weights differ in requires_grad: a graph each
+            generate(nets[weights], module.formulation, info, prompts, 1, 1.0 if unguided else 2.0, e.time_grid,
+                     e.batch_size, device, compiled=compiled)
     synchronize(device)
     warm_s = time.perf_counter() - start
     sample_s = total_s = 0.0

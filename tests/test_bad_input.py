@@ -208,7 +208,8 @@ CASES: list[Case] = [
                                  "many"), ("--gpus", "'many'"), {"root": DIR}),
     # ---- bench
     Case("bench: unknown grid", ("bench", "nope"), ("'nope'", "does not exist", "smoke")),
-    Case("bench: edm(a)", ("bench", "smoke", "--variant", "edm(a)"), ("'edm(a)'", NAME_HELP)),
+    Case("bench: unknown DiT preset", ("bench", "smoke", "--model", "Z/9"), ("--model 'Z/9'", "S/2, S/4")),
+    Case("bench: --steps 0", ("bench", "smoke", "--steps", "0"), ("--steps is 0", "positive integer")),
     Case("bench: --device cuda without a GPU", ("bench", "smoke", "--device", "cuda"), ("--device 'cuda'", "no CUDA GPU")),
 ]
 
