@@ -41,6 +41,10 @@ class TrainingMonitor(L.Callback):
         self._images = 0
         self.img_per_s = self.loss = float("nan")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for ddp_spawn: a console holds a lock, so spawned ranks train silently."""
+        return {**self.__dict__, "console": None}
+
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self._window_start_step = trainer.global_step
         self._t0 = self._last_print = time.perf_counter()
