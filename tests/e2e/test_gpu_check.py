@@ -22,7 +22,7 @@ def summaries() -> list[dict]:
     if not RESULTS:
         pytest.skip("ABLATE_GPU_RESULTS is not set: run `nox -s gpu` on a GPU machine")
     found = [json.loads(p.read_text()) for p in sorted(Path(RESULTS).rglob("train.json"))]
-    assert len(found) == 2, f"expected the 2 cells of the GPU check under {RESULTS}, found {len(found)}"
+    assert len(found) == 3, f"expected the 3 cells of the GPU check under {RESULTS}, found {len(found)}"
     return found
 
 
@@ -38,7 +38,7 @@ def test_every_setting_was_sampled_and_scored(summaries):
     grid = load_grid("grids/fashion-mnist.yaml")
     frame = load_records(Path(RESULTS), "fashion-mnist")
     per_variant = frame.groupby("variant").size()
-    assert len(per_variant) == 2 and (per_variant == len(grid.eval.settings) * len(grid.eval.weights)).all()
+    assert len(per_variant) == 3 and (per_variant == len(grid.eval.settings) * len(grid.eval.weights)).all()
     assert frame["num_samples"].eq(grid.eval.num_samples).all()
     for metric in ("fd_probe", "align_probe"):
         assert frame[metric].notna().all() and frame[metric].map(math.isfinite).all()
