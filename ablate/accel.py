@@ -52,7 +52,10 @@ _compiled: Any = None
 
 
 def compiled_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
-    """``net(x, t, y)`` through the process's one compiled function (see module doc)."""
+    """``net(x, t, y)`` through the process's one compiled function (see module doc). Inputs are made
+    contiguous first: compiled graphs are specialised on strides, and an expanded ``t`` (validation's
+    one level for a whole batch) would otherwise compile a second graph for every formulation whose
+    ``model_input`` passes t through, against one for those that compute a new tensor (EDM)."""
     global _compiled
     if _compiled is None:
         import torch._dynamo
@@ -61,7 +64,8 @@ def compiled_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
         # handful of graphs per architecture; room for several architectures in one process (bench)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         _compiled = torch.compile(_call, dynamic=False)
-    return _compiled(net, x, t, y)
+    y = y.contiguous() if isinstance(y, Tensor) else y
+    return _compiled(net, x.contiguous(), t.contiguous(), y)
 
 
 def forward_fn(compiled: bool) -> Any:

@@ -188,6 +188,10 @@ def test_one_compiled_forward_serves_every_network_of_an_architecture():
                 p.mul_(1 + seed)
             assert torch.allclose(compiled_call(net, x, t, y), net(x, t, y), atol=1e-5)
     assert dynamo_utils.counters["stats"]["unique_graphs"] - before == 1
+    # an expanded t (validation: one level for the whole batch) reuses the same graph
+    with torch.no_grad():
+        compiled_call(net, x, torch.tensor(0.3).expand(4), y)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] - before == 1
 
 
 def test_accelerator_policy():
