@@ -3,7 +3,11 @@
 Convention everywhere: t in [0, 1], t = 0 is data, t = 1 is noise.
 """
 
-from ablate import _torchvision_compat
+from ablate import threads
+
+threads.set_wait_policy()  # before torch (and its OpenMP) loads: see ablate/threads.py
+
+from ablate import _torchvision_compat  # noqa: E402
 
 _torchvision_compat.install()
 

@@ -1,8 +1,10 @@
 """Atomic file writes for the whole package: a reader sees the old file or the whole new one, never a part.
 
-Bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over the target;
-the directory is created if missing. Failures raise :class:`ablate.errors.ResultsError` (an
-``OSError``) naming the directory. No heavy imports, so every layer may use it.
+Bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over the target
+(:func:`atomic_file`; checkpoints are written through it too); the directory is created if missing.
+A killed writer may leave a temp file ``.<name>.<random>.tmp``, never a partial ``<name>``. Failures
+raise :class:`ablate.errors.ResultsError` (an ``OSError``) naming the directory. No heavy imports, so
+every layer may use it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ablate.errors import ResultsError
+from ablate.faults import pause_at
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
@@ -21,12 +26,14 @@ os.umask(_UMASK)  # read once: temp files are created 0600, the written file get
 
 # ---------------------------------------------------------------------------------- atomic writes
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through, so that readers see the old file or the whole new one.
 
-    The bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d over
-    ``path``; the directory is created if missing. Raises :class:`ResultsError` naming the
-    directory when it cannot be created or written.
+    What the block writes goes to a temp file in the same directory (created if missing); when the
+    block ends it is fsynced and ``os.replace``d over ``path``; if the block raises, the temp file is
+    removed and ``path`` is untouched. Raises :class:`ResultsError` naming the directory when it
+    cannot be created or written (e.g. a full disk).
     """
     path = Path(path)
     directory = path.parent
@@ -43,22 +50,29 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             if hasattr(os, "fchmod"):
                 os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        pause_at("write", str(path))
         os.replace(tmp, path)
     except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(err, OSError):
+        if isinstance(err, OSError) and not isinstance(err, ResultsError):
             raise ResultsError(
                 f"Cannot write {path.name!r} into the directory {str(directory)!r}: "
                 f"{err.strerror or err}. Check that it is writable and has free space."
             ) from err
         raise
     _fsync_dir(directory)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

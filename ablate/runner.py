@@ -7,6 +7,8 @@ each written atomically), ``samples/*.png`` (previews) and ``done.json`` (writte
 ``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting; a
 cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
 EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.train`).
+Checkpoints are written atomically, the last step is always validated, and the training summary is
+read from the checkpoints (see :mod:`ablate.checkpointing`).
 With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning's ``ddp_spawn``
 (gloo on the CPU); the training summary records world size and effective batch size.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.accel import compile_for, precision_for
+from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import AblateError, ResultsError
@@ -124,13 +127,12 @@ def resume_checkpoint(directory: Path, console: Console | None = None) -> Path |
 
 
 def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
-                 extra_callbacks: tuple[Any, ...] = ()) -> tuple[L.Trainer, ModelCheckpoint, TrainingMonitor]:
+                 extra_callbacks: tuple[Any, ...] = ()) -> tuple[L.Trainer, CellCheckpoint, TrainingMonitor]:
     """The Lightning trainer of a cell (also what ``bench`` times): precision, validation cadence, the
     best-EMA checkpoint, the loss monitor and the CSV/TensorBoard logs under ``directory``."""
     cfg = grid.train
     val_every = min(cfg.val_every, cfg.max_steps)
-    best = ModelCheckpoint(dirpath=directory / "checkpoints", filename="best", monitor="val/ema_loss", mode="min",
-                           save_top_k=1, save_last=True, enable_version_counter=False)
+    best = CellCheckpoint(directory / "checkpoints")
     loggers: list[Any] = [CSVLogger(directory, name="logs", version="")]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -146,6 +148,7 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
         precision=precision_for(cfg.precision, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         callbacks=[best, monitor, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks, *extra_callbacks],
+        plugins=[AtomicCheckpointIO()],
         logger=loggers, enable_progress_bar=ctx.progress,
         enable_model_summary=False, log_every_n_steps=min(50, cfg.max_steps), deterministic=ctx.device.type == "cpu",
     )
@@ -162,7 +165,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
-    distributed = cfg.devices * cfg.num_nodes > 1
+    val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
     resume = resume_checkpoint(directory, ctx.console)
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     _keep_earlier_log(directory / "logs", resumed_step)
@@ -174,28 +177,32 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
             raise KeyboardInterrupt from None
         raise
     wall = time.perf_counter() - start
-    scores = trainer.callback_metrics
-    best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    best_score = best.best_model_score
-    if best_score is None:  # ddp_spawn hands back the path, not the score: read the saved callback state
-        state = next(v for k, v in best_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
-        best_score = state["best_model_score"]
+    best_path, last_path = Path(best.best_model_path), directory / "checkpoints" / "last.ckpt"
+    best_ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
+    best_val = validation_of(best_ckpt, best_path)
     world = trainer.world_size
     summary = {
-        "max_steps": cfg.max_steps, "best_step": int(best_ckpt["global_step"]),
-        "val_loss": float(best_score), "batch_size": cfg.batch_size, "world_size": world,
+        "max_steps": cfg.max_steps, "val_every": val_every, "best_step": int(best_ckpt["global_step"]),
+        "val_loss": best_val["val/ema_loss"], "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
         "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
+        "threads": torch.get_num_threads(),
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
-        "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": str(Path(best.best_model_path).name),
-        "final_val": {k: float(v) for k, v in scores.items() if k.startswith("val")},
+        "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
+        "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
+        "val_x0_mse": best_val["val/ema_x0_mse"], "val_x0_mse_by_t": _levels(best_val, "ema_x0_mse"),
+        "val_loss_by_t": _levels(best_val, "ema_loss"), "val_loss_raw": best_val["val/raw_loss"],
     }
-    summary.update(_best_levels(directory / "logs", summary["best_step"]))
     write_json_atomic(directory / "train.json", summary)
     return summary
+
+
+def _levels(numbers: dict[str, float], kind: str) -> list[float]:
+    """The 8 per-level validation numbers ``val_levels/<kind>_<k>``."""
+    return [numbers[f"val_levels/{kind}_{k}"] for k in range(8)]
 
 
 EARLIER_LOG = "metrics-before-resume.csv"
@@ -203,27 +210,20 @@ EARLIER_LOG = "metrics-before-resume.csv"
 
 def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
-    ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically)."""
+    ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically). The
+    logs are for people: a file that does not parse (cut short by a kill) is left out, never fatal."""
     import pandas as pd
 
-    parts = [pd.read_csv(p) for p in (logs / EARLIER_LOG, logs / "metrics.csv") if p.is_file() and p.stat().st_size]
+    parts = []
+    for path in (logs / EARLIER_LOG, logs / "metrics.csv"):
+        try:
+            parts.append(pd.read_csv(path, on_bad_lines="skip"))
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+    parts = [p for p in parts if "step" in p.columns]
     if parts:
         frame = pd.concat(parts, ignore_index=True)
         write_text_atomic(logs / EARLIER_LOG, frame[frame["step"] < resumed_step].to_csv(index=False))
-
-
-def _best_levels(logs: Path, step: int) -> dict[str, Any]:
-    """Validation numbers logged at the kept checkpoint's step (EMA weights)."""
-    import pandas as pd
-
-    files = [p for p in (logs / EARLIER_LOG, logs / "metrics.csv") if p.is_file() and p.stat().st_size]
-    frame = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
-    rows = frame[frame["step"] == step - 1] if (frame["step"] == step - 1).any() else frame[frame["step"] == step]
-    row = rows.ffill().bfill().iloc[-1] if len(rows) else frame.iloc[-1]
-    levels = [float(row[f"val_levels/ema_x0_mse_{k}"]) for k in range(8)]
-    return {"val_x0_mse": float(row["val/ema_x0_mse"]), "val_x0_mse_by_t": levels,
-            "val_loss_by_t": [float(row[f"val_levels/ema_loss_{k}"]) for k in range(8)],
-            "val_loss_raw": float(row["val/raw_loss"])}
 
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:

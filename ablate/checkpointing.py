@@ -1,0 +1,63 @@
+"""Checkpoints that are never half-written, a validation at the last step, and the validation numbers
+kept in every checkpoint.
+
+- :class:`AtomicCheckpointIO` writes every checkpoint through :func:`ablate.io.atomic_file` (temp
+  file, fsync, rename): a full disk or a kill mid-write leaves the previous ``best.ckpt`` /
+  ``last.ckpt`` whole, never a truncated file under the final name.
+- :class:`CellCheckpoint` keeps a cell's ``best.ckpt`` and ``last.ckpt``, validates at ``max_steps``
+  even when it is not a multiple of ``val_every`` (so the last steps can give the kept checkpoint),
+  and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``). The training summary is
+  read from the checkpoints alone, so a resumed run records what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ablate.errors import ResultsError
+from ablate.io import atomic_file
+
+VALIDATION_KEY = "ablate_validation"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, with every save atomic."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        with atomic_file(Path(path)) as fh:
+            torch.save(checkpoint, fh)
+
+
+class CellCheckpoint(ModelCheckpoint):
+    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``;
+    the last training step is always validated, and each checkpoint keeps its validation's numbers."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(dirpath=directory, filename="best", monitor="val/ema_loss", mode="min", save_top_k=1,
+                         save_last=True, enable_version_counter=False)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True  # Lightning then validates after this batch (as for early stopping)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+
+
+def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:
+    """The validation numbers stored in a checkpoint loaded from ``path``."""
+    numbers = checkpoint.get(VALIDATION_KEY)
+    if not numbers:
+        raise ResultsError(f"The checkpoint {path} holds no validation numbers ({VALIDATION_KEY}): it was written "
+                           "by an older ablate, or before the first validation. Delete the cell's checkpoints "
+                           "directory to train the cell again.")
+    return dict(numbers)
