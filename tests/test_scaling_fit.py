@@ -74,7 +74,8 @@ def test_noise_floor_used_without_residuals() -> None:
 def test_no_minimum_is_none_and_prediction_interval() -> None:
     rng = np.random.default_rng(2)
     n = np.array([1e5, 1e6, 1e7])
-    for falling in ([3.0, 2.0, 1.0], [1.0, 12.8, 25.2]):  # straight; convex with its vertex left of the sizes
+    # straight; convex with its vertex left of the sizes; monotonic though the parabola's vertex is inside
+    for falling in ([3.0, 2.0, 1.0], [1.0, 12.8, 25.2], [0.1078, 0.1295, 0.3659]):
         assert fit_isoflop(1e15, n, 1e15 / (6 * n), np.array(falling), noise_floor=0.01, replicates=100,
                            confidence=0.9, rng=rng) is None  # the sizes do not bracket a minimum
     fits = fits_of(synthetic(rng, 0.004), rng)

@@ -8,8 +8,10 @@
   sizes the parabola goes through every point and has no residuals). A replicate whose parabola
   opens downwards, or whose minimum lies more than half the sampled span of ln N beyond the sizes
   trained (an extrapolation of a nearly straight line), has no minimum and is left out (the fraction
-  kept is reported). A budget is fitted only when its own parabola has its minimum within the sizes
-  trained (the sizes bracket the optimum, as an isoFLOP analysis needs); otherwise it has no fit.
+  kept is reported). A budget is fitted only when the sizes bracket the optimum, as an isoFLOP
+  analysis needs: the best measured size (mean over seeds) is neither the smallest nor the largest,
+  and the fitted minimum lies within the sizes and above zero when every value is; otherwise the
+  budget has no fit (more sizes, or a larger budget, are needed).
 - Power laws Y = k C^e for Y in N_opt, D_opt, y_opt: least squares in log-log over the budgets; the
   exponent's interval comes from refitting each bootstrap replicate (replicate j of every budget).
 - Prediction at a new budget: the power law's value for each replicate, widened by the noise of
@@ -81,7 +83,10 @@ def fit_isoflop(budget: float, n: np.ndarray, d: np.ndarray, y: np.ndarray, *, n
         return None
     coef = np.polyfit(x, y, 2)
     xm, ym, _ = parabola_minima(x, y[:, None])
-    if not (np.isfinite(xm[0]) and x.min() <= xm[0] <= x.max()):
+    sizes = np.unique(x)
+    best = sizes[np.argmin([y[x == v].mean() for v in sizes])]
+    bracketed = sizes[0] < best < sizes[-1]
+    if not (bracketed and np.isfinite(xm[0]) and x.min() <= xm[0] <= x.max() and (ym[0] > 0 or y.min() <= 0)):
         return None
     dof = len(x) - 3
     resid = y - np.polyval(coef, x)
