@@ -19,7 +19,8 @@ Conventions:
 - Any failure of a cell (divergence, a crash, a full disk) makes its trial FAIL with ``fail_reason``
   and ``fail_step`` (the traceback goes to the cell's ``logs/output.log``), and the grid goes on; the
   cell stays failed until ``--retry-failed``. A cell stopped by a signal is FAIL with ``interrupted``
-  and is re-queued by the next run.
+  (and a ``fail_reason`` naming the signal); it, and a cell whose worker was lost after the last
+  retry, is re-queued by the next run (:func:`cell_failed` tells them apart).
 - A trial without a ``cell`` attribute is a spare one Optuna made when the queue emptied between
   a worker's look and its claim; it is pruned at once and ignored, as is a second trial of a cell
   that an older trial already covers (two runs queued the same cell).
@@ -55,7 +56,7 @@ from ablate.faults import pause_at
 from ablate.grid import Cell, Grid
 from ablate.results import cell_dir, record_path
 from ablate.runner import RunContext, run_cell
-from ablate.signals import describe, received
+from ablate.signals import describe, received, settle
 from ablate.storage import heartbeat_settings, open_storage
 
 POLL_S = 2.0
@@ -87,13 +88,20 @@ def trials_by_cell(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     return out
 
 
+def cell_failed(trial: FrozenTrial) -> bool:
+    """The trial failed because its cell did (it stays failed until --retry-failed), rather than because
+    its run was stopped by a signal or its worker was lost (the next run goes on with the cell)."""
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get("fail_reason")) and \
+        not trial.user_attrs.get("interrupted")
+
+
 def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> int:
-    """Enqueue each cell that has no trial yet, or whose last trial failed (interrupted by a signal, or any
-    failure with ``retry_failed``). Returns how many were queued."""
+    """Enqueue each cell that has no trial yet, or whose last trial failed without :func:`cell_failed`
+    (stopped by a signal, worker lost), or failed at all with ``retry_failed``. Returns how many were queued."""
     existing, queued = trials_by_cell(study), 0
     for cell in grid.cells():
         last = existing.get(cell.id, [None])[-1]
-        if last is None or (last.state == TrialState.FAIL and (retry_failed or last.user_attrs.get("interrupted"))):
+        if last is None or (last.state == TrialState.FAIL and (retry_failed or not cell_failed(last))):
             study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
                                                 "seed": cell.seed})
             queued += 1
@@ -231,22 +239,23 @@ class Worker:
         cell = cell_of(trial.user_attrs, self.grid.name)
         if cell is None or _superseded(self.study, trial, cell.id):
             raise optuna.TrialPruned("no cell to run (spare or duplicate trial)")
-        self.study._storage.record_heartbeat(trial._trial_id)  # before confirming: a confirmed claim has a heartbeat
-        trial.set_user_attr("where", {**self.where, "trial": trial.number})
-        for key in ATTEMPT_ATTRS:
-            trial.set_user_attr(key, None)  # attributes of an earlier attempt
-        self.say(f"trial {trial.number}: {cell.dataset} · {cell.variant} · seed {cell.seed}")
         directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed)
         reporter = TrialReporter(self.url, trial._trial_id)
         self.ctx.callbacks = [reporter]
         start = time.perf_counter()
         try:
+            self.study._storage.record_heartbeat(trial._trial_id)  # first: a confirmed claim has a heartbeat
+            trial.set_user_attr("where", {**self.where, "trial": trial.number})
+            for key in ATTEMPT_ATTRS:
+                trial.set_user_attr(key, None)  # attributes of an earlier attempt
+            self.say(f"trial {trial.number}: {cell.dataset} · {cell.variant} · seed {cell.seed}")
             with logs.to_file(directory / logs.CELL_LOG):
                 outcome = run_cell(self.grid, cell, self.ctx)
         except TrialLost:
             self.lost = True
             raise
         except KeyboardInterrupt:  # a signal (ablate.signals): the next run re-queues the cell
+            settle()
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", f"stopped by {describe(received() or signal.SIGINT)}; "
                                                "the next run resumes it")
@@ -321,9 +330,9 @@ class Worker:
         if [t.number for t in running] == self._waiting_for:
             return
         self._waiting_for = [t.number for t in running]
-        cells = "; ".join(f"{t.user_attrs.get('variant', '?')} (seed {t.user_attrs.get('seed', '?')}) on "
-                          f"{(t.user_attrs.get('where') or {}).get('host', '?')}:"
-                          f"{(t.user_attrs.get('where') or {}).get('pid', '?')}" for t in running)
+        cells = "; ".join(f"{t.user_attrs.get('variant', '?')} (seed {t.user_attrs.get('seed', '?')}) " + (
+            f"on {where['host']}:{where['pid']}" if (where := t.user_attrs.get("where") or {}).get("trial") == t.number
+            else "just claimed") for t in running)
         self.say(f"waiting for {len(running)} cell{'s' if len(running) > 1 else ''} running elsewhere: "
                  f"{escape(cells)}; a cell whose worker is silent for {heartbeat_settings()[1]} s runs here")
 

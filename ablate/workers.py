@@ -172,14 +172,18 @@ def _stop(procs: dict[int, mp.process.BaseProcess], console: Console) -> None:
     live = [p for p in procs.values() if p.exitcode is None]
     for p in live:
         p.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline, killed = time.monotonic() + STOP_TIMEOUT_S, []
     for p in live:
         p.join(timeout=max(deadline - time.monotonic(), 0.1))
         if p.exitcode is None:
             p.kill()
             p.join(timeout=10)
-    console.print(f"stopped {len(live)} worker{'s' if len(live) != 1 else ''}; their cells are marked interrupted "
-                  "and the next run resumes them", highlight=False)
+            killed.append(p.name)
+    if killed:
+        console.print(f"[yellow]{', '.join(killed)} did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM: killed "
+                      "(SIGKILL)[/]", highlight=False)
+    console.print(f"stopped {len(live)} worker{'s' if len(live) != 1 else ''}; the next run resumes their cells",
+                  highlight=False)
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -205,8 +209,6 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     threads.apply(processes)
-    import faulthandler, sys
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     for module in modules:  # scorers registered outside ablate (e.g. by tests) must exist here too
         importlib.import_module(module)
     logs.route_output(grid.results_dir / "run.log", verbose)
