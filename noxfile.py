@@ -1,5 +1,6 @@
 """Sessions: ``tests`` (unit tests), ``smoke`` (the CPU smoke grid end to end, then assertions on
-the leaderboard it produced). ``nox`` runs both. Every install keeps the torch pin in
+the leaderboard it produced). ``nox`` runs both. ``nox -s gpu`` (not in the default run) is the GPU
+check: on a machine with a CUDA GPU, in the environment it is started from. Every install keeps the torch pin in
 constraints.txt (a different torch would pull several GB of CUDA packages)."""
 
 from __future__ import annotations
@@ -38,3 +39,28 @@ def smoke(session: nox.Session) -> None:
     session.run("python", "-m", "ablate", "leaderboard", "--results", SMOKE_RESULTS, "--grid", "smoke",
                 "--out", "leaderboard", env=ENV)
     session.run("pytest", "-m", "smoke", *session.posargs, env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS})
+
+
+GPU_RESULTS = ".nox/gpu-results"
+GPU_VARIANTS = ("rf/lognorm(0.00, 1.00)", "eps/linear", "edm(-1.20, 1.20)")
+FIRST_CELL_DONE = r"^\[1/"  # the run's line for its first finished cell: GPU busy is also averaged from here
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """The GPU check: a 3-variant fashion-mnist grid end to end through the CLI (compiled, bf16, fused
+    AdamW with clipping, EMA, validation, checkpoint, evaluation of every setting, leaderboard) with
+    GPU busy sampled, assertions on what it wrote, then the bench table. Runs in the current
+    environment (a GPU machine brings its own CUDA torch); exits non-zero on any failure.
+    ``nox -s gpu -- --data-dir DIR`` passes options to the grid run."""
+    session.run("python", "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else "
+                "'nox -s gpu needs a CUDA GPU: torch ' + torch.__version__ + ' sees none')")
+    variants = [arg for v in GPU_VARIANTS for arg in ("--variant", v)]
+    session.run("python", "benchmarks/gpu_busy.py", "--json", f"{GPU_RESULTS}/busy.json", "--mark", FIRST_CELL_DONE, "--",
+                "python", "-m", "ablate", "run", "grids/fashion-mnist.yaml", *variants, "--max-steps", "400",
+                "--results", GPU_RESULTS, "--device", "cuda", *session.posargs, env=ENV)
+    session.run("python", "-m", "pytest", "-m", "gpu", "tests/e2e/test_gpu_check.py", "-q",
+                env={**ENV, "ABLATE_GPU_RESULTS": GPU_RESULTS})
+    data_dir = [a for i, a in enumerate(session.posargs) if i and session.posargs[i - 1] == "--data-dir"]
+    session.run("python", "-m", "ablate", "bench", "fashion-mnist", "--device", "cuda", "--profile", "--steps", "40",
+                "--warmup", "8", "--json", f"{GPU_RESULTS}/bench.json", *(["--data-dir", *data_dir[:1]] if data_dir else []), env=ENV)

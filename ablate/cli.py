@@ -2,7 +2,8 @@
 
 Each command lives in ``ablate/commands/<name>.py`` and exposes ``register(subparsers)``,
 which adds its parser and sets ``func(args) -> int``. Errors that are the user's
-(:class:`ablate.errors.AblateError`) print as one paragraph, no traceback, exit 2.
+(:class:`ablate.errors.AblateError`) print as one paragraph, no traceback, exit 2; messages
+are plain text, never read as rich markup (they quote user input such as ``[/<sampler>]``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
 
 from ablate import __version__
 from ablate.errors import AblateError
@@ -19,8 +22,15 @@ from ablate.errors import AblateError
 COMMANDS = ("run", "leaderboard", "status", "prepare", "score", "bench")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors look like every other user error: one paragraph, ``error:`` first, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}. See `{self.prog} --help` for what is allowed.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m ablate",
         description="Ablation benchmark suite for diffusion formulations (SD3, section 5.1).",
     )
@@ -47,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AblateError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.signals
         import signal

@@ -30,7 +30,7 @@ import torch
 from ablate.data.base import DatasetInfo
 from ablate.data.sources import center_crop
 from ablate.errors import ConfigError, ScorerUnavailableError
-from ablate.scorers.weights import download_allowed, hub_offline
+from ablate.weights import download_allowed, hub_offline
 
 IDENTITY = "identity"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

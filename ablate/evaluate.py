@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ablate.accel import forward_fn
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampler_metadata
 from ablate.io import write_bytes_atomic
@@ -53,14 +54,16 @@ def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, condit
 @torch.inference_mode()
 def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts, steps: int,
              cfg: float, time_grid: str, batch_size: int, device: torch.device,
-             on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
-    """Samples (N, C, H, W) on the CPU, and the NFE per sample."""
+             on_batch: Callable[[int], None] | None = None, compiled: bool = False) -> tuple[Tensor, int]:
+    """Samples (N, C, H, W) on the CPU, and the NFE per sample; ``compiled``: through the process's
+    shared compiled forward (:func:`ablate.accel.compiled_call`)."""
     net.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    forward = forward_fn(compiled)
 
     def model_fn(x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         with autocast:
-            return net(x, t, cond).float()
+            return forward(net, x, t, cond).float()
 
     out, nfe = [], 0
     for start in range(0, len(prompts.noise), batch_size):
@@ -84,10 +87,11 @@ def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> d
 def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
                      scorers: list[Scorer], steps: int, cfg: float, time_grid: str, batch_size: int,
                      device: torch.device, preview: Path | None = None,
-                     on_batch: Callable[[int], None] | None = None) -> dict:
+                     on_batch: Callable[[int], None] | None = None, compiled: bool = False) -> dict:
     """One setting with one set of weights: metrics, NFE and timing, ready for a results record."""
     start = time.perf_counter()
-    samples, nfe = generate(net, formulation, info, prompts, steps, cfg, time_grid, batch_size, device, on_batch)
+    samples, nfe = generate(net, formulation, info, prompts, steps, cfg, time_grid, batch_size, device, on_batch,
+                            compiled)
     sample_s = time.perf_counter() - start
     nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
     if nonfinite:  # a diverged sampler: record NaN (ranked last) rather than feed scorers garbage

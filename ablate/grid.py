@@ -60,7 +60,7 @@ class DataConfig:
     pixels / 8 for f8-VAE latents); ``data_dir`` None means the dataset's default location."""
 
     resolution: int = opt(32, ge=1)
-    data_dir: str | None = None
+    data_dir: str | None = opt(None, pattern=r"(?s).*\S.*", what="a directory path")
     val_size: int = opt(1000, ge=1)
     conditioning: Literal["class", "caption"] = "class"
 
@@ -98,7 +98,7 @@ class TrainConfig:
     grad_clip: float | None = opt(1.0, gt=0)
     cond_dropout: float = opt(0.1, ge=0, lt=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
-    compile: bool = False
+    compile: Literal["auto", True, False] = "auto"  # auto: compiled on CUDA (see ablate.accel)
     ema: EMAConfig = field(default_factory=EMAConfig)
     val_every: int = opt(100, ge=1)
     devices: int = opt(1, ge=1)
@@ -230,11 +230,14 @@ def overrides_from_args(args: argparse.Namespace) -> GridOverrides:
                               "(a single number is one seed, not a count).")
         seeds = tuple(int(p) for p in parts)
     results = getattr(args, "results", None)
+    if results is not None and not str(results).strip():
+        raise ConfigError("Command-line option --results is empty (an unset shell variable?); allowed: a directory "
+                          "path (this grid's results go to DIR/<name>/), or leave the option out for results/.")
     return GridOverrides(
         datasets=tuple(getattr(args, "dataset", None) or ()),
         variants=tuple(getattr(args, "variant", None) or ()),
         seeds=seeds,
-        results=Path(results) if results else None,
+        results=Path(results) if results is not None else None,
         max_steps=getattr(args, "max_steps", None),
         num_samples=getattr(args, "num_samples", None),
         data_dir=getattr(args, "data_dir", None),

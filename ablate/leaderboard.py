@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ablate import ranking
 from ablate.io import write_bytes_atomic, write_text_atomic
@@ -243,7 +244,7 @@ def render_markdown(lb: Leaderboard, figure: str | None = None) -> str:
 
 def render_console(lb: Leaderboard, console: Console) -> None:
     """Rich tables with the provenance header."""
-    console.rule(f"Leaderboard: {lb.grid}")
+    console.rule(Text(f"Leaderboard: {lb.grid}"))
     for line in lb.header:
         console.print(f"- {line}", highlight=False, markup=False)
     for title, note, table in _sections(lb):
@@ -260,7 +261,7 @@ def render_console(lb: Leaderboard, console: Console) -> None:
             else:
                 rt.add_column(str(col), justify="right")
         for row in _rows(table):
-            rt.add_row(*row)
+            rt.add_row(*map(Text, row))  # names from the records: plain text, never markup
         console.print(rt)
 
 

@@ -29,7 +29,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from rich.console import Console
+from rich.markup import escape
 
+from ablate.accel import compile_for, precision_for
 from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
@@ -39,6 +41,7 @@ from ablate.grid import Cell, Grid
 from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
+from ablate.monitor import TrainingMonitor
 from ablate.train import DiffusionModule, LatentDataModule
 
 
@@ -52,6 +55,7 @@ class RunContext:
     console: Console = field(default_factory=Console)
     progress: bool = True
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
+    fused: bool | None = None  # fused AdamW; None: ablate.accel.fused_adamw decides
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
 
@@ -95,12 +99,6 @@ def check_results_writable(grid: Grid) -> None:
         ) from None
 
 
-def precision_for(grid: Grid, device: torch.device) -> str:
-    if grid.train.precision != "auto":
-        return grid.train.precision
-    return "bf16-mixed" if device.type == "cuda" else "32-true"
-
-
 class _SpawnLauncher(_MultiProcessingLauncher):
     """Lightning's spawn launcher, defined here so that a spawned rank, unpickling it, imports ablate (and
     its torchvision fix, see :mod:`ablate._torchvision_compat`) before Lightning, whatever the main module."""
@@ -129,17 +127,14 @@ def resume_checkpoint(directory: Path, console: Console | None = None) -> Path |
             return path
         except Exception as err:  # noqa: BLE001 -- any unreadable file means: do not resume from it
             if console:
-                console.print(f"[yellow]{path} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
+                console.print(f"[yellow]{escape(str(path))} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
     return None
 
 
-def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
-    """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
-    training summary (also written to train.json)."""
-    info, splits = ctx.dataset(grid, cell.dataset)
-    L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed)
-    data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
+def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
+                 extra_callbacks: tuple[Any, ...] = ()) -> tuple[L.Trainer, CellCheckpoint, TrainingMonitor]:
+    """The Lightning trainer of a cell (also what ``bench`` times): precision, validation cadence, the
+    best-EMA checkpoint, the loss monitor and the CSV/TensorBoard logs under ``directory``."""
     cfg = grid.train
     val_every = min(cfg.val_every, cfg.max_steps)
     best = CellCheckpoint(directory / "checkpoints")
@@ -151,16 +146,31 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     except (ImportError, ModuleNotFoundError):
         pass
     distributed = cfg.devices * cfg.num_nodes > 1
+    monitor = TrainingMonitor(label, None if ctx.progress else ctx.console)
     trainer = L.Trainer(
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=SpawnDDPStrategy() if distributed else "auto", use_distributed_sampler=False,
-        precision=precision_for(grid, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
+        precision=precision_for(cfg.precision, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        gradient_clip_val=cfg.grad_clip, callbacks=[best, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks],
+        callbacks=[best, monitor, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks, *extra_callbacks],
         plugins=[AtomicCheckpointIO()],
         logger=loggers, enable_progress_bar=ctx.progress,
         enable_model_summary=False, log_every_n_steps=min(50, cfg.max_steps), deterministic=ctx.device.type == "cpu",
     )
+    return trainer, best, monitor
+
+
+def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
+    """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
+    training summary (also written to train.json)."""
+    info, splits = ctx.dataset(grid, cell.dataset)
+    L.seed_everything(cell.seed, workers=True, verbose=False)
+    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed,
+                             compiled=compile_for(grid.train.compile, ctx.device), fused=ctx.fused)
+    data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
+    trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
+    cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
+    val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
     resume = resume_checkpoint(directory, ctx.console)
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     _keep_earlier_log(directory / "logs", resumed_step)
@@ -185,7 +195,8 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "threads": torch.get_num_threads(),
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
-        "precision": precision_for(grid, ctx.device), "checkpoint": best_path.name,
+        "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
+        "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
         "val_x0_mse": best_val["val/ema_x0_mse"], "val_x0_mse_by_t": _levels(best_val, "ema_x0_mse"),
         "val_loss_by_t": _levels(best_val, "ema_loss"), "val_loss_raw": best_val["val/raw_loss"],
@@ -238,7 +249,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed)
+    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
@@ -252,7 +263,8 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
             result = evaluate_setting(
                 nets[weights], module.formulation, info, prompts, scorers, setting.steps, setting.cfg,
                 grid.eval.time_grid, grid.eval.batch_size, ctx.device,
-                preview=directory / "samples" / f"{setting.steps}steps-cfg{setting.cfg}-{weights}.png")
+                preview=directory / "samples" / f"{setting.steps}steps-cfg{setting.cfg}-{weights}.png",
+                compiled=module.compiled)
             provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
             write_record(grid.results_root, {
                 "grid": grid.name, "variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, **keys,

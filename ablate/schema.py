@@ -121,7 +121,7 @@ def _describe(tp: Any, md: Mapping[str, Any]) -> str:
     if origin is dict:
         return md.get("what") or "a mapping from names to mappings"
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
+        return "one of " + ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
     if "choices" in md and md["choices"]():
         return "one of " + ", ".join(repr(a) for a in md["choices"]())
     text = md.get("what") or {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
@@ -192,8 +192,8 @@ class Reader:
             except (TypeError, ValueError):
                 self.bad(path, v, "plain values (numbers, strings, lists, mappings)", " (not JSON-serialisable)")
             return {str(k): dict(o) for k, o in v.items()}
-        if origin is Literal:
-            if isinstance(v, bool) or v not in args:
+        if origin is Literal:  # booleans match only booleans (1 is not True here)
+            if not any(v is a if isinstance(a, bool) or isinstance(v, bool) else v == a for a in args):
                 self.bad(path, v, _describe(shown, md))
             return v
         if tp is bool:

@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 try:
@@ -29,6 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ablate.errors import ConfigError
 from ablate.grid import Grid
+from ablate.storage_urls import sqlite_file
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 MAX_STALE_RETRIES = 3
@@ -53,7 +53,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
                           "storage has no heartbeat, so a dead worker's cell could never be reclaimed).")
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
-        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat:
         interval, grace = heartbeat_settings()

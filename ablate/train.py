@@ -5,8 +5,7 @@ this module only composes it: t ~ the variant's timestep sampler, z = add_noise(
 loss = formulation.loss(net(*model_input(z, t), y), x0, eps, t).
 
 EMA is kept both ways the paper and DiT do: an averaged copy updated every ``ema.every`` optimizer
-steps with decay ``ema.decay`` (SD3: every 100, 0.99; DiT: every 1, 0.9999), through
-``torch.optim.swa_utils.AveragedModel``. Validation (spec sections 4 and 6), on fixed data, noise
+steps with decay ``ema.decay`` (SD3: every 100, 0.99; DiT: every 1, 0.9999), by :class:`EMA`. Validation (spec sections 4 and 6), on fixed data, noise
 and levels for every variant: the native loss at 8 equally spaced t, and the cross-formulation
 x0-MSE at 8 fixed log-SNR levels, for the raw and the EMA weights. The checkpoint kept for
 evaluation is the one with the lowest EMA validation loss (the paper's rule).
@@ -19,17 +18,17 @@ batches and noise as an uninterrupted one, and gives bit-identical weights on th
 
 from __future__ import annotations
 
-import functools
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
+from ablate.accel import forward_fn, fused_adamw
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import level_times, matched_times, parse_variant
 from ablate.grid import Grid
@@ -129,7 +128,11 @@ class LatentDataModule(L.LightningDataModule):
         batches = StepBatches(len(data), self.batch_size, self.seed,
                               start_step=(lambda: trainer.global_step) if trainer else (lambda: 0),
                               rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-        return _StepDataLoader(data, sampler=batches, batch_size=None)
+        # pinned host memory: Lightning's non-blocking copy to the GPU then never waits for the GPU
+        return _StepDataLoader(data, sampler=batches, batch_size=None, pin_memory=self._pin())
+
+    def _pin(self) -> bool:
+        return bool(self.trainer and self.trainer.strategy.root_device.type == "cuda")
 
     def val_dataloader(self) -> DataLoader:
         test = self.splits["test"]
@@ -150,28 +153,71 @@ def build_network(grid: Grid, info: DatasetInfo) -> DiT:
     ))
 
 
-def _ema_update(decay: float, ema: list[Tensor], current: list[Tensor], num_averaged: Tensor | int) -> None:
-    """torch's EMA update, as a module-level function so the module pickles (``ddp_spawn``)."""
-    get_ema_multi_avg_fn(decay)(ema, current, num_averaged)
+class EMA(nn.Module):
+    """Exponential moving average of a network's parameters and buffers, ``ema <- decay ema + (1 - decay)
+    net``, the first update copying. The state dict keys match torch's ``AveragedModel`` (``module.*``,
+    ``n_averaged``), and an update never synchronises host and device: the count that decides the
+    first copy lives on the host too (read back once after a checkpoint is loaded)."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module, self.decay = copy.deepcopy(net), decay
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long))
+        self._count: int | None = 0
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None  # read n_averaged once, at the next update
+
+    @torch.no_grad()
+    def update_parameters(self, net: nn.Module) -> None:
+        if self._count is None:
+            self._count = int(self.n_averaged)
+        mine = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [t.detach() for t in (*net.parameters(), *net.buffers())]
+        if self._count == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            floating = [(a, b) for a, b in zip(mine, theirs) if a.is_floating_point()]
+            torch._foreach_lerp_([a for a, _ in floating], [b for _, b in floating], 1.0 - self.decay)
+        self.n_averaged += 1
+        self._count += 1
 
 
 class DiffusionModule(L.LightningModule):
-    """One variant (trajectory x timestep sampler) trained on one dataset."""
+    """One variant (trajectory x timestep sampler) trained on one dataset.
 
-    def __init__(self, grid: Grid, variant: str, info: DatasetInfo, seed: int = 0) -> None:
+    No host-device synchronisation happens inside a training step: the loss sum and the first
+    non-finite loss are kept on the device and read every ``check_every`` steps and at each
+    validation by :class:`TrainingMonitor`, which reports the exact step of a non-finite loss.
+    ``compiled``: the network runs through the process's shared compiled forward
+    (:func:`ablate.accel.compiled_call`); ``fused``: AdamW's fused kernel (None: ask
+    :func:`ablate.accel.fused_adamw` at fit time). Clipping (``train.grad_clip``) is done here,
+    before the optimizer step, which works with fused optimizers and mixed precision alike.
+    """
+
+    def __init__(self, grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__()
         self.formulation, self.sampler = parse_variant(variant)
-        self.seed = seed
+        self.seed, self.fused = seed, fused
         self.grid_train, self.info = grid.train, info
         self.net = build_network(grid, info)
-        self.ema = AveragedModel(self.net, multi_avg_fn=functools.partial(_ema_update, grid.train.ema.decay),
-                                 use_buffers=True)
+        self.ema = EMA(self.net, grid.train.ema.decay)
         self.ema.requires_grad_(False)
-        # not a registered submodule: the weights live once, under `net`, in every checkpoint
-        object.__setattr__(self, "_forward", torch.compile(self.net) if grid.train.compile else self.net)
+        self.compiled = compiled
+        self.fused_used: bool | None = None
+        self._forward = forward_fn(compiled)
         self._val_sums: dict[str, Tensor] = {}
+        self.reset_loss_window()
 
     # -- training -------------------------------------------------------------------------------
+    def reset_loss_window(self) -> None:
+        """Start a new window of on-device loss statistics (see :class:`TrainingMonitor`)."""
+        self._loss_sum: Tensor | None = None   # sum of finite losses since the window started
+        self._first_bad: Tensor | None = None  # index in the window of the first non-finite loss, -1: none
+        self._window = 0                       # steps in the window (a host-side count)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x0, cond = batch
         n = x0.shape[0]
@@ -182,12 +228,33 @@ class DiffusionModule(L.LightningModule):
         t = self.sampler.sample(n, generator=gen, device=x0.device)
         eps = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
         z = self.formulation.add_noise(x0, eps, t)
-        raw = self._forward(*self.formulation.model_input(z, t), cond)
+        raw = self._forward(self.net, *self.formulation.model_input(z, t), cond)
         loss = self.formulation.loss(raw.float(), x0, eps, t).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {float(loss.detach())} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True)
+        self._track(loss.detach())
         return loss
+
+    def _track(self, loss: Tensor) -> None:
+        finite = torch.isfinite(loss)
+        if self._loss_sum is None:
+            self._loss_sum = torch.zeros((), dtype=torch.float64, device=loss.device)
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._loss_sum += torch.where(finite, loss, 0.0)
+        index = torch.full_like(self._first_bad, self._window)
+        self._first_bad = torch.where(~finite & (self._first_bad < 0), index, self._first_bad)
+        self._window += 1
+
+    def read_loss_window(self) -> tuple[int, float, int | None]:
+        """(steps, mean finite loss, window index of the first non-finite loss or None); one sync; resets."""
+        steps, total, bad = self._window, self._loss_sum, self._first_bad
+        self.reset_loss_window()
+        if total is None:
+            return 0, float("nan"), None
+        first_bad = int(bad)
+        return steps, float(total) / steps, (first_bad if first_bad >= 0 else None)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.grid_train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grid_train.grad_clip, foreach=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % self.grid_train.ema.every == 0:
@@ -195,8 +262,10 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.grid_train
+        fused = self.fused if self.fused is not None else fused_adamw(str(self.trainer.precision), self.device)
+        self.fused_used = fused
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                fused=torch.cuda.is_available())
+                                fused=fused)
         warmup = max(cfg.warmup_steps, 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -213,7 +282,7 @@ class DiffusionModule(L.LightningModule):
                 for kind, tk in (("loss", native_t[k]), ("x0_mse", matched_t[k])):
                     t = tk.expand(x0.shape[0])
                     z = f.add_noise(x0, eps, t)
-                    raw = net(*f.model_input(z, t), cond).float()
+                    raw = self._forward(net, *f.model_input(z, t), cond).float()
                     per = f.loss(raw, x0, eps, t) if kind == "loss" else ((f.denoise(raw, z, t) - x0) ** 2).flatten(1).mean(1)
                     key = f"{weights}_{kind}_{k}"
                     self._val_sums[key] = self._val_sums.get(key, 0) + per.sum().double()

@@ -1,4 +1,4 @@
-"""Fashion-MNIST: locating/downloading/verifying the files, the transform, captions, load_dataset."""
+"""Fashion-MNIST: locating (shipped copy, --data-dir, Debian, cache, download), verifying, the transform, captions."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import ablate  # noqa: F401  (fixes torchvision first)
 from ablate.data import DATASETS, fashion_mnist as fm, load_dataset
 from ablate.errors import ConfigError, DatasetNotFoundError
 
-if not all((fm.DEBIAN_DIR / f).is_file() for f in fm.FILES):
-    pytest.skip(f"Fashion-MNIST is not installed in {fm.DEBIAN_DIR}", allow_module_level=True)
+SHIPPED = fm.EMBEDDED_DIR  # the copy inside the package: present wherever ablate is installed
 
 
 def test_splits_shapes_range_and_labels() -> None:
@@ -74,22 +73,69 @@ def test_captions_draw_synonyms_with_a_generator() -> None:
 
 def test_data_dir_is_searched_first_and_gz_or_raw_files_work(tmp_path: Path) -> None:
     for name in fm.FILES:
-        src = fm.DEBIAN_DIR / name
+        src = SHIPPED / name
         if "labels" in name:  # one decompressed file: both forms are read
             (tmp_path / name[:-3]).write_bytes(gzip.decompress(src.read_bytes()))
         else:
             (tmp_path / name).symlink_to(src)
-    assert fm.locate(tmp_path) == tmp_path
+    assert fm.locate(tmp_path) == (tmp_path, "data-dir")
     info, splits = fm.load(32, tmp_path)
-    assert info.provenance["source"] == str(tmp_path.resolve())
+    assert info.provenance["source"] == str(tmp_path.resolve()) and info.provenance["origin"] == "data-dir"
     assert torch.equal(splits["test"].labels, load_dataset("fashion-mnist", 32)[1]["test"].labels)
-    assert fm.locate(tmp_path / "empty") == fm.DEBIAN_DIR  # a data dir without the files: next place
+
+
+def test_a_data_dir_may_hold_a_fashion_mnist_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "fashion-mnist").mkdir()
+    for name in fm.FILES:
+        (tmp_path / "fashion-mnist" / name).symlink_to(SHIPPED / name)
+    assert fm.locate(tmp_path) == (tmp_path / "fashion-mnist", "data-dir")
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty", "partial"])
+def test_an_explicit_data_dir_without_the_files_is_refused_not_replaced(tmp_path: Path, kind: str) -> None:
+    given = tmp_path / "given"
+    if kind == "file":
+        given.write_text("not a directory")
+    elif kind in ("empty", "partial"):
+        given.mkdir()
+    if kind == "partial":
+        (given / fm.FILES[0]).symlink_to(SHIPPED / fm.FILES[0])
+    with pytest.raises(DatasetNotFoundError) as err:
+        fm.load(32, given)
+    message = str(err.value)
+    assert repr(str(given)) in message and "\n" not in message
+    expected = {"missing": "does not exist", "file": "is a file, not a directory", "empty": "lacks " + fm.FILES[0],
+                "partial": "lacks " + ", ".join(fm.FILES[1:])}[kind]
+    assert expected in message, message
+
+
+def test_the_shipped_copy_needs_no_network_and_no_debian_package(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    _offline(monkeypatch, tmp_path)
+    monkeypatch.setattr(fm.urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download expected"))
+    assert fm.locate(None) == (SHIPPED, "embedded")
+    info, splits = fm.load(32)
+    assert info.provenance["origin"] == "embedded" and info.provenance["source"] == str(SHIPPED.resolve())
+    assert len(splits["train"]) == 60000
+
+
+def test_a_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    for name in fm.FILES:
+        (tmp_path / name).symlink_to(SHIPPED / name)
+    victim = tmp_path / "t10k-images-idx3-ubyte.gz"
+    victim.unlink()
+    victim.write_bytes((SHIPPED / victim.name).read_bytes()[:5000])
+    with pytest.raises(DatasetNotFoundError, match=r"t10k-images-idx3-ubyte\.gz.*truncated or corrupt"):
+        fm.load(32, tmp_path)
+    victim.write_bytes(b"not gzip at all")
+    with pytest.raises(DatasetNotFoundError, match=r"t10k-images-idx3-ubyte\.gz.*BadGzipFile"):
+        fm.load(32, tmp_path)
 
 
 def test_a_corrupt_file_is_rejected(tmp_path: Path) -> None:
     for name in fm.FILES:
-        (tmp_path / name).symlink_to(fm.DEBIAN_DIR / name)
-    labels = bytearray(gzip.decompress((fm.DEBIAN_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+        (tmp_path / name).symlink_to(SHIPPED / name)
+    labels = bytearray(gzip.decompress((SHIPPED / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     labels[100] = (labels[100] + 1) % 10
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
@@ -97,28 +143,46 @@ def test_a_corrupt_file_is_rejected(tmp_path: Path) -> None:
         fm.load(32, tmp_path)
 
 
-def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shipped: bool = True) -> None:
+    """Hide the Debian copy and the download cache (and the shipped copy unless ``shipped``)."""
+    if not shipped:
+        monkeypatch.setattr(fm, "EMBEDDED_DIR", tmp_path / "no-shipped-copy")
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
 
 
+def test_without_the_shipped_copy_the_debian_copy_then_the_cache_are_used(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    _offline(monkeypatch, tmp_path, shipped=False)
+    cached = tmp_path / "cache" / "fashion-mnist"
+    cached.mkdir(parents=True)
+    for name in fm.FILES:
+        (cached / name).symlink_to(SHIPPED / name)
+    assert fm.locate(None) == (cached, "cache")
+    debian = tmp_path / "no-debian"
+    debian.mkdir()
+    for name in fm.FILES:
+        (debian / name).symlink_to(SHIPPED / name)
+    assert fm.locate(None) == (debian, "debian")
+
+
 def test_nothing_found_explains_the_three_ways(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _offline(monkeypatch, tmp_path)
+    _offline(monkeypatch, tmp_path, shipped=False)
 
     def no_network(url: str, timeout: float) -> None:
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(fm.urllib.request, "urlopen", no_network)
     with pytest.raises(DatasetNotFoundError) as err:
-        fm.locate(tmp_path / "mine")
+        fm.locate(None)
     message = str(err.value)
     assert "--data-dir" in message and "apt-get install dataset-fashion-mnist" in message
     assert fm.SOURCE_URL in message and "no network" in message and "\n" not in message
 
 
 def test_download_verifies_checksums(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    served = {fm.SOURCE_URL + name: (fm.DEBIAN_DIR / name).read_bytes() for name in fm.FILES}
-    _offline(monkeypatch, tmp_path)
+    served = {fm.SOURCE_URL + name: (SHIPPED / name).read_bytes() for name in fm.FILES}
+    _offline(monkeypatch, tmp_path, shipped=False)
     monkeypatch.setattr(fm.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served[url]))
     # The Debian .gz bytes differ from the published ones: the published MD5 must reject them.
     with pytest.raises(DatasetNotFoundError, match="expected"):
@@ -126,7 +190,8 @@ def test_download_verifies_checksums(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert not any((tmp_path / "cache" / "fashion-mnist").iterdir())  # nothing half-written kept
     md5 = {Path(url).name: hashlib.md5(data).hexdigest() for url, data in served.items()}
     monkeypatch.setattr(fm, "SOURCE_GZ_MD5", md5)
-    assert fm.locate(None) == tmp_path / "cache" / "fashion-mnist"
+    assert fm.locate(None) == (tmp_path / "cache" / "fashion-mnist", "download")
+    assert fm.locate(None) == (tmp_path / "cache" / "fashion-mnist", "cache")
     assert sorted(p.name for p in (tmp_path / "cache" / "fashion-mnist").iterdir()) == sorted(fm.FILES)
 
 

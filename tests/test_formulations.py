@@ -17,9 +17,11 @@ from ablate.formulations import (
     parse_variant,
 )
 from ablate.formulations.paths import LinearPath
-from ablate.timesteps import LogitNormal, ModeHeavyTails, Uniform, get_sampler
+from ablate.formulations.names import parse_sampler as get_sampler
+from ablate.formulations.timesteps import LogitNormal, ModeHeavyTails, Uniform
 
-TRAJECTORIES = ["rf", "eps/linear", "v/linear", "eps/cos", "v/cos", "edm(-1.2, 1.2)", "edm/rf", "edm/cos"]
+TRAJECTORIES = ["rf", "eps/linear", "v/linear", "eps/cos", "v/cos", "edm(-1.2, 1.2)", "edm/rf", "edm/cos",
+                "x0/rf", "x0(velocity)/rf", "eps/rf", "eps(x0)/cos"]
 
 
 # -- known values -----------------------------------------------------------------------------
@@ -55,7 +57,7 @@ def test_edm_sigma_at_t_range_ends(name, rel):
     assert sigma.tolist() == pytest.approx([0.002, 80.0], rel=rel)
 
 
-@pytest.mark.parametrize("name", ["edm(0, 0.6)", "edm(-1.2, 1.2)", "edm/rf", "eps/cos"])
+@pytest.mark.parametrize("name", ["edm(0, 0.6)", "edm(-1.2, 1.2)", "edm/rf", "eps/cos", "x0/rf", "eps/rf"])
 def test_float32_sampling_stays_finite(name):
     """The path runs in float64 inside the sampler even for float32 noise (sigma = 80 needs it)."""
     f = get_formulation(name)
@@ -183,6 +185,8 @@ def test_timestep_density_equals_loss_weighting(sampler_name):
     ("rf/lognorm(0, 1)/shift(3)", "rf/lognorm(0.00, 1.00)/shift(3.00)"), ("rf/shift(3)", "rf/shift(3.00)"),
     ("rf/lognorm(0, 1)/shift(1)", "rf/lognorm(0.00, 1.00)"), ("rf/mode(-0.0)", "rf/mode(0.00)"),
     ("rf/mode(1.2916666)", "rf/mode(1.2916666)"),
+    ("x0/rf", "x0/rf"), ("x0(x0)/rf", "x0/rf"), (" x0 ( velocity ) / rf / lognorm(0,1)", "x0(velocity)/rf/lognorm(0.00, 1.00)"),
+    ("eps(eps)/rf/mode(1.29)", "eps/rf/mode(1.29)"), ("eps(x0)/cos", "eps(x0)/cos"),
 ])
 def test_names_print_canonically(spelled, canonical):
     assert canonical_variant(spelled) == canonical
@@ -191,7 +195,7 @@ def test_names_print_canonically(spelled, canonical):
 
 def test_parse_variant_returns_the_pair():
     formulation, sampler = parse_variant("rf/lognorm(0.00, 1.00)")
-    assert formulation.name == "rf" and formulation.prediction == "velocity"
+    assert formulation.name == "rf" and formulation.prediction.name == "velocity"
     assert isinstance(sampler, LogitNormal) and (sampler.m, sampler.s) == (0.0, 1.0)
     f, s = parse_variant("eps/linear/mode(1.29)")
     assert f.name == "eps/linear" and isinstance(s, ModeHeavyTails)
@@ -208,7 +212,11 @@ def test_parse_variant_returns_the_pair():
     ("edm(0, 0)", ["Ps", "> 0"]),
     ("flow", ["Valid trajectories", "rf, eps/linear"]),
     ("rf/lognorm(a, 1)", ["not a number"]),
-    ("rf/beta(1, 2)", ["Valid timestep samplers", "cosmap"]),
+    ("rf/beta(1, 2)", ["Valid timestep densities", "cosmap"]),
+    ("x0(vel)/rf", ["Unknown loss space 'vel'", "x0, eps, v, velocity", "x0(velocity)/rf"]),
+    ("x0()/rf", ["Unknown loss space ''"]),
+    ("edm(x0)/rf", ["'edm/rf'", "fixes its loss"]),
+    ("x0/linear", ["Cannot read 'x0'", "x0/rf", "<prediction>(<space>)/<path>"]),
     ("rf/cosmap/lognorm(0, 1)", ["cosmap"]),
     ("rf/shift(0)", ["alpha > 0"]),
     ("", ["empty"]),
@@ -268,3 +276,57 @@ def test_diverged_samples_are_recorded_not_scored():
     net = Diverged()
     out = evaluate_setting(net, get_formulation("rf"), info, prompts, [Boom()], 2, 1.0, "own", 3, torch.device("cpu"))
     assert math.isnan(out["metrics"]["m"]) and out["eval"]["nonfinite_samples"] == 3
+
+
+# -- predictions and loss spaces beyond the paper (issue 11): x0/rf, x0(velocity)/rf, eps/rf ----
+
+def test_rf_predictions_losses_by_hand():
+    """Each loss written out independently on rf (a = 1 - t, b = t, velocity eps - x0)."""
+    x0, eps, _ = _batch(get_formulation("rf"), seed=3)
+    t = torch.linspace(0.02, 0.98, len(x0), dtype=torch.float64)
+    z = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
+    raw = torch.randn_like(x0)
+    tb = t[:, None, None, None]
+    want = {
+        "x0/rf": ((raw - x0) ** 2).mean((1, 2, 3)),
+        "x0(velocity)/rf": (((z - raw) / tb - (eps - x0)) ** 2).mean((1, 2, 3)),
+        "x0(eps)/rf": (((z - (1 - tb) * raw) / tb - eps) ** 2).mean((1, 2, 3)),
+        "eps/rf": ((raw - eps) ** 2).mean((1, 2, 3)),
+        "eps(velocity)/rf": (((raw - z) / (1 - tb) - (eps - x0)) ** 2).mean((1, 2, 3)),
+        "rf": ((raw - (eps - x0)) ** 2).mean((1, 2, 3)),
+    }
+    for name, expected in want.items():
+        f = get_formulation(name)
+        assert torch.allclose(f.loss(raw, x0, eps, t), expected, rtol=1e-10), name
+    # the velocity loss of x0-prediction is the x0 loss over t^2, and trains with rf's weight t/(1-t)
+    assert torch.allclose(get_formulation("x0(velocity)/rf").loss(raw, x0, eps, t), want["x0/rf"] / t**2, rtol=1e-10)
+    assert torch.allclose(get_formulation("x0(velocity)/rf").eps_weight(t), t / (1 - t))
+    assert torch.allclose(get_formulation("x0/rf").eps_weight(t), t**3 / (1 - t))
+
+
+def test_rf_predictions_estimates_by_hand():
+    x0, eps, _ = _batch(get_formulation("rf"), n=16, seed=4)
+    t = torch.linspace(0.05, 1.0, 16, dtype=torch.float64)
+    tb = t[:, None, None, None]
+    z = (1 - tb) * x0 + tb * eps
+    raw = torch.randn_like(x0)
+    x0_hat, eps_hat = get_formulation("x0/rf").estimates(raw, z, t)
+    assert torch.equal(x0_hat, raw) and torch.allclose(eps_hat, (z - (1 - tb) * raw) / tb)
+    assert torch.allclose(eps_hat[-1], z[-1])  # t = 1, pure noise: eps_hat = z, finite
+    x0_hat, eps_hat = get_formulation("eps/rf").estimates(raw[:-1], z[:-1], t[:-1])
+    assert torch.equal(eps_hat, raw[:-1]) and torch.allclose(x0_hat, (z[:-1] - tb[:-1] * raw[:-1]) / (1 - tb[:-1]))
+
+
+def test_rf_predictions_ends_and_metadata():
+    x0_rf, eps_rf = get_formulation("x0/rf"), get_formulation("eps/rf")
+    assert x0_rf.t_range() == (0.0, 1.0)
+    lo, hi = eps_rf.t_range()  # like eps/cos: an eps model cannot recover x0 at a = 0; stop at lambda = -10
+    assert lo == 0.0 and hi == pytest.approx(1 / (1 + math.exp(-5)))
+    assert "our_choice_t_hi" in eps_rf.metadata()
+    meta = get_formulation("x0(velocity)/rf").metadata()
+    assert meta["prediction"] == "x0" and meta["loss_space"] == "velocity" and meta["formulation"] == "x0(velocity)/rf"
+    assert "loss_space" not in x0_rf.metadata() and "loss_space" not in get_formulation("rf").metadata()
+    # the solver never evaluates the network at t_lo = 0, where x0-prediction's eps_hat divides by b = 0
+    seen = []
+    euler_sample(x0_rf, lambda z, t, c: seen.append(t.clone()) or 0 * z, torch.randn(2, 1, 2, 2), steps=4)
+    assert float(torch.cat(seen).min()) > 0 and float(torch.cat(seen).max()) == 1.0

@@ -177,6 +177,25 @@ def test_cli_table_markdown_csv(results: Path, tmp_path: Path, capsys, monkeypat
     assert capsys.readouterr().out.startswith("# Leaderboard: smoke")
 
 
+def test_default_outputs_go_under_the_results_not_into_the_working_directory(results: Path, tmp_path: Path,
+                                                                             monkeypatch, capsys):
+    """Issue 10: a scratch --results once overwrote the published leaderboard/smoke.md of the repository."""
+    work = tmp_path / "repo"
+    (work / "leaderboard").mkdir(parents=True)
+    published = work / "leaderboard" / "smoke.md"
+    published.write_text("published table\n")
+    monkeypatch.chdir(work)
+    assert main(["leaderboard", "--results", str(results), "--format", "csv"]) == 0
+    capsys.readouterr()
+    assert published.read_text() == "published table\n"
+    assert sorted(p.name for p in (work / "leaderboard").iterdir()) == ["smoke.md"]
+    written = results / "smoke" / "leaderboard"
+    assert sorted(p.name for p in written.iterdir()) == ["smoke-fidelity-vs-steps.png", "smoke.md"]
+    assert all(v in (written / "smoke.md").read_text() for v in VARIANTS)
+    assert main(["leaderboard", "--results", str(results), "--out", "leaderboard", "--format", "csv"]) == 0
+    assert published.read_text().startswith("# Leaderboard: smoke")  # only when asked for explicitly
+
+
 def test_cli_errors(results: Path, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     missing = tmp_path / "nothing-here"

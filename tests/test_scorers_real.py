@@ -19,7 +19,7 @@ from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.decode import to_uint8
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import ScoreContext, get_scorer
-from ablate.scorers.weights import WeightsRequest, locate_weights
+from ablate.weights import WeightsRequest, locate_weights
 
 REQUIRED_PROVENANCE = {"model", "pretrained", "feature_layer", "num_samples", "reference_set", "resolution", "scale"}
 TINY = "ablate-test-tiny-clip"

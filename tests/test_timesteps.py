@@ -10,7 +10,8 @@ import torch
 from scipy import integrate, stats
 
 from ablate.formulations.paths import CosinePath, RFPath
-from ablate.timesteps import MODE_S_MAX, T_EPS, CosMap, get_sampler
+from ablate.formulations.names import parse_sampler as get_sampler
+from ablate.formulations.timesteps import MODE_S_MAX, T_EPS, CosMap
 
 SAMPLERS = ["uniform", "lognorm(0, 1)", "lognorm(0.5, 0.6)", "lognorm(-1, 2.2)", "lognorm(1, 0.2)",
             "mode(-1)", "mode(-0.54)", "mode(0)", "mode(1.29)", "mode(1.75)", "cosmap",

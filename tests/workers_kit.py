@@ -41,8 +41,8 @@ class MomentScorer(Scorer):
 _init, _step = DiffusionModule.__init__, DiffusionModule.training_step
 
 
-def _patched_init(self, grid, variant, info, seed=0) -> None:  # type: ignore[no-untyped-def]
-    _init(self, grid, variant, info, seed=seed)
+def _patched_init(self, grid, variant, info, seed=0, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    _init(self, grid, variant, info, seed=seed, **kwargs)
     self._test_variant = variant
 
 

@@ -1,94 +1,125 @@
-"""``python -m ablate bench``: training images/s and sampling NFE/s of a grid's model on this device.
+"""``python -m ablate bench``: what users run (a cell's training, a variant's evaluation), timed on
+this device against a plain compiled training step and the device's bf16 matmul peak.
 
-A benchmark, not a test: it prints a table. Absolute numbers depend on the machine; quote ratios
-from one run, absolute times only from the GPU.
+A benchmark, not a test: it prints tables (and ``--json`` writes the numbers). Absolute numbers
+depend on the machine; quote ratios from one run, absolute times only from the GPU. See
+:mod:`ablate.benchmark` for what each column measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import json
+import os
+from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="training images/s and sampling NFE/s of grid models on this device")
-    p.add_argument("grids", nargs="*", default=["smoke", "fashion-mnist"], help="grids whose model to measure")
-    p.add_argument("--variant", default="rf", help="variant to train (default rf)")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up steps)")
+    p = sub.add_parser("bench", help="time a cell's training and a variant's evaluation on this device",
+                       description="Times ablate's real training path (Lightning, EMA, clipping, schedule, "
+                                   "validation, checkpoint) against a plain compiled bf16 step of the same DiT, "
+                                   "and one variant's whole evaluation (every setting x weights, scoring "
+                                   "included); MFU against a bf16 matmul measured in the same run.")
+    p.add_argument("grid", nargs="?", default="fashion-mnist",
+                   help="grid whose training and evaluation config to use (default fashion-mnist)")
+    p.add_argument("--model", action="append", metavar="PRESET",
+                   help="DiT preset(s) for the training table, e.g. S/2, B/2 (default: S/2 and B/2 on the GPU, "
+                        "the grid's own model on the CPU)")
+    p.add_argument("--channels", type=int, default=4, help="latent channels of the training table's synthetic "
+                   "data (default 4: 32x32x4 SD-VAE latents)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the grid's)")
+    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 60 GPU, 10 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first, compile included (default 10, 3)")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation table (it needs the grid's dataset)")
+    p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per setting (default: the grid's)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the grid's dataset is (evaluation)")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
+                   help="probe weights and reference statistics (default: cache/)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    p.add_argument("--profile", action="store_true", help="also break GPU kernel time down by kind (matmul, "
+                   "attention, fused elementwise) for a training step and a sampling forward")
+    p.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
     p.set_defaults(func=main)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure(grid_name: str, variant: str, steps: int, device: torch.device, compile_: bool) -> dict:
-    """Images/s of optimizer steps at the grid's batch size, and NFE/s of guided Euler sampling."""
-    import dataclasses
-
-    from ablate.data.base import DatasetInfo
-    from ablate.evaluate import Prompts, generate
-    from ablate.grid import load_grid
-    from ablate.train import DiffusionModule
-
-    grid = load_grid(grid_name)
-    grid = dataclasses.replace(grid, train=dataclasses.replace(grid.train, compile=compile_))
-    info = DatasetInfo(name="bench", channels=1, resolution=grid.data.resolution, num_classes=10,
-                       class_names=[str(i) for i in range(10)], autoencoder="identity", caption=lambda y, g: str(y))
-    module = DiffusionModule(grid, variant, info).to(device)
-    opt = torch.optim.AdamW(module.net.parameters(), lr=1e-4)
-    b, r = grid.train.batch_size, grid.data.resolution
-    batch = (torch.randn(b, 1, r, r, device=device), torch.randint(0, 10, (b,), device=device))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    module.log = lambda *a, **k: None  # no trainer attached
-
-    def step() -> None:
-        with autocast:
-            loss = module.training_step(batch, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    train_ips = steps * b / (time.perf_counter() - start)
-    n, sample_steps = min(grid.eval.batch_size, 256), 10
-    prompts = Prompts(cond=torch.randint(0, 10, (n,)), labels=torch.zeros(n, dtype=torch.long), captions=[""] * n,
-                      noise=torch.randn(n, 1, r, r))
-    generate(module.ema.module, module.formulation, info, prompts, 2, 5.0, "own", n, device)  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    _, nfe = generate(module.ema.module, module.formulation, info, prompts, sample_steps, 5.0, "own", n, device)
-    _sync(device)
-    nfe_s = n * nfe / (time.perf_counter() - start)
-    return {"grid": grid.name, "params": module.net.num_params(), "gflops": module.net.gflops_per_image(),
-            "tokens": module.net.config.num_patches, "batch": b, "train_img_s": train_ips, "sample_nfe_s": nfe_s,
-            "compile": compile_}
-
-
 def main(args: argparse.Namespace) -> int:
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    table = Table(title=f"ablate bench on {name} (variant {args.variant}, torch {torch.__version__})")
-    for col in ("grid", "params", "GFLOPs/img", "tokens", "batch", "compile", "train img/s", "sampling NFE/s"):
+    import torch
+
+    from ablate import benchmark as B
+    from ablate.devices import resolve_device
+    from ablate.errors import ConfigError
+    from ablate.grid import GridOverrides, load_grid
+    from ablate.models.dit import DIT_PRESETS
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    for preset in args.model or ():
+        if preset not in DIT_PRESETS:
+            raise ConfigError(f"--model {preset!r} is not a DiT preset; allowed: {', '.join(DIT_PRESETS)}.")
+    for name in ("channels", "batch_size", "steps", "warmup", "num_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} is {value}; it must be a positive integer.")
+    overrides = GridOverrides(num_samples=args.num_samples, data_dir=str(args.data_dir) if args.data_dir else None)
+    grid = load_grid(args.grid, overrides)
+    steps, warmup = args.steps or (60 if gpu else 10), args.warmup or (10 if gpu else 3)
+    presets = args.model or (["S/2", "B/2"] if gpu else [None])
+    console = Console(width=max(Console().width, 170))  # the tables stay readable in logs
+    name = torch.cuda.get_device_name(device) if gpu else f"cpu, {torch.get_num_threads()} threads"
+    peak = B.peak_tflops(device)
+    out: dict = {"device": name, "torch": torch.__version__, "grid": grid.name, "peak_tflops": peak, "training": [],
+                 "evaluation": None}
+    console.print(f"[bold]ablate bench[/] on {name}, torch {torch.__version__}: bf16 matmul peak {peak:,.0f} "
+                  f"TFLOP/s (8192^3, random data)" if gpu else f"[bold]ablate bench[/] on {name}: fp32 matmul "
+                  f"{peak:,.2f} TFLOP/s", highlight=False)
+    table = Table(title=f"training: grid {grid.name}'s train config, {steps} timed steps after {warmup}, "
+                        f"synthetic 32x32x{args.channels} data; 'incl. val': amortised at val_every "
+                        f"{grid.train.val_every}")
+    for col in ("model", "GMACs/img", "batch", "cell img/s", "ms/step", "MFU", "plain img/s", "plain MFU",
+                "cell/plain", "1st step s (compile)", "val s", "ckpt s", "img/s incl. val", "peak GiB"):
         table.add_column(col, justify="right")
-    for grid in args.grids:
-        for compile_ in ([False, True] if args.compile else [False]):
-            row = measure(grid, args.variant, args.steps, device, compile_)
-            table.add_row(row["grid"], f"{row['params'] / 1e6:.2f}M", f"{row['gflops']:.3f}", str(row["tokens"]),
-                          str(row["batch"]), "yes" if compile_ else "no", f"{row['train_img_s']:,.0f}",
-                          f"{row['sample_nfe_s']:,.0f}")
-    Console().print(table)
+    for preset in presets:
+        g = B.with_model(grid, preset, args.batch_size)
+        info = B.synthetic_info(g, args.channels)
+        row = B.training_row(g, info, device, steps, warmup, peak)
+        row["model"] = preset or "grid"
+        out["training"].append(row)
+        c, p = row["cell"], row["plain"]
+        table.add_row(row["model"], f"{row['gmacs']:.3g}", str(g.train.batch_size), f"{c['img_s']:,.0f}",
+                      f"{c['ms_step']:.1f}", f"{row['mfu']:.0%}", f"{p['img_s']:,.0f}", f"{row['plain_mfu']:.0%}",
+                      f"{row['ratio']:.2f}x", f"{c['first_step_s']:.1f}", f"{c['val_s']:.1f}", f"{c['ckpt_s']:.1f}",
+                      f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
+    console.print(table)
+    if not args.no_eval:
+        e = B.evaluation_row(grid, device, args.cache_dir)
+        out["evaluation"] = e
+        t = Table(title=f"evaluation of one variant: {e['settings']} settings x weights x {e['num_samples']} samples "
+                        f"(grid {grid.name}, batch {e['batch_size']}, scorers {', '.join(grid.eval.scorers)})")
+        for col in ("variant eval s", "sampling s", "scoring s", "NFE", "NFE/s", "warm-up s (compile)"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{e['variant_eval_s']:.1f}", f"{e['sample_s']:.1f}", f"{e['score_s']:.1f}", f"{e['nfe']:,}",
+                  f"{e['nfe_s']:,.0f}", f"{e['warmup_s']:.1f}")
+        console.print(t)
+    if args.profile:
+        g = B.with_model(grid, presets[0], args.batch_size)
+        info = B.synthetic_info(g, args.channels)
+        runs = {"training step": B.kernel_profile(g, info, device, g.train.batch_size, train=True),
+                "sampling forward": B.kernel_profile(g, info, device, 2 * grid.eval.batch_size, train=False)}
+        out["profile"] = {label: dict(shares) for label, shares in runs.items()}
+        kinds = list(dict.fromkeys(k for shares in runs.values() for k, _ in shares))
+        t = Table(title=f"share of GPU kernel time by kind, model {presets[0] or 'of the grid'} (torch.profiler, "
+                        f"compiled, bf16; training batch {g.train.batch_size}, sampling batch {2 * grid.eval.batch_size})")
+        t.add_column("kernel kind")
+        for label in runs:
+            t.add_column(label, justify="right")
+        for kind in kinds:
+            t.add_row(kind, *(f"{out['profile'][label].get(kind, 0.0):.0%}" for label in runs))
+        console.print(t)
+    if args.json:
+        from ablate.io import write_json_atomic
+
+        write_json_atomic(args.json, json.loads(json.dumps(out, default=str)))
     return 0

@@ -1,4 +1,9 @@
-"""``python -m ablate leaderboard``: rank the variants of each grid's results (paper Table 1)."""
+"""``python -m ablate leaderboard``: rank the variants of each grid's results (paper Table 1).
+
+The .md and .png go under the results directory (``<results>/<grid>/leaderboard/``) unless ``--out DIR``
+says otherwise: a run with a scratch ``--results`` never overwrites the repository's published
+``leaderboard/`` (the nox smoke session writes there with an explicit ``--out leaderboard``).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rank the variants of a grid by repeated non-dominated sorting per control setting "
             "(alignment up, fidelity down), averaged over settings as in the paper's Table 1. "
-            "Prints the tables and writes <out>/<grid>.md and <out>/<grid>-fidelity-vs-steps.png."
+            "Prints the tables and writes <out>/<grid>.md and <out>/<grid>-fidelity-vs-steps.png, "
+            "<out> being <results>/<grid>/leaderboard unless --out is given."
         ),
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
@@ -29,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--results; needs --grid")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
                    help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
-    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="where to write .md and .png (default: leaderboard)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write .md and .png (default: <results>/<grid>/leaderboard, beside the grid's results)")
     p.add_argument("--alignment", default=None, metavar="METRIC",
                    help="alignment metric, higher is better (default: first present of clip, align_probe)")
     p.add_argument("--fidelity", default=None, metavar="METRIC",
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
         lb = build_leaderboard(frame, grid, alignment=args.alignment, fidelity=args.fidelity)
-        written = write_outputs(lb, args.out)
+        written = write_outputs(lb, args.out if args.out is not None else results / grid / "leaderboard")
         if args.format == "table":
             render_console(lb, console)
         elif args.format == "markdown":

@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     Console().print(
         f"prepared {counts['images']} images into {out} ({counts['shards']} shards, latents "
         f"{manifest['latent_channels']}x{manifest['latent_resolution']}x{manifest['latent_resolution']}, "
-        f"{counts['corrupt']} corrupt images skipped{' (listed in manifest.json)' if counts['corrupt'] else ''})"
+        f"{counts['corrupt']} corrupt images skipped{' (listed in manifest.json)' if counts['corrupt'] else ''})",
+        markup=False,
     )
     return 0

@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from rich.console import Console
+from rich.markup import escape
 
+from ablate.devices import resolve_device
 from ablate.grid import add_override_arguments, load_grid, overrides_from_args
 
 
@@ -57,11 +58,11 @@ def main(args: argparse.Namespace) -> int:
         train = dataclasses.replace(grid.train, devices=args.devices or grid.train.devices,
                                     num_nodes=args.num_nodes or grid.train.num_nodes)
         grid = dataclasses.replace(grid, train=train)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = resolve_device(args.device)
     console = Console()
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
                   f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
-                  f"on {device}, results in {grid.results_dir}", highlight=False)
+                  f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
@@ -71,6 +72,6 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_leaderboard:
         from ablate.cli import main as cli_main
 
-        source = ["--storage", args.storage] if args.storage else ["--results", str(grid.results_root)]
-        return cli_main(["leaderboard", *source, "--grid", grid.name])
+        source = ["--storage", args.storage] if args.storage else []  # --results: where the leaderboard goes
+        return cli_main(["leaderboard", *source, "--results", str(grid.results_root), "--grid", grid.name])
     return 0

@@ -16,7 +16,9 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from ablate.devices import resolve_device
 from ablate.errors import ConfigError
 
 
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="where the dataset's files are")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"), metavar="DIR",
                    help="reference statistics cache (default: cache)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="scorer option, e.g. model=ViT-B-32, pretrained=openai, clip_weights=FILE, "
                         "reference_count=10000, batch_size=32 (value parsed as YAML); repeatable")
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.scorers.base import ScoreContext, get_scorer, metric_info
     from ablate.scorers.fid import FrechetScorer
 
+    device = resolve_device(args.device)
     samples, labels, captions = load_samples(args.path)
     if args.captions is not None:
         captions = read_captions(args.captions, samples.shape[0])
@@ -69,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     for key, value in (("reference", args.reference), ("autoencoder", args.autoencoder)):
         if value is not None:
             options[key] = str(value)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = ScoreContext(
         dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=args.cache_dir,
         weights_dir=args.weights_dir, device=device, options=options,
@@ -104,21 +106,21 @@ def run(args: argparse.Namespace) -> int:
                                   captions or [""] * samples.shape[0])
         results.append((scorer.name, values, {**scorer.provenance(), "num_samples": int(samples.shape[0])}))
 
-    table = Table(title=f"Scores of {args.path} ({samples.shape[0]} samples)")
+    table = Table(title=Text(f"Scores of {args.path} ({samples.shape[0]} samples)"))
     for column in ("scorer", "metric", "value", "better", "measures"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for name, values, _ in results:
         for metric, value in values.items():
             info = metric_info(metric)
             better = "" if info is None else ("higher" if info.higher_is_better else "lower")
-            table.add_row(name, metric, f"{value:.4f}", better, info.role if info else "")
+            table.add_row(*map(Text, (name, metric, f"{value:.4f}", better, info.role if info else "")))
     console.print(table)
     for name, _, provenance in results:
-        prov = Table(title=f"{name}: provenance", show_header=False)
+        prov = Table(title=Text(f"{name}: provenance"), show_header=False)
         prov.add_column("key", style="bold")
         prov.add_column("value", overflow="fold")
         for key, value in provenance.items():
-            prov.add_row(key, "-" if value is None else str(value))
+            prov.add_row(Text(key), Text("-" if value is None else str(value)))  # paths, options: never markup
         console.print(prov)
     return 0
 
@@ -137,7 +139,11 @@ def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[st
     try:
         batch = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle that is not a plain tensor dict, or a broken file
-        raise ConfigError(f"The sample batch {str(path)!r} cannot be read as a tensor dict ({err}).") from err
+        raise ConfigError(
+            f"The sample batch {str(path)!r} cannot be read as a tensor dict ({type(err).__name__}): allowed is a "
+            "file torch.save wrote holding only tensors, numbers, strings, lists and dicts, as the evaluator saves "
+            "it ('samples', 'labels', 'captions')."
+        ) from None
     if not isinstance(batch, dict) or not isinstance(batch.get("samples"), torch.Tensor) or batch["samples"].dim() != 4:
         raise ConfigError(
             f"The sample batch {str(path)!r} must be a dict with 'samples' (a tensor N x C x H x W), "

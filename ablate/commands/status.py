@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-from pathlib import Path
-
-import optuna
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ablate.grid import add_override_arguments, load_grid, overrides_from_args
 
@@ -40,11 +38,14 @@ def _utc(moment: datetime | None) -> str:
     return local.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _study_if_exists(name: str, url: str) -> optuna.Study | None:
+def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
     """The grid's study; None if the storage (a missing SQLite file) or the study does not exist yet."""
+    import optuna
+
+    from ablate.storage_urls import is_sqlite, sqlite_file
     from ablate.workers import open_storage
 
-    if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
+    if is_sqlite(url) and not sqlite_file(url).exists():
         return None
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
@@ -60,8 +61,8 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
     study = _study_if_exists(grid.name, storage or default_storage(grid))
     states = cell_states(study, grid)
     counts = {s: 0 for s in STYLES}
-    table = Table(title=f"grid {grid.name} in {storage or default_storage(grid)}"
-                        + ("" if study is not None else " (no study yet: nothing queued)"))
+    table = Table(title=Text(f"grid {grid.name} in {storage or default_storage(grid)}"
+                             + ("" if study is not None else " (no study yet: nothing queued)")))
     for col in ("dataset", "variant", "seed", "state", "attempts", "where", "since (UTC)", "step", "detail"):
         table.add_column(col, justify="right" if col in ("seed", "attempts", "step") else "left",
                          no_wrap=col != "detail")
@@ -89,9 +90,11 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
         elif state == "pending" and trial is None:
             detail = "not queued yet"
         max_steps = grid.train.max_steps
-        table.add_row(str(dataset), str(variant), str(seed), f"[{STYLES[state]}]{state}[/]", str(attempts), place,
-                      _utc(trial.datetime_start) if trial is not None and state != "pending" else "",
-                      f"{step}/{max_steps}" if step is not None and state != "pending" else "", detail)
+        # plain text, never markup: a failure reason quotes user input (e.g. "[/<sampler>]")
+        table.add_row(Text(str(dataset)), Text(str(variant)), Text(str(seed)), Text(state, style=STYLES[state]),
+                      Text(str(attempts)), Text(place),
+                      Text(_utc(trial.datetime_start) if trial is not None and state != "pending" else ""),
+                      Text(f"{step}/{max_steps}" if step is not None and state != "pending" else ""), Text(detail))
     table.caption = ", ".join(f"{n} {s}" for s, n in counts.items())
     return table, counts
 

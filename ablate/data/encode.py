@@ -46,7 +46,7 @@ def load_autoencoder(name: str, subfolder: str | None = None, device: str = "cpu
     """A frozen diffusers AutoencoderKL from a local folder, the Hugging Face cache, or (online) the hub."""
     from diffusers import AutoencoderKL
 
-    from ablate.scorers.weights import download_allowed, hub_offline
+    from ablate.weights import download_allowed, hub_offline
 
     kwargs: dict[str, Any] = {"low_cpu_mem_usage": False, **({"subfolder": subfolder} if subfolder else {})}
     local = Path(name).expanduser()

@@ -5,9 +5,18 @@ requested resolution R with antialiasing when R != 32, and scaled to [-1, 1]; fl
 shape (N, 1, R, R). They pass through the identity autoencoder. Captions follow the paper's
 ImageNet protocol: "a photo of a <synonym>", the synonym drawn with a ``torch.Generator``.
 
-Files are looked for in ``--data-dir``, then the Debian package path, then the download cache
-(``$ABLATE_CACHE`` or ~/.cache/ablate/fashion-mnist), and only then downloaded from the
-canonical source. Every file's decompressed content is checked against its known SHA-256.
+Where the four IDX files come from (``origin`` in the provenance says which was used):
+
+- ``data-dir``: a directory given explicitly (``--data-dir`` / ``data.data_dir``), holding the files
+  directly or in a ``fashion-mnist/`` sub-folder. It is used or refused, never silently replaced.
+- ``embedded``: the copy shipped inside the package (``ablate/data/fashion_mnist_files/``, MIT
+  licence, Zalando SE): a fresh install needs no network and no system package.
+- ``debian``: ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
+- ``cache``: an earlier download (``$ABLATE_CACHE/fashion-mnist`` or ~/.cache/ablate/fashion-mnist);
+  ``download``: fetched now from the canonical source into that cache (MD5 checked).
+
+Every file's decompressed content is checked against its known SHA-256; a file that does not
+decompress or does not match is an error naming it.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ import gzip
 import hashlib
 import os
 import urllib.request
+import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +57,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "Ankle boot": ("ankle boot", "boot", "bootie"),
 }
 
+EMBEDDED_DIR = Path(__file__).resolve().parent / "fashion_mnist_files"  # package data (see pyproject.toml)
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 SOURCE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -79,25 +90,62 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "ablate") / NAME
 
 
+class Source(NamedTuple):
+    """Where the files were found: the directory and its origin (data-dir, embedded, debian, cache, download)."""
+
+    directory: Path
+    origin: str
+
+
+def _present(directory: Path) -> list[str]:
+    """The IDX files (``.gz`` or decompressed) present in ``directory``."""
+    return [f for f in FILES if (directory / f).is_file() or (directory / f[:-3]).is_file()]
+
+
 def _has_files(directory: Path) -> bool:
-    return all((directory / f).is_file() or (directory / f[:-3]).is_file() for f in FILES)
+    return len(_present(directory)) == len(FILES)
 
 
-def locate(data_dir: Path | None = None) -> Path:
-    """The directory holding the four IDX files (``.gz`` or decompressed), downloading if needed."""
-    candidates = ([Path(data_dir).expanduser()] if data_dir is not None else []) + [DEBIAN_DIR, cache_dir()]
-    for directory in candidates:
-        if _has_files(directory):
-            return directory
+def _explicit(data_dir: Path) -> Path:
+    """The given data directory (or its ``fashion-mnist/`` sub-folder) if it holds all four files; else an error."""
+    if _has_files(data_dir / NAME):
+        return data_dir / NAME
+    if _has_files(data_dir):
+        return data_dir
+    if not data_dir.exists():
+        problem = "does not exist"
+    elif not data_dir.is_dir():
+        problem = "is a file, not a directory"
+    else:
+        missing = [f for f in FILES if f not in _present(data_dir)]
+        problem = f"lacks {', '.join(missing)} (neither the .gz file nor its decompressed form is there)"
+    raise DatasetNotFoundError(
+        f"The Fashion-MNIST data directory {str(data_dir)!r} (--data-dir or data.data_dir) {problem}. Allowed: a "
+        f"directory holding the four files {', '.join(FILES)} (each .gz or decompressed), directly or in a "
+        f"{NAME}/ sub-folder; or no data directory at all, to use the copy shipped with ablate."
+    )
+
+
+def locate(data_dir: Path | None = None) -> Source:
+    """The directory holding the four IDX files and where it came from, downloading only if nothing else has them.
+
+    An explicit ``data_dir`` is used or refused (:class:`DatasetNotFoundError` naming what it lacks)."""
+    if data_dir is not None:
+        return Source(_explicit(Path(data_dir).expanduser()), "data-dir")
+    candidates = (Source(EMBEDDED_DIR, "embedded"), Source(DEBIAN_DIR, "debian"), Source(cache_dir(), "cache"))
+    for source in candidates:
+        if _has_files(source.directory):
+            return source
     try:
-        return _download(cache_dir())
+        return Source(_download(cache_dir()), "download")
     except OSError as err:
-        looked = ", ".join(str(d) for d in candidates)
+        looked = ", ".join(str(c.directory) for c in candidates)
         raise DatasetNotFoundError(
             f"Fashion-MNIST was not found: none of {looked} holds the four files {', '.join(FILES)}, "
-            f"and downloading them from {SOURCE_URL} failed ({err}). Do one of three things: pass "
-            "--data-dir pointing to a directory with those files; or install the Debian package "
-            "with `apt-get install dataset-fashion-mnist` (it puts them in "
+            f"and downloading them from {SOURCE_URL} failed ({err}). The copy shipped with ablate is missing "
+            "from this installation; reinstall ablate (`pip install -e .` from the repository), or do one of "
+            "three things: pass --data-dir pointing to a directory with those files; or install the Debian "
+            "package with `apt-get install dataset-fashion-mnist` (it puts them in "
             f"{DEBIAN_DIR}); or run once with internet access so they download into {cache_dir()} "
             "(set ABLATE_CACHE to put the cache elsewhere)."
         ) from err
@@ -122,13 +170,21 @@ def _read_idx(directory: Path, name: str) -> tuple[np.ndarray, dict[str, str]]:
     """One IDX file as a uint8 array, verified against :data:`IDX_SHA256`; plus its checksums."""
     path = directory / name
     raw_path = directory / name[:-3]
-    if path.is_file():
-        packed = path.read_bytes()
-        data = gzip.decompress(packed)
-        sums = {"file": str(path), "gz_md5": hashlib.md5(packed).hexdigest()}
-    else:
-        data = raw_path.read_bytes()
-        sums = {"file": str(raw_path)}
+    try:
+        if path.is_file():
+            packed = path.read_bytes()
+            data = gzip.decompress(packed)
+            sums = {"file": str(path), "gz_md5": hashlib.md5(packed).hexdigest()}
+        else:
+            data = raw_path.read_bytes()
+            sums = {"file": str(raw_path)}
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError; truncation is an EOFError
+        shown = path if path.is_file() else raw_path
+        raise DatasetNotFoundError(
+            f"The Fashion-MNIST file {str(shown)!r} cannot be read ({type(err).__name__}: {err}): it is truncated "
+            f"or corrupt. Allowed: the original file from {SOURCE_URL}{name} (gzip) or its decompressed IDX form; "
+            "replace it, or pass a different --data-dir (without one, ablate uses the copy shipped with it)."
+        ) from None
     sums["idx_sha256"] = hashlib.sha256(data).hexdigest()
     if sums["idx_sha256"] != IDX_SHA256[name]:
         raise DatasetNotFoundError(
@@ -180,9 +236,20 @@ def check_resolution(resolution: int) -> int:
 
 
 @lru_cache(maxsize=2)
-def _load(directory: str, resolution: int) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
+def _load(directory: str, resolution: int) -> tuple[dict[str, LatentSplit], dict[str, Any]]:
+    """The splits at ``resolution`` and the per-file checksums (cached: treat as read-only)."""
     splits_raw, files = _raw(directory)
     splits = {name: LatentSplit(to_latents(images, resolution), labels) for name, (images, labels) in splits_raw.items()}
+    return splits, files
+
+
+def load(resolution: int = 32, data_dir: Path | None = None) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
+    """Splits "train" (60k) and "test" (10k) at ``resolution``; cached in memory (treat as read-only).
+
+    The provenance names the directory used (``source``) and where it came from (``origin``)."""
+    found = locate(data_dir)
+    directory = str(found.directory.resolve())
+    splits, files = _load(directory, check_resolution(resolution))
     info = DatasetInfo(
         name=NAME,
         channels=1,
@@ -194,6 +261,7 @@ def _load(directory: str, resolution: int) -> tuple[DatasetInfo, dict[str, Laten
         provenance={
             "dataset": NAME,
             "source": directory,
+            "origin": found.origin,
             "files": {name: dict(sums) for name, sums in files.items()},
             "splits": {name: len(split) for name, split in splits.items()},
             "resolution": resolution,
@@ -202,9 +270,3 @@ def _load(directory: str, resolution: int) -> tuple[DatasetInfo, dict[str, Laten
         },
     )
     return info, splits
-
-
-def load(resolution: int = 32, data_dir: Path | None = None) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
-    """Splits "train" (60k) and "test" (10k) at ``resolution``; cached in memory (treat as read-only)."""
-    directory = locate(data_dir)
-    return _load(str(directory.resolve()), check_resolution(resolution))

@@ -182,10 +182,11 @@ def prepare(
     if (out / MANIFEST).is_file():
         try:
             verify_files(out, read_manifest(out), "full")
-            console.print(f"{out} is already prepared ({read_manifest(out)['counts']['images']} images); nothing to do.")
+            console.print(f"{out} is already prepared ({read_manifest(out)['counts']['images']} images); nothing to do.",
+                          markup=False)
             return out
         except DatasetNotFoundError as err:
-            console.print(f"[yellow]re-checking shards:[/] {err}")
+            console.print(f"re-checking shards: {err}", markup=False, style="yellow")
             (out / MANIFEST).unlink()
     vae = load_autoencoder(job.vae, job.vae_subfolder, devices[0] if len(devices) == 1 else "cpu")
     latent_geometry(vae, job.resolution)
@@ -221,7 +222,7 @@ def _caption_table(out: Path, job: PrepareJob, captions: list[str], device: str,
     record: dict[str, Any] = {"name": "table", "count": len(captions), "captions": shard_name("captions", "table", ".json"),
                               "pooled": None, "tokens": None, "text_encoder": None}
     if job.text is not None:
-        console.print(f"embedding {len(captions)} class captions with {job.text.model}")
+        console.print(f"embedding {len(captions)} class captions with {job.text.model}", markup=False)
         encoder = TextEncoder(job.text, device)
         pooled, tokens = encoder.encode(captions)
         for kind, rows in (("pooled", pooled), ("tokens", tokens)):

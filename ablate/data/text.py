@@ -7,7 +7,7 @@ Per caption it gives
 - ``tokens`` (L, W): the last transformer block's token sequence after the final layer norm
   (the sequence ``pooled`` is taken from), for models that attend to text later.
 
-Weights are found the way the CLIP scorers find theirs (:mod:`ablate.scorers.weights`: an
+Weights are found the way the CLIP scorers find theirs (:mod:`ablate.weights`: an
 explicit ``--text-weights`` file, the library cache, a download when online). ``--text-model``
 is an open_clip architecture name or a path to an open_clip model-config JSON (its file stem
 becomes the name); the default is the paper's CLIP ViT-L/14 (``openai``).
@@ -71,8 +71,8 @@ class TextEncoder:
     def __init__(self, spec: TextEncoderSpec, device: torch.device | str = "cpu") -> None:
         import open_clip
 
-        from ablate.scorers.clip import clip_weights_request
-        from ablate.scorers.weights import locate_weights
+        from ablate.openclip_weights import clip_weights_request
+        from ablate.weights import locate_weights
         from ablate.errors import ScorerUnavailableError
 
         name = model_name(spec.model)

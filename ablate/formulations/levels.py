@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ablate.formulations.predictions import Formulation
+from ablate.formulations.formulation import Formulation
 
 NUM_LEVELS = 8
 

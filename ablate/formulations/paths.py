@@ -22,6 +22,11 @@ from torch import Tensor
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # EDM's sampling interval in sigma (Karras et al. 2022)
 
 
+def per_sample(c: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a per-sample coefficient (B,) or scalar over a batch shaped like ``like``."""
+    return c.reshape(-1, *([1] * (like.ndim - 1))) if c.ndim > 0 else c
+
+
 class Path(ABC):
     """A Gaussian forward path. Subclasses define a, b, derivatives and ``t_of_log_snr``."""
 
@@ -38,6 +43,11 @@ class Path(ABC):
     @abstractmethod
     def t_of_log_snr(self, lam: Tensor) -> Tensor:
         """The t at which this path has log-SNR ``lam`` (clamped to [0, 1])."""
+
+    def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """z_t = a_t x0 + b_t eps, t of shape (B,) or scalar."""
+        a, b = self.coefficients(t)
+        return per_sample(a, x0) * x0 + per_sample(b, x0) * eps
 
     def log_snr(self, t: Tensor) -> Tensor:
         a, b = self.coefficients(t)

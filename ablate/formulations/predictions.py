@@ -1,186 +1,191 @@
-"""What the network predicts, and a :class:`Formulation` = path + prediction.
+"""What the network outputs: one small class per prediction, all with one interface.
 
-Convention: t in [0, 1], t = 0 is data, t = 1 is noise; ``z = a_t x0 + b_t eps``.
+Convention: t in [0, 1], t = 0 is data, t = 1 is noise; ``z = a_t x0 + b_t eps`` on a :class:`Path`.
 
-Predictions (raw network output F, given z and t):
+A prediction turns the raw network output F at (z, t) into the estimates (x0_hat, eps_hat) by
+solving z = a x0_hat + b eps_hat together with its own definition of F; every estimate is affine
+in F. It also says what the network receives (:meth:`Prediction.model_input`), which F is exact
+(:meth:`Prediction.target`) and where the sampler may run (:meth:`Prediction.t_range`).
 
-- ``velocity`` (rf): F estimates dz/dt = a' x0 + b' eps (for rf: eps - x0); loss v-MSE.
-- ``eps``: F estimates eps; loss eps-MSE.
-- ``v``: F estimates v = a eps - b x0 (Salimans & Ho; for VP paths eps = b z + a v); loss v-MSE.
+- ``velocity``: F estimates dz/dt = a' x0 + b' eps (rf: eps - x0).
+- ``eps``: F estimates eps; x0_hat = (z - b F)/a.
+- ``v``: F estimates v = a eps - b x0 (Salimans & Ho); eps_hat = (b z + a F)/(a^2 + b^2).
+- ``x0``: F estimates x0; eps_hat = (z - a F)/b.
 - ``edm``: EDM preconditioning (sigma_data = 0.5) on a = 1, b = sigma paths:
-  ``D = c_skip z + c_out F(c_in z, c_noise)``, loss ``(s^2+sd^2)/(s sd)^2 ||D - x0||^2``.
+  ``x0_hat = D = c_skip z + c_out F(c_in z, c_noise)``.
 
-Every prediction converts to estimates (x0_hat, eps_hat) by solving the 2x2 linear system with
-z = a x0_hat + b eps_hat, so the ODE velocity is ``a' x0_hat + b' eps_hat``, which equals the
-spec's ``(a'/a) z - (b/2) lambda' eps_hat``. Per-sample losses are means over non-batch dims.
+The same quantities name the *loss spaces* (``x0``, ``eps``, ``v``, ``velocity``, see
+:func:`in_space`); a prediction whose F is one of them has that as its :attr:`Prediction.space`.
+Adding a prediction is one class here plus its name in :data:`PREDICTIONS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ablate.formulations.paths import SIGMA_MAX, SIGMA_MIN, Path, SigmaPath
+from ablate.formulations.paths import per_sample as _bc
 
-PREDICTIONS = ("velocity", "eps", "v", "edm")
 SIGMA_DATA = 0.5
 EPS_LOG_SNR_MIN = -10.0  # eps models on a path reaching a = 0 stop at this log-SNR (our choice)
+LOSS_SPACES = ("x0", "eps", "v", "velocity")
 
 
-def _bc(c: Tensor, like: Tensor) -> Tensor:
-    """Broadcast a per-sample coefficient (B,) or scalar over a batch shaped like ``like``."""
-    return c.reshape(-1, *([1] * (like.ndim - 1))) if c.ndim > 0 else c
+def in_space(space: str, x0: Tensor, eps: Tensor, t: Tensor, path: Path) -> Tensor:
+    """The pair (x0, eps) at t expressed in a loss space: x0, eps, v = a eps - b x0, velocity = a' x0 + b' eps."""
+    if space == "x0":
+        return x0
+    if space == "eps":
+        return eps
+    if space == "v":
+        a, b = (_bc(c, x0) for c in path.coefficients(t))
+        return a * eps - b * x0
+    if space == "velocity":
+        da, db = (_bc(c, x0) for c in path.derivatives(t))
+        return da * x0 + db * eps
+    raise ValueError(f"loss space must be one of {LOSS_SPACES}, got {space!r}")
 
 
-def _per_sample_mean(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0], -1).mean(dim=1)
+class Prediction(ABC):
+    """What the raw network output F estimates, and how F converts to (x0_hat, eps_hat)."""
 
+    name: ClassVar[str]
+    space: ClassVar[str | None]  # the loss space in which F itself is the estimate (None: EDM's F)
 
-@dataclass(frozen=True)
-class Formulation:
-    """A trajectory: a path crossed with a prediction target (e.g. ``rf``, ``eps/linear``, ``edm(-1.2, 1.2)``)."""
+    def check(self, path: Path) -> None:
+        """Raise ValueError when this prediction cannot be used on ``path``."""
 
-    name: str
-    path: Path
-    prediction: str
+    def model_input(self, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        """What the network receives; (z, t) unless the prediction preconditions its input."""
+        return z, t
 
-    def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if self.prediction == "edm" and not isinstance(self.path, SigmaPath):
-            raise ValueError("EDM preconditioning needs a sigma path (a = 1, b = sigma)")
+    @abstractmethod
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        """(x0_hat, eps_hat) from the raw output at (z, t); affine in ``raw``."""
 
-    # -- the path -------------------------------------------------------------------------
-    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(a_t, b_t) with z_t = a_t x0 + b_t eps."""
-        return self.path.coefficients(t)
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor, path: Path) -> Tensor:
+        """The raw output that is exact for this (x0, eps) at t."""
+        assert self.space is not None, f"{type(self).__name__} must define target"
+        return in_space(self.space, x0, eps, t, path)
 
-    def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """z_t = a_t x0 + b_t eps, t of shape (B,) or scalar."""
-        a, b = self.coefficients(t)
-        return _bc(a, x0) * x0 + _bc(b, x0) * eps
-
-    def log_snr(self, t: Tensor) -> Tensor:
-        return self.path.log_snr(t)
-
-    def t_of_log_snr(self, lam: Tensor) -> Tensor:
-        return self.path.t_of_log_snr(lam)
-
-    def t_range(self) -> tuple[float, float]:
-        """Sampling interval (t_lo, t_hi). Our choices (spec section 5): EDM family sigma 0.002..80;
-        eps prediction on a path with a(1) = 0 stops at lambda = -10; otherwise [0, 1]."""
-        one = torch.ones((), dtype=torch.float64)
-        if isinstance(self.path, SigmaPath):
-            lo = self.path.t_of_sigma(SIGMA_MIN * one)
-            hi = self.path.t_of_sigma(SIGMA_MAX * one)
-            return float(lo), float(hi)
-        a1, _ = self.path.coefficients(one)
-        if self.prediction == "eps" and float(a1) < 1e-6:
-            return 0.0, float(self.path.t_of_log_snr(EPS_LOG_SNR_MIN * one))
+    def t_range(self, path: Path) -> tuple[float, float]:
+        """Sampling interval (t_lo, t_hi); [0, 1] unless the prediction is singular at an end."""
         return 0.0, 1.0
 
-    # -- the network's side ---------------------------------------------------------------
-    def _edm_scalings(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def metadata(self, path: Path, t_range: tuple[float, float]) -> dict[str, Any]:
+        """Choices beyond the name that a result row must record (none by default)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Velocity(Prediction):
+    """F estimates the ODE velocity dz/dt = a' x0 + b' eps (rectified flow: eps - x0)."""
+
+    name, space = "velocity", "velocity"
+
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        a, b = (_bc(c, z) for c in path.coefficients(t))
+        da, db = (_bc(c, z) for c in path.derivatives(t))
+        det = a * db - b * da
+        return (db * z - b * raw) / det, (a * raw - da * z) / det
+
+
+class Eps(Prediction):
+    """F estimates the noise eps; x0_hat = (z - b F)/a, singular where a = 0."""
+
+    name, space = "eps", "eps"
+
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        a, b = (_bc(c, z) for c in path.coefficients(t))
+        return (z - b * raw) / a, raw
+
+    def t_range(self, path: Path) -> tuple[float, float]:
+        """[0, 1], or up to lambda = -10 on a path reaching a = 0 at t = 1 (eps/cos, eps/rf): our choice."""
+        one = torch.ones((), dtype=torch.float64)
+        a1, _ = path.coefficients(one)
+        if float(a1) < 1e-6:
+            return 0.0, float(path.t_of_log_snr(EPS_LOG_SNR_MIN * one))
+        return 0.0, 1.0
+
+    def metadata(self, path: Path, t_range: tuple[float, float]) -> dict[str, Any]:
+        if t_range[1] < 1.0:
+            return {"our_choice_t_hi": f"eps model stops where lambda = {EPS_LOG_SNR_MIN}"}
+        return {}
+
+
+class V(Prediction):
+    """F estimates v = a eps - b x0 (Salimans & Ho); on variance-preserving paths eps = b z + a v."""
+
+    name, space = "v", "v"
+
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        a, b = (_bc(c, z) for c in path.coefficients(t))
+        norm = a**2 + b**2  # 1 on variance-preserving paths
+        return (a * z - b * raw) / norm, (b * z + a * raw) / norm
+
+
+class X0(Prediction):
+    """F estimates the data x0; eps_hat = (z - a F)/b, singular only where b = 0.
+
+    On rf, b(t) = t: at t_hi = 1 (pure noise) eps_hat = z is well defined, so the sampler runs over
+    [0, 1]; t = 0 is never evaluated (the solver's last step returns x0_hat from the previous time and
+    training draws t >= T_EPS).
+    """
+
+    name, space = "x0", "x0"
+
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        a, b = (_bc(c, z) for c in path.coefficients(t))
+        return raw, (z - a * raw) / b
+
+
+class EDMPreconditioned(Prediction):
+    """EDM (Karras et al. 2022): D = c_skip z + c_out F(c_in z, c_noise), sigma_data = 0.5; a = 1, b = sigma."""
+
+    name, space = "edm", None
+
+    def check(self, path: Path) -> None:
+        if not isinstance(path, SigmaPath):
+            raise ValueError("EDM preconditioning needs a sigma path (a = 1, b = sigma)")
+
+    def scalings(self, t: Tensor, path: SigmaPath) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """EDM's (c_skip, c_out, c_in, c_noise) at sigma(t)."""
-        s = self.path.sigma(t)
+        s = path.sigma(t)
         sd2 = SIGMA_DATA**2
         root = torch.sqrt(s**2 + sd2)
         return sd2 / (s**2 + sd2), s * SIGMA_DATA / root, 1 / root, torch.log(s) / 4
 
-    def model_input(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """What the network receives: (z, t) or, for EDM, (c_in z, c_noise = ln(sigma)/4)."""
-        if self.prediction == "edm":
-            _, _, c_in, c_noise = self._edm_scalings(t)
-            return _bc(c_in, z) * z, c_noise
-        return z, t
+    def model_input(self, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        """(c_in z, c_noise = ln(sigma)/4)."""
+        _, _, c_in, c_noise = self.scalings(t, path)  # type: ignore[arg-type]
+        return _bc(c_in, z) * z, c_noise
 
-    def estimates(self, raw: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(x0_hat, eps_hat) from the raw network output at (z, t); linear in ``raw``."""
-        a, b = (_bc(c, z) for c in self.coefficients(t))
-        if self.prediction == "eps":
-            return (z - b * raw) / a, raw
-        if self.prediction == "v":
-            norm = a**2 + b**2  # 1 on variance-preserving paths
-            return (a * z - b * raw) / norm, (b * z + a * raw) / norm
-        if self.prediction == "velocity":
-            da, db = (_bc(c, z) for c in self.path.derivatives(t))
-            det = a * db - b * da
-            return (db * z - b * raw) / det, (a * raw - da * z) / det
-        c_skip, c_out, _, _ = (_bc(c, z) for c in self._edm_scalings(t))
+    def estimates(self, raw: Tensor, z: Tensor, t: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+        _, b = (_bc(c, z) for c in path.coefficients(t))
+        c_skip, c_out, _, _ = (_bc(c, z) for c in self.scalings(t, path))  # type: ignore[arg-type]
         x0_hat = c_skip * z + c_out * raw
         return x0_hat, (z - x0_hat) / b
 
-    def denoise(self, raw: Tensor, z: Tensor, t: Tensor) -> Tensor:
-        """x0_hat (EDM: D)."""
-        return self.estimates(raw, z, t)[0]
-
-    def velocity(self, raw: Tensor, z: Tensor, t: Tensor) -> Tensor:
-        """dz/dt of the generative ODE: a' x0_hat + b' eps_hat."""
-        x0_hat, eps_hat = self.estimates(raw, z, t)
-        da, db = (_bc(c, z) for c in self.path.derivatives(t))
-        return da * x0_hat + db * eps_hat
-
-    # -- training -------------------------------------------------------------------------
-    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """The regression target of the raw output (EDM: the F that makes D = x0)."""
-        a, b = (_bc(c, x0) for c in self.coefficients(t))
-        if self.prediction == "eps":
-            return eps
-        if self.prediction == "v":
-            return a * eps - b * x0
-        if self.prediction == "velocity":
-            da, db = (_bc(c, x0) for c in self.path.derivatives(t))
-            return da * x0 + db * eps
-        c_skip, c_out, _, _ = (_bc(c, x0) for c in self._edm_scalings(t))
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor, path: Path) -> Tensor:
+        """The F that makes D = x0."""
+        a, b = (_bc(c, x0) for c in path.coefficients(t))
+        c_skip, c_out, _, _ = (_bc(c, x0) for c in self.scalings(t, path))  # type: ignore[arg-type]
         return (x0 - c_skip * (a * x0 + b * eps)) / c_out
 
-    def loss(self, raw: Tensor, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """Per-sample training loss (B,): the native MSE with the formulation's weight.
+    def t_range(self, path: Path) -> tuple[float, float]:
+        """EDM's sigma interval 0.002..80 mapped to t."""
+        one = torch.ones((), dtype=torch.float64)
+        return float(path.t_of_sigma(SIGMA_MIN * one)), float(path.t_of_sigma(SIGMA_MAX * one))  # type: ignore[attr-defined]
 
-        EDM: ``(s^2+sd^2)/(s sd)^2 * mean ||D - x0||^2``; others: ``mean ||raw - target||^2``.
-        """
-        if self.prediction == "edm":
-            z = self.add_noise(x0, eps, t)
-            s = self.path.sigma(t)
-            weight = (s**2 + SIGMA_DATA**2) / (s * SIGMA_DATA) ** 2
-            return weight * _per_sample_mean((self.denoise(raw, z, t) - x0) ** 2)
-        return _per_sample_mean((raw - self.target(x0, eps, t)) ** 2)
+    def metadata(self, path: Path, t_range: tuple[float, float]) -> dict[str, Any]:
+        return {"sigma_data": SIGMA_DATA, "sigma_range": [SIGMA_MIN, SIGMA_MAX],
+                "network_noise_input": "c_noise = ln(sigma)/4"}
 
-    def eps_weight(self, t: Tensor) -> Tensor:
-        """w_t of the unified loss ``-1/2 w_t lambda'_t ||eps_hat - eps||^2`` that equals :meth:`loss`.
 
-        Exact constants: rf gives t/(1-t); eps/cos gives sech(lambda/2)/pi; v/cos 2 exp(-lambda/2)/pi
-        (the paper's table lists these up to constant factors).
-        """
-        a, b = self.coefficients(t)
-        dlam = self.path.log_snr_derivative(t)
-        if self.prediction == "eps":
-            scale = torch.ones_like(t)
-        elif self.prediction == "v":
-            scale = ((a**2 + b**2) / a) ** 2
-        elif self.prediction == "velocity":
-            scale = (0.5 * b * dlam) ** 2
-        else:
-            scale = (b**2 + SIGMA_DATA**2) / SIGMA_DATA**2
-        return -2 * scale / dlam
-
-    # -- provenance -----------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
-        """Everything needed to reproduce this formulation, incl. our choices where the paper is silent."""
-        lo, hi = self.t_range()
-        meta: dict[str, Any] = {
-            "formulation": self.name,
-            "prediction": self.prediction,
-            "time_convention": "t in [0, 1], t = 0 is data, t = 1 is noise",
-            "t_range": [lo, hi],
-            **self.path.metadata(),
-        }
-        if self.prediction == "edm":
-            meta.update(sigma_data=SIGMA_DATA, sigma_range=[SIGMA_MIN, SIGMA_MAX],
-                        network_noise_input="c_noise = ln(sigma)/4")
-        elif self.prediction == "eps" and hi < 1.0:
-            meta["our_choice_t_hi"] = f"eps model stops where lambda = {EPS_LOG_SNR_MIN}"
-        return meta
+PREDICTIONS: dict[str, Prediction] = {p.name: p for p in (Velocity(), Eps(), V(), X0(), EDMPreconditioned())}

@@ -8,6 +8,11 @@ Conventions:
   It is embedded as the sinusoidal frequency embedding of ``1000 * t`` followed by an MLP, as in
   DiT. For most formulations t is in [0, 1] (t = 0 data, t = 1 noise); for EDM it is
   ``c_noise = ln(sigma) / 4``, which can be negative. The embedding is defined for any real t.
+- Precision: the module computes in whatever dtype its inputs and weights have. Under autocast
+  (bf16 on the GPU) with ``autocast_stream`` on, the residual stream and the adaLN input are
+  carried in the autocast dtype, so every elementwise pass between the matmuls moves half the
+  bytes; LayerNorm and softmax still compute in fp32 (autocast's rule), and the output is
+  returned in the autocast dtype (the loss upcasts it). Without autocast nothing changes.
 - ``y``: the conditioning, by configuration:
 
   - ``num_classes > 0``: class labels, LongTensor (B,). The table has ``num_classes + 1`` rows;
@@ -63,6 +68,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int = 0  # > 0: class-conditional, with a null row at index num_classes
     cond_dim: int = 0  # > 0: pooled-text-conditional, y is (B, cond_dim) float
+    autocast_stream: bool = True  # under autocast: residual stream and adaLN input in the autocast dtype
 
     def __post_init__(self) -> None:
         for key in ("input_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads"):
@@ -75,6 +81,8 @@ class DiTConfig:
                 raise ConfigError(
                     f"DiT config key '{key}' is {value!r}; it must be a non-negative integer (0 turns it off)."
                 )
+        if not isinstance(self.autocast_stream, bool):
+            raise ConfigError(f"DiT config key 'autocast_stream' is {self.autocast_stream!r}; it must be true or false.")
         if not self.mlp_ratio > 0:
             raise ConfigError(f"DiT config key 'mlp_ratio' is {self.mlp_ratio!r}; it must be a positive number.")
         if self.input_size % self.patch_size:
@@ -329,6 +337,11 @@ class DiT(nn.Module):
         # op inherits (the other order keeps the conv's layout and each LayerNorm copies).
         tokens = self.pos_embed + tokens
         c_act = F.silu(self.condition(t, y))  # every adaLN linear sees SiLU(c)
+        if cfg.autocast_stream and torch.is_autocast_enabled(x.device.type):
+            # carry the residual stream and SiLU(c) in the autocast dtype (bf16): half the bytes of
+            # every elementwise pass; LayerNorm still computes in fp32 under autocast
+            low = torch.get_autocast_dtype(x.device.type)
+            tokens, c_act = tokens.to(low), c_act.to(low)
         for block in self.blocks:
             tokens = block(tokens, c_act)
         out = self.final_layer(tokens, c_act)  # (B, N, p*p*C)

@@ -9,7 +9,7 @@ reference set; lower is better.
 - ``fid_inception``: torch-fidelity's TF-compatible Inception v3 (``inception-v3-compat``), the
   2048-d pool features, uint8 images resized to 299 with its TF1 bilinear rule, so numbers match
   the field's FID evaluators. Weights: ``inception_weights`` option, ``--weights-dir``, torch hub's
-  cache, then torch-fidelity's download (see :mod:`ablate.scorers.weights`).
+  cache, then torch-fidelity's download (see :mod:`ablate.weights`).
 
 Reference set (options): ``reference`` = a folder of images, a ``.pt`` batch (key ``samples``) or
 a saved ``.npz`` of statistics; otherwise the dataset's ``reference_split`` (default ``test``),
@@ -35,7 +35,7 @@ from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
 from ablate.scorers.clip import ClipBackbone
 from ablate.scorers.frechet import FeatureStats, frechet_distance
-from ablate.scorers.weights import ResolvedWeights, WeightsRequest, locate_weights, scorer_options, unloadable
+from ablate.weights import ResolvedWeights, WeightsRequest, locate_weights, scorer_options, unloadable
 
 FID_SCALE = "Frechet distance (squared, FID units) between Gaussians fitted to the features; lower is better"
 INCEPTION_URL = (

@@ -5,11 +5,16 @@
 * ``align_probe`` (alignment, higher is better): mean probability the probe gives to the class
   each sample was prompted with, like CLIP score.
 
-The probe trains deterministically (fixed seed) on the train split at the dataset's resolution;
-inputs are resized to 32x32 inside it, so one architecture serves every resolution. Weights,
-a JSON record (test accuracy, training time) and the test split's feature statistics are cached
-under ``<cache_dir>/probe/<hash>.*``, the hash covering the training data bytes, the resolution,
-the architecture, its training code and the hyper-parameters. Samples are clamped to [-1, 1].
+The probe trains deterministically (fixed seed, one CPU thread: the float reductions of a CPU
+convolution depend on the thread count, so two runs with different ``OMP_NUM_THREADS`` trained
+different probes) on the train split at the dataset's resolution; inputs are resized to 32x32
+inside it, so one architecture serves every resolution. Weights, a JSON record (test accuracy,
+training time, ``weights_sha256``) and the test split's feature statistics are cached under
+``<cache_dir>/probe/<hash>.*``, the hash covering the training data bytes, the resolution, the
+architecture, its training code and the hyper-parameters. The hash names the recipe; the
+provenance also carries ``weights_sha256`` (of the weights actually used), which pins the probe
+itself (another CPU kind or a GPU may train slightly different weights from one recipe). Samples
+are clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ INPUT_SIZE = 32              # every input is resized to this side length inside
 MIN_TEST_ACCURACY = 0.90
 HYPERPARAMETERS: dict[str, Any] = {
     "optimizer": "adam", "lr": 5e-3, "schedule": "one-cycle, 15% warm-up", "epochs": 8,
-    "batch_size": 256, "seed": 0, "augmentation": "none",
+    "batch_size": 256, "seed": 0, "augmentation": "none", "threads": 1,
 }
 FEATURE_LAYER = "fc (128-d, after ReLU): the classifier's input"
 MODEL_NAME = "ablate probe CNN"
@@ -76,7 +81,8 @@ class Probe:
 
     model: ProbeCNN
     resolution: int
-    hash: str
+    hash: str                       # the recipe (cache key); weights_sha256 pins the weights
+    weights_sha256: str
     record: dict[str, Any]          # test_accuracy, train_seconds, hash, ... (the JSON beside the weights)
     reference: FeatureStats         # penultimate features of the test split
     trained_now: bool               # False when the weights came from the cache
@@ -104,7 +110,8 @@ def get_probe(resolution: int, data_dir: Path | None = None, cache_dir: Path = P
     trained_now = not (weights.is_file() and record_path.is_file())
     if trained_now:
         record = _train(model, splits, torch.device(device))
-        record.update(hash=digest, resolution=resolution, source=info.provenance["source"])
+        record.update(hash=digest, weights_sha256=weights_sha256(model), resolution=resolution,
+                      source=info.provenance["source"])
         if record["test_accuracy"] < MIN_TEST_ACCURACY:
             raise ScorerUnavailableError(
                 f"The probe trained at resolution {resolution} reached only {record['test_accuracy']:.2%} "
@@ -119,8 +126,14 @@ def get_probe(resolution: int, data_dir: Path | None = None, cache_dir: Path = P
     else:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         record = json.loads(record_path.read_text())
+        if record.get("weights_sha256") != weights_sha256(model):
+            raise ScorerUnavailableError(
+                f"The cached probe weights {weights} do not match their record {record_path} (weights SHA-256 "
+                f"{weights_sha256(model)}, recorded {record.get('weights_sha256')}): the cache was changed or "
+                "damaged. Delete both files to train the probe again."
+            )
     model = model.to(device).eval()
-    probe = Probe(model, resolution, digest, record, FeatureStats(), trained_now)
+    probe = Probe(model, resolution, digest, record["weights_sha256"], record, FeatureStats(), trained_now)
     if stats_path.is_file() and not trained_now:
         probe.reference = FeatureStats.load(stats_path)
     else:
@@ -151,6 +164,16 @@ def probe_hash(resolution: int, data_dir: Path | None = None) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of the parameter and buffer values (names, dtypes, shapes, bytes): the probe's identity."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        h.update(value.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _build(num_classes: int, seed: int = 0) -> ProbeCNN:
     """A freshly initialised probe (from ``seed``, leaving the global RNG untouched), channels-last."""
     with torch.random.fork_rng(devices=[]):
@@ -163,9 +186,10 @@ def _train(model: ProbeCNN, splits: dict[str, LatentSplit], device: torch.device
     hp = HYPERPARAMETERS
     x, y = splits["train"].latents, splits["train"].labels
     steps_per_epoch = len(y) // hp["batch_size"]
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(hp["threads"])  # CPU results depend on the thread count: fix it
     try:
         model.to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"])
@@ -183,6 +207,7 @@ def _train(model: ProbeCNN, splits: dict[str, LatentSplit], device: torch.device
                 schedule.step()
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
     train_seconds = time.perf_counter() - start_wall
     cpu_seconds = time.process_time() - start_cpu
     model.eval()
@@ -195,7 +220,7 @@ def _train(model: ProbeCNN, splits: dict[str, LatentSplit], device: torch.device
         "hyperparameters": hp, "feature_layer": FEATURE_LAYER, "final_train_loss": float(loss.detach()),
         "test_accuracy": correct / len(test), "test_images": len(test),
         "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
-        "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+        "threads": hp["threads"], "device": str(device), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
 
@@ -243,7 +268,8 @@ class ProbeScorer(Scorer):
     def provenance(self) -> dict[str, Any]:
         probe = self.probe
         return {
-            "model": MODEL_NAME, "hash": probe.hash, "test_accuracy": probe.record["test_accuracy"],
+            "model": MODEL_NAME, "hash": probe.hash, "weights_sha256": probe.weights_sha256,
+            "test_accuracy": probe.record["test_accuracy"],
             "feature_layer": FEATURE_LAYER, "reference_set": f"fashion-mnist test, {probe.reference.n} images",
             "resolution": probe.resolution,
         }

@@ -1,8 +1,8 @@
-"""One Euler sampler with classifier-free guidance for every formulation (spec section 5).
+"""The Euler solver with classifier-free guidance, one for every formulation (spec section 5).
 
 Convention: t in [0, 1], t = 0 is data, t = 1 is noise; integration runs from t_hi down to t_lo.
 
-Our choices (the paper only says "Euler on dz = v dt"), recorded by :func:`sampler_metadata`:
+Our choices (the paper only says "Euler on dz = v dt"), recorded by :func:`solver_metadata`:
 
 - **Step form**: from t to t' with the model's estimates (x0_hat, eps_hat) at t, take
   ``z' = a(t') x0_hat + b(t') eps_hat``: the Euler step taken in the rf frame. For rf it is the
@@ -10,7 +10,9 @@ Our choices (the paper only says "Euler on dz = v dt"), recorded by :func:`sampl
 - **Grid**: N steps uniform in the formulation's own t over [t_lo, t_hi] (``own``, default), or
   uniform in the rf-equivalent noise level s = b/(a+b) (``rf``).
 - **Ends**: :meth:`Formulation.t_range`; the start is ``b(t_hi) eps`` (the data term a(t_hi) x0 is
-  unknown and dropped); the last step returns x0_hat.
+  unknown and dropped); the last step returns x0_hat estimated at the last grid time before t_lo, so
+  the network is never evaluated at t_lo (where x0-prediction's eps_hat = (z - a F)/b is singular
+  on rf); every prediction is finite at its t_hi (x0 on rf: eps_hat = z at t = 1).
 - **Guidance**: ``v = v_u + w (v_c - v_u)`` on every channel, applied to the raw output (every
   estimate is affine in it, so this equals guiding v, x0_hat and eps_hat); conditional and
   unconditional in one batched forward; w = 1 skips the unconditional pass. NFE counts network
@@ -24,7 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ablate.formulations.predictions import Formulation
+from ablate.formulations.formulation import Formulation
 
 TIME_GRIDS = ("own", "rf")
 ModelFn = Callable[[Tensor, Tensor, Any], Tensor]  # (net_in, net_t, cond) -> raw output
@@ -95,7 +97,7 @@ def euler_sample(
     raise AssertionError("unreachable")
 
 
-def sampler_metadata(formulation: Formulation, steps: int, cfg: float, time_grid: str) -> dict[str, Any]:
+def solver_metadata(formulation: Formulation, steps: int, cfg: float, time_grid: str) -> dict[str, Any]:
     """What a result row records about how its samples were drawn."""
     lo, hi = formulation.t_range()
     return {
@@ -109,3 +111,6 @@ def sampler_metadata(formulation: Formulation, steps: int, cfg: float, time_grid
         "last_step": "returns x0_hat",
         "nfe": steps * (2 if cfg != 1.0 else 1),
     }
+
+
+sampler_metadata = solver_metadata  # the old name, kept: ablate/evaluate.py imports it

@@ -1,8 +1,8 @@
-"""Timestep samplers: densities pi(t) on t in [0, 1] (t = 0 is data, t = 1 is noise).
+"""Timestep densities: how training draws t, a density pi(t) on [0, 1] (t = 0 is data, t = 1 is noise).
 
 Names as the paper writes them: ``uniform``, ``lognorm(m, s)``, ``mode(s)``, ``cosmap``; any of
 them may be followed by ``/shift(alpha)``, the resolution shift ``t' = alpha t / (1 + (alpha - 1) t)``
-(paper section 5.3.2). Each sampler has ``sample(n, generator)`` and its exact ``density(t)``.
+(paper section 5.3.2). Each density has ``sample(n, generator)`` and its exact ``density(t)``.
 
 Draws are computed in float64 and clamped to [T_EPS, 1 - T_EPS] so every formulation's sigma and
 log-SNR stay finite (EDM's sigma is infinite at t = 1); the densities are the unclamped ones.
@@ -21,8 +21,8 @@ from ablate.errors import VariantError
 
 T_EPS = 1e-6
 MODE_S_MAX = 2 / (math.pi - 2)  # ~1.7519: beyond it mode(s) is not monotone
-SAMPLER_HELP = (
-    "Valid timestep samplers: uniform; lognorm(m, s) with any m and s > 0; "
+DENSITY_HELP = (
+    "Valid timestep densities: uniform; lognorm(m, s) with any m and s > 0; "
     f"mode(s) with -1 <= s <= 2/(pi-2) ~ {MODE_S_MAX:.4f}; cosmap; each optionally followed by "
     "/shift(alpha) with alpha > 0."
 )
@@ -36,7 +36,7 @@ def format_number(x: float) -> str:
     return f"{x:.2f}" if abs(x - round(x, 2)) < 1e-12 else repr(x)
 
 
-class TimestepSampler(ABC):
+class TimestepDensity(ABC):
     """A density on t in [0, 1] that can be sampled."""
 
     @property
@@ -72,7 +72,7 @@ class TimestepSampler(ABC):
         return self.name
 
 
-class Uniform(TimestepSampler):
+class Uniform(TimestepDensity):
     name = "uniform"
 
     def _draw(self, u: Tensor) -> Tensor:
@@ -83,7 +83,7 @@ class Uniform(TimestepSampler):
 
 
 @dataclass(frozen=True, repr=False)
-class LogitNormal(TimestepSampler):
+class LogitNormal(TimestepDensity):
     """lognorm(m, s): u ~ N(m, s^2), t = sigmoid(u)."""
 
     m: float
@@ -105,7 +105,7 @@ class LogitNormal(TimestepSampler):
 
 
 @dataclass(frozen=True, repr=False)
-class ModeHeavyTails(TimestepSampler):
+class ModeHeavyTails(TimestepDensity):
     """mode(s): u ~ U(0,1), t = f(u) = 1 - u - s (cos^2(pi u/2) - 1 + u); density |d f^-1/dt|."""
 
     s: float
@@ -133,7 +133,7 @@ class ModeHeavyTails(TimestepSampler):
         return 1 / slope.abs()
 
 
-class CosMap(TimestepSampler):
+class CosMap(TimestepDensity):
     """cosmap: u ~ U(0,1), t = 1 - 1/(tan(pi u/2) + 1); rf's log-SNR then equals cosine's at t = u."""
 
     name = "cosmap"
@@ -146,10 +146,10 @@ class CosMap(TimestepSampler):
 
 
 @dataclass(frozen=True, repr=False)
-class Shifted(TimestepSampler):
-    """Resolution shift of a base sampler: t' = alpha t / (1 + (alpha - 1) t)."""
+class Shifted(TimestepDensity):
+    """Resolution shift of a base density: t' = alpha t / (1 + (alpha - 1) t)."""
 
-    base: TimestepSampler
+    base: TimestepDensity
     alpha: float
 
     @property
@@ -169,40 +169,33 @@ class Shifted(TimestepSampler):
         return self.base.density(t / denom) * self.alpha / denom**2
 
 
-def build_sampler(kind: str, args: list[float], spelled: str) -> TimestepSampler:
-    """One sampler from its parsed name and arguments; raises VariantError with the valid forms."""
+def build_density(kind: str, args: list[float], spelled: str) -> TimestepDensity:
+    """One timestep density from its parsed name and arguments; raises VariantError with the valid forms."""
     arity = {"uniform": 0, "cosmap": 0, "lognorm": 2, "mode": 1}
     if kind not in arity:
-        raise VariantError(f"Unknown timestep sampler {spelled!r}. {SAMPLER_HELP}")
+        raise VariantError(f"Unknown timestep density {spelled!r}. {DENSITY_HELP}")
     if len(args) != arity[kind]:
         form = {"uniform": "uniform", "cosmap": "cosmap", "lognorm": "lognorm(m, s)", "mode": "mode(s)"}[kind]
         raise VariantError(
-            f"Timestep sampler {spelled!r} takes {arity[kind]} argument(s), got {len(args)}: "
-            f"write it as {form}. {SAMPLER_HELP}"
+            f"Timestep density {spelled!r} takes {arity[kind]} argument(s), got {len(args)}: "
+            f"write it as {form}. {DENSITY_HELP}"
         )
     if kind == "lognorm":
         if args[1] <= 0:
-            raise VariantError(f"In {spelled!r} the scale s = {args[1]} must be > 0. {SAMPLER_HELP}")
+            raise VariantError(f"In {spelled!r} the scale s = {args[1]} must be > 0. {DENSITY_HELP}")
         return LogitNormal(args[0], args[1])
     if kind == "mode":
         if not -1 <= args[0] <= MODE_S_MAX:
             raise VariantError(
                 f"In {spelled!r} s = {args[0]} is outside -1 <= s <= 2/(pi-2) ~ {MODE_S_MAX:.4f} "
-                f"(beyond it the map is not monotone). {SAMPLER_HELP}"
+                f"(beyond it the map is not monotone). {DENSITY_HELP}"
             )
         return ModeHeavyTails(args[0])
     return Uniform() if kind == "uniform" else CosMap()
 
 
-def shift(base: TimestepSampler, alpha: float) -> TimestepSampler:
+def shift(base: TimestepDensity, alpha: float) -> TimestepDensity:
     """The resolution-shift wrapper; alpha = 1 returns ``base`` unchanged."""
     if not alpha > 0:
-        raise VariantError(f"shift(alpha) needs alpha > 0, got {alpha}. {SAMPLER_HELP}")
+        raise VariantError(f"shift(alpha) needs alpha > 0, got {alpha}. {DENSITY_HELP}")
     return base if alpha == 1 else Shifted(base, float(alpha))
-
-
-def get_sampler(name: str) -> TimestepSampler:
-    """A sampler from its name, e.g. ``mode(1.29)`` or ``lognorm(0, 1)/shift(3)``."""
-    from ablate.formulations.names import parse_sampler
-
-    return parse_sampler(name)

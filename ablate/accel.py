@@ -1,0 +1,78 @@
+"""The accelerator policy, in one place: which device, which precision, compiled or not, fused or not.
+
+Conventions:
+
+- ``compile`` is ``"auto"`` (compiled on CUDA, eager on the CPU, where compiling costs more than
+  it saves for the smoke models), ``True`` or ``False``.
+- ``precision`` is Lightning's; ``"auto"`` is ``bf16-mixed`` on CUDA, ``32-true`` on the CPU.
+- Gradient clipping is done by ablate itself, before the optimizer step (see
+  :meth:`ablate.train.DiffusionModule.on_before_optimizer_step`), never by Lightning: Lightning
+  refuses to clip for a fused optimizer under mixed precision. So AdamW is fused wherever torch
+  has a fused kernel, except under ``16-mixed``, whose gradient scaler a fused step would unscale
+  only after our clipping.
+- Compiled forwards are shared by the whole process: :func:`compiled_call` is one
+  ``torch.compile``-d function that takes the network as an argument, so every network of the
+  same architecture (raw and EMA weights, every cell a worker runs) reuses one set of graphs
+  (one per input shape and grad mode); the compile cost is paid once per worker, not per cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+
+Compile = Literal["auto", True, False]
+
+
+def precision_for(precision: str, device: torch.device) -> str:
+    """Lightning's precision string for a grid's ``train.precision`` on ``device``."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if device.type == "cuda" else "32-true"
+
+
+def compile_for(compile_: Compile, device: torch.device) -> bool:
+    """Whether to compile the network on ``device`` (``auto``: on CUDA only)."""
+    return device.type == "cuda" if compile_ == "auto" else bool(compile_)
+
+
+def fused_adamw(precision: str, device: torch.device) -> bool:
+    """Use the fused AdamW kernel: on CUDA, except under ``16-mixed`` (see module doc)."""
+    return device.type == "cuda" and precision != "16-mixed"
+
+
+def _call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+    return net(x, t, y)
+
+
+_compiled: Any = None
+
+
+def compiled_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+    """``net(x, t, y)`` through the process's one compiled function (see module doc). Inputs are made
+    contiguous first: compiled graphs are specialised on strides, and an expanded ``t`` (validation's
+    one level for a whole batch) would otherwise compile a second graph for every formulation whose
+    ``model_input`` passes t through, against one for those that compute a new tensor (EDM)."""
+    global _compiled
+    if _compiled is None:
+        import torch._dynamo
+
+        # raw + EMA weights, train / validation / two sampling batch shapes, grad and no-grad: a
+        # handful of graphs per architecture; room for several architectures in one process (bench)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _compiled = torch.compile(_call, dynamic=False)
+    y = y.contiguous() if isinstance(y, Tensor) else y
+    return _compiled(net, x.contiguous(), t.contiguous(), y)
+
+
+def forward_fn(compiled: bool) -> Any:
+    """The callable ``(net, x, t, y) -> output`` to use: compiled or plain."""
+    return compiled_call if compiled else _call
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
