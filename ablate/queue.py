@@ -14,8 +14,8 @@ Conventions:
   with its pid and start time: no need to wait), is failed and re-queued (up to ``MAX_STALE_RETRIES``
   times, :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`); the cell resumes from its last
   checkpoint (if this machine sees the cell's results directory).
-- A finished trial is COMPLETE with value = the cell's EMA validation loss and one user attribute
-  ``record:<setting>`` per result record, so ``ablate leaderboard --storage URL`` needs no shared files.
+- A finished trial is COMPLETE with value = the cell's best EMA validation loss. The queue holds
+  the queue's state only: the cell's records live in the results store (:mod:`ablate.results`).
 - Any failure of a cell (divergence, a crash, a full disk) makes its trial FAIL with ``fail_reason``
   and ``fail_step`` (the traceback goes to the cell's ``logs/output.log``), and the grid goes on; the
   cell stays failed until ``--retry-failed``. A cell stopped by a signal is FAIL with ``interrupted``
@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -54,7 +53,7 @@ from ablate import logs
 from ablate.errors import ResultsError
 from ablate.faults import pause_at
 from ablate.grid import Cell, Grid
-from ablate.results import cell_dir, record_path
+from ablate.results import cell_dir
 from ablate.runner import RunContext, run_cell
 from ablate.signals import describe, received, settle
 from ablate.storage import heartbeat_settings, open_storage
@@ -208,16 +207,6 @@ class _ClaimSampler(optuna.samplers.RandomSampler):
         super().before_trial(study, trial)
 
 
-def _read_records(grid: Grid, cell: Cell) -> dict[str, Any]:
-    out = {}
-    for weights in grid.eval.weights:
-        for s in grid.eval.settings:
-            path = record_path(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed,
-                               s.steps, float(s.cfg), grid.eval.time_grid, weights)
-            out[f"record:{path.stem}"] = json.loads(path.read_text())
-    return out
-
-
 class Worker:
     """Claims and runs cells of one grid until none is waiting or running anywhere."""
 
@@ -231,6 +220,14 @@ class Worker:
                       "device": os.environ.get("CUDA_VISIBLE_DEVICES", str(ctx.device))
                       if ctx.device.type == "cuda" else "cpu",
                       "boot": _boot_id(), "started": _process_start(os.getpid())}
+
+    def label(self, cell: Cell | None) -> str:
+        """``[k/n] dataset · variant · seed s``: the cell's place in the grid (as ``status`` lists it)."""
+        if cell is None:
+            return "[?] unknown cell"
+        cells = [c.id for c in self.grid.cells()]
+        place = f"{cells.index(cell.id) + 1}/{len(cells)}" if cell.id in cells else "+"
+        return f"[{place}] {cell.dataset} · {cell.variant} · seed {cell.seed}"
 
     def say(self, text: str) -> None:
         self.ctx.console.print((f"[bold]\\[{self.name}][/] " if self.name else "") + text, highlight=False)
@@ -248,7 +245,7 @@ class Worker:
             trial.set_user_attr("where", {**self.where, "trial": trial.number})
             for key in ATTEMPT_ATTRS:
                 trial.set_user_attr(key, None)  # attributes of an earlier attempt
-            self.say(f"trial {trial.number}: {cell.dataset} · {cell.variant} · seed {cell.seed}")
+            self.say(escape(self.label(cell)))
             with logs.to_file(directory / logs.CELL_LOG):
                 outcome = run_cell(self.grid, cell, self.ctx)
         except TrialLost:
@@ -269,26 +266,25 @@ class Worker:
         summary = json.loads((directory / "train.json").read_text())
         trial.set_user_attr("train", summary)
         trial.set_user_attr("step", summary["max_steps"])
-        for key, record in _read_records(self.grid, cell).items():
-            trial.set_user_attr(key, record)
         self.counts[outcome] += 1
-        self.say(f"trial {trial.number} {outcome} in {time.perf_counter() - start:.1f} s")
+        self.say(f"{escape(self.label(cell))}: {outcome} in {time.perf_counter() - start:.1f} s")
         return float(summary["val_loss"])
 
     def _fail(self, trial: optuna.Trial, directory: Path, reporter: TrialReporter, err: Exception) -> None:
         """Record a cell's failure: step and reason in the trial, the traceback in the cell's log."""
-        match = re.search(r"at step (\d+)", str(err))
         trained = (directory / "train.json").exists()
-        step = (int(match.group(1)) if match else reporter.step if reporter.step is not None
-                else self.grid.train.max_steps if trained  # failed in an evaluation resumed after training
-                else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step"))  # DDP: from rank 0
+        step = getattr(err, "step", None)  # the monitor's exact step of a non-finite loss
+        if step is None:
+            step = (reporter.step if reporter.step is not None
+                    else self.grid.train.max_steps if trained  # failed in an evaluation resumed after training
+                    else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step"))  # DDP: from rank 0
         reason = f"{type(err).__name__}: {err}"[:1000] + (" (during evaluation)" if trained else "")
         log = directory / logs.CELL_LOG
         logs.write_failure(log, err)
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("fail_step", step)
-        self.say(f"[red]trial {trial.number} failed at step {step}: {escape(reason)}[/] "
-                 f"(traceback in {escape(str(log))})")
+        label = self.label(cell_of(trial.user_attrs, self.grid.name))
+        self.say(f"[red]{escape(label)}: failed at step {step}: {escape(reason)}[/] (traceback in {escape(str(log))})")
         self.counts["failed"] += 1
 
     def run(self) -> Counter[str]:

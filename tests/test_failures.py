@@ -52,7 +52,7 @@ def _assert_every_cell_done_once(root, url: str, log: str, variants=workers_kit.
     assert len(by_cell) == len(variants)
     for cell_id, trials in by_cell.items():
         assert [t.state for t in trials].count(TrialState.COMPLETE) == 1, (cell_id, log[-3000:])
-    done = re.findall(r"trial (\d+) done", log)
+    done = re.findall(r"(\[\d+/\d+\]) [^\n]*: done in", log)
     assert len(done) == len(variants) == len(set(done)), log[-3000:]  # every cell evaluated exactly once
     for variant in variants:
         directory = cell_dir(root / "results", "tiny", "fashion-mnist", variant, 0)
@@ -102,7 +102,7 @@ def test_plain_run_marks_a_diverging_cell_failed_and_the_console_stays_clean(tmp
     for noise in ("Traceback", "litlogger", "LeafSpec", "GPU available", "Trial 1 failed", "Warning"):
         assert noise not in out, out
     assert re.search(r"grid tiny: 2 done, 1 failed\nfailed cells .*\n +fashion-mnist · eps/linear · seed 0 at step 3: "
-                     r"FloatingPointError: training loss is nan at step 3\n", out), out
+                     r"FloatingPointError: training loss is not finite \(nan or inf\) at step 3\n", out), out
     failed_dir = cell_dir(tmp_path / "results", "tiny", "fashion-mnist", "eps/linear", 0)
     cell_log = (failed_dir / "logs" / "output.log").read_text()
     assert "Traceback" in cell_log and "FloatingPointError" in cell_log and "litlogger" in cell_log
@@ -158,7 +158,7 @@ def test_two_plain_runs_on_one_results_directory_run_each_cell_once(tmp_path):
         texts.append(open(log.name).read())
     assert codes == [0, 0], [t[-2000:] for t in texts]
     both = "\n".join(texts)
-    started = re.findall(r"trial (\d+): fashion-mnist", both)
+    started = re.findall(r"(\[\d+/\d+\]) fashion-mnist[^\n:]*\n", both)
     assert len(started) == 3 == len(set(started)), both  # no cell started twice
     grid = load_grid(grid_file, GridOverrides(results=tmp_path / "results"))
     _assert_every_cell_done_once(tmp_path, default_storage(grid), both)

@@ -78,7 +78,7 @@ def test_two_workers_complete_grid_once(shared_run):
         assert [t.state for t in trials].count(TrialState.COMPLETE) == 1, cell_id
     pids = {t.user_attrs["where"]["pid"] for ts in by_cell.values() for t in ts if "where" in t.user_attrs}
     assert len(pids) >= 2  # the grid was shared by separate worker processes
-    done_lines = re.findall(r"\] trial (\d+) done", log)
+    done_lines = re.findall(r"\] (\[\d+/\d+\]) [^\n]*: done in", log)
     assert len(done_lines) == 3 == len(set(done_lines)), log[-3000:]  # every cell evaluated exactly once
     for variant in workers_kit.VARIANTS:
         directory = cell_dir(root / "results", "tiny", "fashion-mnist", variant, 0)
@@ -107,15 +107,13 @@ def test_killed_worker_resumes_from_checkpoint(shared_run, tmp_path, one_thread)
     reference = cell_dir(tmp_path, "tiny", "fashion-mnist", VICTIM, 0)
     (mine,), (ref,) = ([json.loads(p.read_text()) for p in (d / "records").glob("*.json")] for d in (directory, reference))
     assert mine["metrics"] == ref["metrics"]
-    volatile = ("wall_s", "gpu_hours", "resumed_from_step")  # what a resumed run may record differently
+    volatile = ("wall_s", "gpu_hours", "resumed_from_step", "train_img_per_s")  # what a resumed run may record differently
     uninterrupted = json.loads((reference / "train.json").read_text())
     assert {k: v for k, v in resumed.items() if k not in volatile} == {
         k: v for k, v in uninterrupted.items() if k not in volatile}  # the same provenance, validation included
     assert resumed["final_val"] and resumed["max_steps"] == 20
     a, b = (torch.load(d / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"] for d in (directory, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights, EMA included
-    stored = trials[-1].user_attrs[f"record:{next((directory / 'records').glob('*.json')).stem}"]
-    assert stored["metrics"] == mine["metrics"]  # the storage holds the record too
 
 
 def test_diverging_cell_fails_then_retry(tmp_path, monkeypatch, one_thread):
