@@ -110,7 +110,7 @@ def _run_in_order(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Counte
             counts[run_cell(grid, cell, ctx)] += 1
         except Exception as err:  # noqa: BLE001 -- any failure of a cell: report it, go on
             counts["failed"] += 1
-            ctx.console.print(f"[red]{cell.id} failed: {type(err).__name__}: {err}[/]", highlight=False)
+            ctx.console.print(f"{cell.id} failed: {type(err).__name__}: {err}", highlight=False, markup=False)
     ctx.console.print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                       highlight=False)
     return counts
