@@ -6,8 +6,9 @@ kept in every checkpoint.
   ``last.ckpt`` whole, never a truncated file under the final name.
 - :class:`CellCheckpoint` keeps a cell's ``best.ckpt`` and ``last.ckpt``, validates at ``max_steps``
   even when it is not a multiple of ``val_every`` (so the last steps can give the kept checkpoint),
-  and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``). The training summary is
-  read from the checkpoints alone, so a resumed run records what an uninterrupted one does.
+  and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``).
+  The training summary is read from the checkpoints alone, so a resumed run records what an
+  uninterrupted one does.
 """
 
 from __future__ import annotations

@@ -59,12 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     except AblateError as err:
         err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.signals
+        import signal
+
+        from ablate.signals import describe, received
+
+        signum = received() or signal.SIGINT
         err_console.print(
-            "[bold yellow]interrupted:[/] stopped by Ctrl-C. Finished results are kept; "
+            f"[bold yellow]interrupted:[/] stopped by {describe(signum)}. Finished results are kept; "
             "rerun the same command to continue where it stopped."
         )
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ each written atomically), ``samples/*.png`` (previews) and ``done.json`` (writte
 cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
 EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.train`).
 Checkpoints are written atomically, the last step is always validated, and the training summary is
-read from the checkpoints (see :mod:`ablate.checkpointing`).
+read from the checkpoints (see :mod:`ablate.checkpointing`); temp files of a killed writer are removed
+when the cell starts (whoever runs a cell owns it: :mod:`ablate.queue`).
 With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning's ``ddp_spawn``
 (gloo on the CPU); the training summary records world size and effective batch size.
 """
@@ -34,7 +35,7 @@ from ablate.accel import compile_for, precision_for
 from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
-from ablate.errors import AblateError, ResultsError
+from ablate.errors import ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
 from ablate.grid import Cell, Grid
 from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
@@ -57,6 +58,10 @@ class RunContext:
     fused: bool | None = None  # fused AdamW; None: ablate.accel.fused_adamw decides
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls for fp32 work (and no Lightning notice)
 
     def dataset(self, grid: Grid, name: str) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
         key = (name, grid.data.resolution)
@@ -232,6 +237,8 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     if (directory / "done.json").exists():
         return "skipped"
     directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
+        leftover.unlink(missing_ok=True)
     info, splits = ctx.dataset(grid, cell.dataset)
     scorers = ctx.scorers(grid, cell.dataset)
     summary_path = directory / "train.json"
@@ -270,34 +277,3 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
             })
     write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
     return "done"
-
-
-def run_grid(grid: Grid, ctx: RunContext, workers: Any = None) -> dict[str, int]:
-    """Every cell of the grid, in order; finished cells are skipped. Returns counts by outcome.
-
-    With ``workers`` (an :class:`ablate.workers.WorkerOptions`) the cells are shared through an Optuna
-    storage by worker processes instead (see :mod:`ablate.workers`); returns counts by cell state."""
-    check_results_writable(grid)
-    if workers is not None:
-        from ablate.workers import run_workers
-
-        return dict(run_workers(grid, ctx, workers))
-    cells = grid.cells()
-    for dataset in grid.datasets:  # fail before any training if data or a scorer is unavailable
-        ctx.scorers(grid, dataset)
-    counts = {"done": 0, "skipped": 0}
-    start = time.perf_counter()
-    for i, cell in enumerate(cells, 1):
-        cell_start = time.perf_counter()
-        try:
-            outcome = run_cell(grid, cell, ctx)
-        except AblateError:
-            raise
-        counts[outcome] += 1
-        elapsed = time.perf_counter() - cell_start
-        note = "already finished, skipped" if outcome == "skipped" else f"{elapsed:.1f} s"
-        ctx.console.print(f"[bold]\\[{i}/{len(cells)}][/] {cell.dataset} · {cell.variant} · seed {cell.seed}: {note}",
-                          highlight=False)
-    ctx.console.print(f"grid {grid.name}: {counts['done']} cells run, {counts['skipped']} skipped, "
-                      f"{time.perf_counter() - start:.0f} s", highlight=False)
-    return counts

@@ -46,3 +46,17 @@ def test_checkpoint_write_cut_short_keeps_the_previous_file(tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["best.ckpt"]  # no temp file left either
+
+
+def test_a_metrics_log_cut_short_does_not_stop_a_resume(tmp_path):
+    """A kill mid-write can leave ``metrics.csv`` unparsable; resuming must go on (the logs are for people)."""
+    from ablate.runner import EARLIER_LOG, _keep_earlier_log
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / EARLIER_LOG).write_text("epoch,step,train/loss\n0,1,0.5\n0,9,0.4\n")
+    (logs / "metrics.csv").write_text('epoch,step,train/loss\n0,5,0.3\n0,6,0.2,7,8\n0,7,"0.1\n')
+    _keep_earlier_log(logs, resumed_step=8)  # the unclosed quote makes metrics.csv unreadable: left out
+    assert pd.read_csv(logs / EARLIER_LOG)["step"].tolist() == [1]
+    (logs / "metrics.csv").write_bytes(b"epoch,step,train/loss\n0,5,0.3\n\xff\xfe\x00")
+    _keep_earlier_log(logs, resumed_step=8)

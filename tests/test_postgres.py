@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ablate.grid import Cell
 from ablate.results import cell_dir
-from ablate.workers import open_storage
+from ablate.storage import open_storage
 
 VARIANTS = ["rf", "eps/linear"]
 

@@ -98,7 +98,7 @@ def records_from_storage(url: str, grid_name: str) -> Any:
     from optuna.trial import TrialState
 
     from ablate.results import SCALAR_KEYS, _flatten
-    from ablate.workers import open_storage
+    from ablate.storage import open_storage
 
     try:
         study = optuna.load_study(study_name=grid_name, storage=open_storage(url, heartbeat=False))

@@ -1,6 +1,6 @@
 """``python -m ablate status GRID [--storage URL]``: every cell of a grid and where it stands.
 
-One row per cell, from the grid's Optuna study (see :mod:`ablate.workers`): pending (not queued
+One row per cell, from the grid's Optuna study (see :mod:`ablate.queue`): pending (not queued
 yet, waiting, or re-queued after its worker was lost), running (where: host, pid, device; since
 when, UTC; the last reported training step), done (the EMA validation loss) or failed (the step and
 the reason). ``attempts`` counts the cell's trials (retries after lost workers or --retry-failed).
@@ -43,7 +43,7 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
     import optuna
 
     from ablate.storage_urls import is_sqlite, sqlite_file
-    from ablate.workers import open_storage
+    from ablate.storage import open_storage
 
     if is_sqlite(url) and not sqlite_file(url).exists():
         return None
@@ -55,7 +55,8 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
 
 def status_table(grid_path: str, storage: str | None, overrides: object = None) -> tuple[Table, dict[str, int]]:
     """The status table of a grid, and its cell counts by state."""
-    from ablate.workers import cell_states, default_storage
+    from ablate.queue import cell_states
+    from ablate.storage import default_storage
 
     grid = load_grid(grid_path, overrides)  # type: ignore[arg-type]
     study = _study_if_exists(grid.name, storage or default_storage(grid))
