@@ -1,6 +1,6 @@
 """The leaderboard: Table 1 (average non-dominated rank), Table 2, validation loss, Figure 3.
 
-Reads the results store (:func:`ablate.results.load_records`) and nothing else. The ranking
+Reads the results store (:meth:`ablate.results.ResultsStore.frame`) and nothing else. The ranking
 itself lives in :mod:`ablate.ranking`; this module gathers the provenance every number needs
 (scorer model, weights, feature layer, reference set, resolution, sample count, seeds, settings)
 and renders it: rich tables, markdown, CSV, and a fidelity-vs-steps plot in the style of the
@@ -53,7 +53,7 @@ class Leaderboard:
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :func:`ablate.results.load_records` frame)."""
+    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`)."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
     means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
@@ -71,7 +71,8 @@ def build_leaderboard(
 # ------------------------------------------------------------------------------------ provenance
 
 def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
-    settings = lb.means[list(ranking.SETTING_KEYS)].drop_duplicates()
+    settings = lb.means[[*ranking.SETTING_KEYS, "steps", "cfg", "time_grid", "weights"]].drop_duplicates(
+        list(ranking.SETTING_KEYS))
     seeds = lb.means["seeds"]
     per_variant = lb.table1["settings"]
     lines = [

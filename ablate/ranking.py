@@ -1,7 +1,8 @@
 """Ranking variants as the paper's Table 1 does, and the Table 2 / validation views (pure pandas).
 
-Protocol (Esser et al. 2024, section 5.1): a *control setting* is (dataset, steps, cfg,
-time_grid, weights). Metrics are first averaged over seeds per (variant, setting); then, in each
+Protocol (Esser et al. 2024, section 5.1): a *control setting* is a dataset and a
+:class:`~ablate.setting.Setting` (solver, steps, cfg, time_grid, weights; the frame's ``setting``
+column holds its key). Metrics are first averaged over seeds per (variant, setting); then, in each
 setting, the variants are ranked by repeated non-dominated sorting on (alignment up, fidelity
 down): the Pareto front gets rank 1, is removed, the next front gets rank 2, and so on. A
 variant's score is its rank averaged over all settings ("all"), over the 5-step settings and over
@@ -17,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import ConfigError
-from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_KEYS
+from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_FIELDS
 
 ALIGNMENT_METRICS = ("clip", "align_probe")  # first present is used; higher is better
 FIDELITY_METRICS = ("fid_clip", "fd_probe")  # first present is used; lower is better
+SETTING_KEYS = ("dataset", "setting")  # a control setting
 CELL_KEYS = ("variant",) + SETTING_KEYS
+_GROUP = list(CELL_KEYS + SETTING_FIELDS)  # the fields are functions of the key: carried along
 
 
 def non_dominated_ranks(
@@ -56,7 +59,7 @@ def non_dominated_ranks(
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """The metric columns of a :func:`ablate.results.load_records` frame."""
+    """The metric columns of a :meth:`ablate.results.ResultsStore.frame`."""
     reserved = set(SCALAR_KEYS) | set(DICT_KEYS) | {"record", "path"}
     return [
         c for c in frame.columns
@@ -86,7 +89,7 @@ def choose_metric(frame: pd.DataFrame, role: str, override: str | None = None) -
 
 def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
     """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN) and the seed count."""
-    grouped = frame.groupby(list(CELL_KEYS), dropna=False, sort=True)
+    grouped = frame.groupby(_GROUP, dropna=False, sort=True)
     means = grouped[[alignment, fidelity]].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
     means["seeds"] = grouped["seed"].nunique()
     return means.reset_index()

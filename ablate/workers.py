@@ -11,8 +11,8 @@ Conventions:
   which also runs Optuna's heartbeat thread and fails trials whose heartbeat is older than the
   grace period; :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` re-queues those, and the cell
   resumes from its last checkpoint (if this machine sees the cell's results directory).
-- A finished trial is COMPLETE with value = the cell's EMA validation loss and one user attribute
-  ``record:<setting>`` per result record, so ``ablate leaderboard --storage URL`` needs no shared files.
+- A finished trial is COMPLETE with value = the cell's EMA validation loss; its result records live
+  only in the results store (:class:`ablate.results.ResultsStore`), which the leaderboard reads.
 - A cell that diverges or errors is FAIL with ``fail_reason`` and ``fail_step``; it stays failed
   until ``--retry-failed``. A cell stopped by Ctrl-C is re-queued by the next run.
 - A trial without a ``cell`` attribute is a spare one Optuna made when the queue emptied between
@@ -45,7 +45,7 @@ from rich.console import Console
 
 from ablate.errors import AblateError, ConfigError
 from ablate.grid import Cell, Grid
-from ablate.results import cell_dir, record_path
+from ablate.results import cell_dir
 from ablate.storage_urls import sqlite_file
 from ablate.runner import RunContext, run_cell
 
@@ -229,16 +229,6 @@ class TrialReporter(L.Callback):
         self.report(trainer)
 
 
-def _read_records(grid: Grid, cell: Cell) -> dict[str, Any]:
-    out = {}
-    for weights in grid.eval.weights:
-        for s in grid.eval.settings:
-            path = record_path(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed,
-                               s.steps, float(s.cfg), grid.eval.time_grid, weights)
-            out[f"record:{path.stem}"] = json.loads(path.read_text())
-    return out
-
-
 class Worker:
     """Claims and runs cells of one grid until none is waiting or running anywhere."""
 
@@ -289,8 +279,6 @@ class Worker:
                               / "train.json").read_text())
         trial.set_user_attr("train", summary)
         trial.set_user_attr("step", summary["max_steps"])
-        for key, record in _read_records(self.grid, cell).items():
-            trial.set_user_attr(key, record)
         self.counts[outcome] += 1
         self.say(f"trial {trial.number} {outcome} in {time.perf_counter() - start:.1f} s")
         return float(summary["val_loss"])
