@@ -88,11 +88,19 @@ def choose_metric(frame: pd.DataFrame, role: str, override: str | None = None) -
 
 
 def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
-    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN) and the seed count."""
+    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN), its standard error
+    (``<metric>_se``: sample SD / sqrt(seeds), NaN for one seed) and the seed count."""
     grouped = frame.groupby(_GROUP, dropna=False, sort=True)
     means = grouped[[alignment, fidelity]].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
+    for metric in (alignment, fidelity):
+        means[f"{metric}_se"] = grouped[metric].agg(_standard_error)
     means["seeds"] = grouped["seed"].nunique()
     return means.reset_index()
+
+
+def _standard_error(values: pd.Series) -> float:
+    x = values.to_numpy(dtype=float)
+    return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def setting_ranks(means: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
@@ -125,7 +133,8 @@ def table1(ranks: pd.DataFrame) -> pd.DataFrame:
 def table2(
     means: pd.DataFrame, alignment: str, fidelity: str, order: list[str], steps: int = 25, weights: str = "ema",
 ) -> pd.DataFrame:
-    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2).
+    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2),
+    as text ``mean ± SE`` where several seeds give a standard error.
 
     Columns ``"<dataset> <metric>"``; when a dataset has several (cfg, time_grid) at these steps,
     the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
@@ -138,9 +147,18 @@ def table2(
     for (dataset, cfg, time_grid), part in sel.groupby(["dataset", "cfg", "time_grid"], sort=True):
         label = f"{dataset} cfg={cfg:g} {time_grid}" if several[dataset] else str(dataset)
         part = part.set_index("variant")
-        columns[f"{label} {alignment}"] = part[alignment]
-        columns[f"{label} {fidelity}"] = part[fidelity]
+        for metric in (alignment, fidelity):
+            columns[f"{label} {metric}"] = _with_se(part[metric], part.get(f"{metric}_se"))
     return _in_order(pd.DataFrame(columns), order)
+
+
+def _with_se(mean: pd.Series, se: pd.Series | None) -> pd.Series:
+    if se is None or not np.isfinite(se.to_numpy(dtype=float)).any():
+        return mean
+    smallest = float(np.nanmin(se[se > 0])) if (se > 0).any() else 1.0
+    digits = max(3, min(6, int(1 - np.floor(np.log10(smallest)))))  # two significant digits of the SE
+    return pd.Series([f"{m:.{digits}f} ± {e:.{digits}f}" if np.isfinite(e) else f"{m:.{digits}f}"
+                      for m, e in zip(mean, se)], index=mean.index)
 
 
 def validation_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:

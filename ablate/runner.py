@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.accel import compile_for, precision_for
-from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
+from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import AblateError, ResultsError
@@ -242,6 +242,10 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
+    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
+        last = directory / "checkpoints" / "last.ckpt"
+        curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
+        summary = {**summary, "val_curve": curve}
     module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)

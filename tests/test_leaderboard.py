@@ -147,16 +147,20 @@ def test_leaderboard_tables_and_header(results: Path):
 
 def test_outputs_written(results: Path, tmp_path: Path):
     lb = build_leaderboard(ResultsStore(results).frame("smoke"), "smoke")
-    md, png = write_outputs(lb, tmp_path / "lb")
+    md, png, ranks = write_outputs(lb, tmp_path / "lb")
     assert md == tmp_path / "lb" / "smoke.md" and png == tmp_path / "lb" / "smoke-fidelity-vs-steps.png"
-    data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    for figure in (png, ranks):
+        data = figure.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     text = md.read_text()
-    assert text == render_markdown(lb, figure=png.name)
-    for needle in ("## Table 1", "## Table 2", "## Validation loss", "never across",
-                   "smoke-fidelity-vs-steps.png", *VARIANTS):
+    assert text == render_markdown(lb, figure=png.name, rank_figure=ranks.name)
+    for needle in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Table 2", "## Validation loss",
+                   "## Convergence", "## Deviations from the paper", "never across", "smoke-fidelity-vs-steps.png",
+                   "smoke-ranks.png", "all 95% CI", "rank 90%", " ± ", "Spearman rho", "Figure 3's claim", *VARIANTS):
         assert needle in text, needle
-    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [png.name, md.name]  # no temp files
+    assert text.split("\n\n")[1].startswith("**SMOKE TEST of the machinery, not a result")  # first, for smoke grids
+    assert "Convergence" in text.split("\n\n")[2]  # then the one convergence line
+    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == sorted([png.name, md.name, ranks.name])  # no temps
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -193,7 +197,7 @@ def test_default_outputs_go_under_the_results_not_into_the_working_directory(res
     assert published.read_text() == "published table\n"
     assert sorted(p.name for p in (work / "leaderboard").iterdir()) == ["smoke.md"]
     written = results / "smoke" / "leaderboard"
-    assert sorted(p.name for p in written.iterdir()) == ["smoke-fidelity-vs-steps.png", "smoke.md"]
+    assert sorted(p.name for p in written.iterdir()) == ["smoke-fidelity-vs-steps.png", "smoke-ranks.png", "smoke.md"]
     assert all(v in (written / "smoke.md").read_text() for v in VARIANTS)
     assert main(["leaderboard", "--results", str(results), "--out", "leaderboard", "--format", "csv"]) == 0
     assert published.read_text().startswith("# Leaderboard: smoke")  # only when asked for explicitly

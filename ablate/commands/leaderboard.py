@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rank the variants of a grid by repeated non-dominated sorting per control setting "
             "(alignment up, fidelity down), averaged over settings as in the paper's Table 1. "
-            "Prints the tables and writes <out>/<grid>.md and <out>/<grid>-fidelity-vs-steps.png, "
+            "Prints the tables and writes <out>/<grid>.md, <out>/<grid>-fidelity-vs-steps.png and "
+            "<out>/<grid>-ranks.png, "
             "<out> being <results>/<grid>/leaderboard unless --out is given."
         ),
     )
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "table":
             render_console(lb, console)
         elif args.format == "markdown":
-            sys.stdout.write(render_markdown(lb, figure=written[1].name) + "\n")
+            sys.stdout.write(render_markdown(lb, figure=written[1].name, rank_figure=written[2].name) + "\n")
         else:
             text = table1_csv(lb)
             csv_parts.append(text if not csv_parts else text.split("\n", 1)[1])
