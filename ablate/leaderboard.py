@@ -276,7 +276,9 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
          f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), averaged over all settings, the 5-step, "
          "the 50-step and the 50-step cfg-5 settings (see Deviations); 'all 95% CI': bootstrap interval of 'all'; "
          "'rank 90%': interval of the variant's position; 'P(beats next)': probability that it has a lower "
-         "average rank than the next row; 'settings' counts the settings a variant was ranked in.", table1),
+         "average rank than the next row; 'settings' counts the settings a variant was ranked in. Rank intervals are "
+         "approximate: an average rank is bounded and discrete, so for the best and worst variants they "
+         "under-cover when neighbours are within about 2 standard errors (tests/test_statistics.py).", table1),
     ]
     if st is not None:
         sections += [
@@ -370,7 +372,8 @@ def write_outputs(lb: Leaderboard, out_dir: Path) -> list[Path]:
     png = out_dir / f"{lb.grid}-fidelity-vs-steps.png"
     ranks = out_dir / f"{lb.grid}-ranks.png"
     md = out_dir / f"{lb.grid}.md"
-    write_bytes_atomic(png, plot_fidelity_vs_steps(lb))
-    write_bytes_atomic(ranks, plot_average_ranks(lb))
+    write_bytes_atomic(png, plot_fidelity_vs_steps(lb.grid, lb.means, lb.fidelity, lb.table1["variant"].tolist()))
+    table, seeds = (lb.stats.table, lb.stats.seeds) if lb.stats is not None else (lb.table1, 1)
+    write_bytes_atomic(ranks, plot_average_ranks(lb.grid, table, seeds))
     write_text_atomic(md, render_markdown(lb, figure=png.name, rank_figure=ranks.name))
     return [md, png, ranks]
