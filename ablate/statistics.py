@@ -82,11 +82,12 @@ def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray)
     valid = active & np.isfinite(c1) & np.isfinite(c2)
     le = (c1[..., :, None] <= c1[..., None, :]) & (c2[..., :, None] <= c2[..., None, :])
     lt = (c1[..., :, None] < c1[..., None, :]) | (c2[..., :, None] < c2[..., None, :])
-    dominates = le & lt & valid[..., :, None] & valid[..., None, :]
+    dominates = (le & lt & valid[..., :, None] & valid[..., None, :]).astype(np.float32)  # [..., p, q]
     ranks = np.zeros(alignment.shape)
     remaining, rank = valid.copy(), 1
-    while remaining.any():
-        front = remaining & ~(dominates & remaining[..., :, None]).any(-2)
+    while remaining.any():  # a front: the remaining points no remaining point dominates (a batched mat-vec)
+        dominated = (remaining[..., None, :].astype(np.float32) @ dominates)[..., 0, :] > 0
+        front = remaining & ~dominated
         ranks[front] = rank
         remaining &= ~front
         rank += 1

@@ -40,14 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="alignment metric, higher is better (default: first present of clip, align_probe)")
     p.add_argument("--fidelity", default=None, metavar="METRIC",
                    help="fidelity metric, lower is better (default: first present of fid_clip, fd_probe)")
+    p.add_argument("--replicates", type=int, default=1000, metavar="N",
+                   help="bootstrap replicates for the intervals (default: 1000; fewer is faster and coarser)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
     from ablate.results import ResultsStore
 
     results: Path = args.results
+    if args.replicates < 1:
+        raise AblateError(f"--replicates {args.replicates} is not allowed: the bootstrap needs at least 1 replicate "
+                          "(1000, the default, for 95% intervals).")
     if args.storage:
         raise AblateError(f"leaderboard --storage {args.storage!r}: records are read from the results directory "
                           "(--results DIR, default results), not from an Optuna storage, which holds no records. "
@@ -60,6 +64,18 @@ def run(args: argparse.Namespace) -> int:
             "(<grid>/<dataset>/<variant>/seed<k>/records/*.json). Make some with "
             "`python -m ablate run grids/smoke.yaml`, or point --results at the directory that holds them."
         )
+    return show(results, grids, out=args.out, fmt=args.format, alignment=args.alignment, fidelity=args.fidelity,
+                replicates=args.replicates)
+
+
+def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "table", alignment: str | None = None,
+         fidelity: str | None = None, replicates: int = 1000) -> int:
+    """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
+    defaults to ``<results>/<grid>/leaderboard``."""
+    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
+    from ablate.results import ResultsStore
+
+    store = ResultsStore(results)
     console = Console()
     err = Console(stderr=True)
     csv_parts: list[str] = []
@@ -71,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
                 f"there: {', '.join(store.grids()) or 'none'}. Make results with "
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
-        lb = build_leaderboard(frame, grid, alignment=args.alignment, fidelity=args.fidelity)
-        written = write_outputs(lb, args.out if args.out is not None else results / grid / "leaderboard")
-        if args.format == "table":
+        lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
+                               replicates=replicates)
+        written = write_outputs(lb, out if out is not None else results / grid / "leaderboard")
+        if fmt == "table":
             render_console(lb, console)
-        elif args.format == "markdown":
+        elif fmt == "markdown":
             sys.stdout.write(render_markdown(lb, figure=written[1].name, rank_figure=written[2].name) + "\n")
         else:
             text = table1_csv(lb)

@@ -68,8 +68,7 @@ def main(args: argparse.Namespace) -> int:
                                 retry_failed=args.retry_failed)
     run_grid(grid, ctx, workers)
     if not args.no_leaderboard:
-        from ablate.cli import main as cli_main
+        from ablate.commands.leaderboard import show
 
-        source = ["--storage", args.storage] if args.storage else []  # --results: where the leaderboard goes
-        return cli_main(["leaderboard", *source, "--results", str(grid.results_root), "--grid", grid.name])
+        return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
