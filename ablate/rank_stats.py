@@ -81,7 +81,7 @@ def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: i
 def _interval(low: float, high: float, digits: int) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return "n/a"
-    return f"{low:.{digits}f}-{high:.{digits}f}" if digits else f"{int(low)}-{int(high)}"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if digits else f"{int(low)}-{int(high)}"
 
 
 def paper_agreement(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: int = statistics.DEFAULT_REPLICATES,
