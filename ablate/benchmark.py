@@ -218,15 +218,14 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     warm_s = time.perf_counter() - start
     sample_s = total_s = 0.0
     nfe = 0
-    for weights in e.weights:
-        for s in e.settings:
-            out = evaluate_setting(nets[weights], module.formulation, info, prompts, scorers, s.steps, s.cfg,
-                                   e.time_grid, e.batch_size, device, compiled=compiled)
-            sample_s += out["eval"]["sample_s"]
-            total_s += out["eval"]["wall_s"]
-            nfe += out["nfe"] * out["num_samples"]
+    for setting in e.all_settings():
+        out = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
+                               e.batch_size, device, compiled=compiled)
+        sample_s += out["eval"]["sample_s"]
+        total_s += out["eval"]["wall_s"]
+        nfe += out["nfe"] * out["num_samples"]
     return {"variant_eval_s": total_s, "sample_s": sample_s, "score_s": total_s - sample_s, "nfe": nfe,
-            "nfe_s": nfe / sample_s, "warmup_s": warm_s, "settings": len(e.settings) * len(e.weights),
+            "nfe_s": nfe / sample_s, "warmup_s": warm_s, "settings": len(e.all_settings()),
             "num_samples": e.num_samples, "batch_size": e.batch_size, "compiled": compiled}
 
 

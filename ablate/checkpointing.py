@@ -6,9 +6,11 @@ kept in every checkpoint.
   ``last.ckpt`` whole, never a truncated file under the final name.
 - :class:`CellCheckpoint` keeps a cell's ``best.ckpt`` and ``last.ckpt``, validates at ``max_steps``
   even when it is not a multiple of ``val_every`` (so the last steps can give the kept checkpoint),
-  and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``).
-  The training summary is read from the checkpoints alone, so a resumed run records what an
-  uninterrupted one does.
+  and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``). The training summary is
+  read from the checkpoints alone, so a resumed run records what an uninterrupted one does.
+- It also keeps the validation curve, every validation so far as ``{"step": k, "val/...": x}``, in its
+  state (restored on resume) and in every checkpoint (``ablate_validation_curve``): read it with
+  :func:`validation_curve_of`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ablate.errors import ResultsError
 from ablate.io import atomic_file
 
 VALIDATION_KEY = "ablate_validation"
+CURVE_KEY = "ablate_validation_curve"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -44,6 +47,21 @@ class CellCheckpoint(ModelCheckpoint):
     def __init__(self, directory: Path) -> None:
         super().__init__(dirpath=directory, filename="best", monitor="val/ema_loss", mode="min", save_top_k=1,
                          save_last=True, enable_version_counter=False)
+        self.curve: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # before the checkpoint that this validation may trigger
+            numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            self.curve = [p for p in self.curve if p["step"] < trainer.global_step]  # a resumed run re-validates
+            self.curve.append({"step": int(trainer.global_step), **numbers})
+        super().on_validation_end(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), CURVE_KEY: list(self.curve)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = list(state_dict.get(CURVE_KEY, []))
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != CURVE_KEY})
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
@@ -52,6 +70,7 @@ class CellCheckpoint(ModelCheckpoint):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        checkpoint[CURVE_KEY] = list(self.curve)
 
 
 def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:
@@ -62,3 +81,8 @@ def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:
                            "by an older ablate, or before the first validation. Delete the cell's checkpoints "
                            "directory to train the cell again.")
     return dict(numbers)
+
+
+def validation_curve_of(checkpoint: dict[str, Any]) -> list[dict[str, float]]:
+    """Every validation up to a checkpoint, oldest first (empty for checkpoints written before the curve was kept)."""
+    return [dict(point) for point in checkpoint.get(CURVE_KEY) or []]

@@ -32,13 +32,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.accel import compile_for, precision_for
-from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
+from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
 from ablate.grid import Cell, Grid
-from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
+from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
 from ablate.monitor import TrainingMonitor
@@ -249,31 +249,29 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
+    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
+        last = directory / "checkpoints" / "last.ckpt"
+        curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
+        summary = {**summary, "val_curve": curve}
     module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning)
     stamp = provenance_stamp(str(ctx.device))
-    for weights in grid.eval.weights:
-        for setting in grid.eval.settings:
-            keys = dict(steps=setting.steps, cfg=float(setting.cfg), time_grid=grid.eval.time_grid, weights=weights)
-            if record_path(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, **keys).exists():
-                continue
-            result = evaluate_setting(
-                nets[weights], module.formulation, info, prompts, scorers, setting.steps, setting.cfg,
-                grid.eval.time_grid, grid.eval.batch_size, ctx.device,
-                preview=directory / "samples" / f"{setting.steps}steps-cfg{setting.cfg}-{weights}.png",
-                compiled=module.compiled)
-            provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
-            write_record(grid.results_root, {
-                "grid": grid.name, "variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, **keys,
-                "nfe": result["nfe"], "num_samples": result["num_samples"], "metrics": result["metrics"],
-                "train": summary, "eval": result["eval"], "sampler": result["sampler"],
-                "formulation": {**module.formulation.metadata(), "timestep_sampler": module.sampler.name,
-                                "variant": cell.variant},
-                "scorers": provenance, "config": grid.to_dict(), "dataset_provenance": info.provenance,
-                **stamp,
-            })
+    store = ResultsStore(grid.results_root)
+    for setting in grid.eval.all_settings():
+        if store.has_record(cell, setting):
+            continue
+        result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
+                                  grid.eval.batch_size, ctx.device,
+                                  preview=directory / "samples" / f"{setting.key}.png", compiled=module.compiled)
+        provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
+        store.write_record(new_record(
+            cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],
+            train=summary, eval=result["eval"], solver_details=result["solver_details"],
+            formulation={**module.formulation.metadata(), "timestep_density": module.sampler.name,
+                         "variant": cell.variant},
+            scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))
     write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
     return "done"

@@ -170,12 +170,13 @@ class EMA(nn.Module):
         self._count = None  # read n_averaged once, at the next update
 
     @torch.no_grad()
-    def update_parameters(self, net: nn.Module) -> None:
+    def update_parameters(self, net: nn.Module, restart: bool = False) -> None:
+        """One update; ``restart``: copy the weights instead (the average starts again from them)."""
         if self._count is None:
             self._count = int(self.n_averaged)
         mine = [*self.module.parameters(), *self.module.buffers()]
         theirs = [t.detach() for t in (*net.parameters(), *net.buffers())]
-        if self._count == 0:
+        if self._count == 0 or restart:
             torch._foreach_copy_(mine, theirs)
         else:
             floating = [(a, b) for a, b in zip(mine, theirs) if a.is_floating_point()]
@@ -257,8 +258,9 @@ class DiffusionModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grid_train.grad_clip, foreach=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step % self.grid_train.ema.every == 0:
-            self.ema.update_parameters(self.net)
+        ema = self.grid_train.ema
+        if self.global_step % ema.every == 0:  # before ema.start the average restarts at every update
+            self.ema.update_parameters(self.net, restart=self.global_step < ema.start)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.grid_train

@@ -114,6 +114,7 @@ def test_killed_worker_resumes_from_checkpoint(shared_run, tmp_path, one_thread)
     assert resumed["final_val"] and resumed["max_steps"] == 20
     a, b = (torch.load(d / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"] for d in (directory, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights, EMA included
+    assert not any(k.startswith("record:") for k in trials[-1].user_attrs)  # records live in the results store only
 
 
 def test_diverging_cell_fails_then_retry(tmp_path, monkeypatch, one_thread):
@@ -158,13 +159,19 @@ def test_status_table_shows_every_state(tmp_path):
     failed.set_user_attr("fail_step", 3)
     study.tell(failed, state=TrialState.FAIL)
     grid_file = workers_kit.write_grid(tmp_path, "st", variants + ["rf/cosmap"])  # one cell never queued
+    from ablate.results import ResultsStore, new_record
+
+    settings = queued.eval.all_settings()
+    done_cell = next(c for c in queued.cells() if c.variant == "eps/linear")
+    ResultsStore(queued.results_root).write_record(new_record(done_cell, settings[0], {"fd_probe": 1.0}))
     table, counts = status_table(str(grid_file), url, GridOverrides(results=tmp_path))
     assert counts == {"pending": 2, "running": 1, "done": 1, "failed": 1}
     console = Console(width=250, record=True, file=open(os.devnull, "w"))
     console.print(table)
     rows = {line.split("│")[2].strip(): line for line in console.export_text().splitlines() if line.count("│") > 5}
     assert re.search(r"running .* node7:4242 \(cpu\) .* \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ .* 17/24", rows["rf"])
-    assert re.search(r"done .* val loss 0\.1250", rows["eps/linear"])
+    assert re.search(rf"done .* 1/{len(settings)} .* val loss 0\.1250", rows["eps/linear"])
+    assert f"0/{len(settings)}" in rows["rf"]
     assert re.search(r"failed .* 3/24 .* FloatingPointError: training loss is nan at step 3", rows["v/cos"])
     assert "pending" in rows["edm/rf"] and "not queued" not in rows["edm/rf"]
     assert re.search(r"pending .* not queued yet", rows["rf/cosmap"])

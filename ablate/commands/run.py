@@ -70,8 +70,7 @@ def main(args: argparse.Namespace) -> int:
     with stop_on_signals():
         run_grid(grid, ctx, options)
     if not args.no_leaderboard:
-        from ablate.cli import main as cli_main
+        from ablate.commands.leaderboard import show
 
-        source = ["--storage", args.storage] if args.storage else []  # --results: where the leaderboard goes
-        return cli_main(["leaderboard", *source, "--results", str(grid.results_root), "--grid", grid.name])
+        return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
