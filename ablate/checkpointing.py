@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import ResultsError
 from ablate.io import atomic_file
+from ablate.metric_keys import SELECTION, is_validation_key
 
 VALIDATION_KEY = "ablate_validation"
 
@@ -41,7 +42,7 @@ class CellCheckpoint(ModelCheckpoint):
     the last training step is always validated, and each checkpoint keeps its validation's numbers."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(dirpath=directory, filename="best", monitor="val/ema_loss", mode="min", save_top_k=1,
+        super().__init__(dirpath=directory, filename="best", monitor=SELECTION, mode="min", save_top_k=1,
                          save_last=True, enable_version_counter=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -50,7 +51,7 @@ class CellCheckpoint(ModelCheckpoint):
             trainer.should_stop = True  # Lightning then validates after this batch (as for early stopping)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
 
 
 def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:

@@ -36,12 +36,15 @@ from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import AblateError, ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.formulations import parse_variant
 from ablate.grid import Cell, Grid
+from ablate.metric_keys import summary as validation_summary
 from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
 from ablate.monitor import TrainingMonitor
-from ablate.train import DiffusionModule, LatentDataModule
+from ablate.batches import LatentDataModule
+from ablate.train import DiffusionModule, network_config
 
 
 @dataclass
@@ -155,13 +158,21 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
     return trainer, best, monitor
 
 
+def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
+                fused: bool | None = None) -> DiffusionModule:
+    """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
+    grid's network for the dataset ``info``, and its training settings."""
+    formulation, density = parse_variant(variant)
+    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning), grid.train,
+                           seed=seed, compiled=compiled, fused=fused)
+
+
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
     """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
     training summary (also written to train.json)."""
     info, splits = ctx.dataset(grid, cell.dataset)
     L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed,
-                             compiled=compile_for(grid.train.compile, ctx.device), fused=ctx.fused)
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
@@ -183,7 +194,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     world = trainer.world_size
     summary = {
         "max_steps": cfg.max_steps, "val_every": val_every, "best_step": int(best_ckpt["global_step"]),
-        "val_loss": best_val["val/ema_loss"], "batch_size": cfg.batch_size, "world_size": world,
+        "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
         "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
@@ -193,16 +204,10 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
         "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
-        "val_x0_mse": best_val["val/ema_x0_mse"], "val_x0_mse_by_t": _levels(best_val, "ema_x0_mse"),
-        "val_loss_by_t": _levels(best_val, "ema_loss"), "val_loss_raw": best_val["val/raw_loss"],
+        **validation_summary(best_val),
     }
     write_json_atomic(directory / "train.json", summary)
     return summary
-
-
-def _levels(numbers: dict[str, float], kind: str) -> list[float]:
-    """The 8 per-level validation numbers ``val_levels/<kind>_<k>``."""
-    return [numbers[f"val_levels/{kind}_{k}"] for k in range(8)]
 
 
 EARLIER_LOG = "metrics-before-resume.csv"
@@ -242,7 +247,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
@@ -263,7 +268,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
                 "grid": grid.name, "variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, **keys,
                 "nfe": result["nfe"], "num_samples": result["num_samples"], "metrics": result["metrics"],
                 "train": summary, "eval": result["eval"], "sampler": result["sampler"],
-                "formulation": {**module.formulation.metadata(), "timestep_sampler": module.sampler.name,
+                "formulation": {**module.formulation.metadata(), "timestep_sampler": module.density.name,
                                 "variant": cell.variant},
                 "scorers": provenance, "config": grid.to_dict(), "dataset_provenance": info.provenance,
                 **stamp,
