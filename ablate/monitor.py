@@ -3,8 +3,8 @@
 The training step keeps its loss statistics on the device (see
 :meth:`ablate.train.DiffusionModule.read_loss_window`); this callback reads them every
 ``check_every`` optimizer steps and before each validation, one host-device synchronisation per
-read. A non-finite loss raises :class:`NonFiniteLoss` (a :class:`FloatingPointError`) whose ``step``
-is the exact optimizer step at which it first appeared (the message ends ``at step <k>`` too).
+read. A non-finite loss raises :class:`FloatingPointError` whose ``step`` attribute is the exact
+optimizer step at which it first appeared (the message ends ``at step <k>`` too).
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ CHECK_EVERY = 50       # optimizer steps between reads of the on-device loss sta
 PRINT_EVERY_S = 30.0   # at most one progress line per this many seconds (plus one per validation)
 
 
-class NonFiniteLoss(FloatingPointError):
-    """The training loss was nan or infinite at optimizer step ``step`` (the first such step of the run)."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"training loss is not finite (nan or inf) at step {step}")
-        self.step = step
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.step,))
+def non_finite_loss(step: int) -> FloatingPointError:
+    """The error for a training loss that is nan or infinite at optimizer step ``step``, which it
+    carries as ``.step`` (a plain :class:`FloatingPointError`, the type people and the queue see)."""
+    err = FloatingPointError(f"training loss is not finite (nan or inf) at step {step}")
+    err.step = step  # type: ignore[attr-defined]
+    return err
 
 
 def _duration(seconds: float) -> str:
@@ -83,7 +80,7 @@ class TrainingMonitor(L.Callback):
         steps, mean, first_bad = pl_module.read_loss_window()
         self._window_start_step = trainer.global_step
         if first_bad is not None:
-            raise NonFiniteLoss(start + first_bad)
+            raise non_finite_loss(start + first_bad)
         if steps:
             self.loss = mean
             if log:
