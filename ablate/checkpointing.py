@@ -38,8 +38,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CellCheckpoint(ModelCheckpoint):
-    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``;
-    the last training step is always validated, and each checkpoint keeps its validation's numbers."""
+    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``
+    (the state at the latest validation, whether or not it improved: Lightning alone writes ``last`` only
+    with a new best); the last training step is always validated, and each checkpoint keeps its
+    validation's numbers."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__(dirpath=directory, filename="best", monitor=SELECTION, mode="min", save_top_k=1,
@@ -49,6 +51,11 @@ class CellCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args)
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True  # Lightning then validates after this batch (as for early stopping)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # no new best this time
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
