@@ -23,8 +23,10 @@ PRINT_EVERY_S = 30.0   # at most one progress line per this many seconds (plus o
 
 
 def non_finite_loss(step: int) -> FloatingPointError:
-    """The error for a training loss that is nan or infinite at optimizer step ``step``, which it
-    carries as ``.step`` (a plain :class:`FloatingPointError`, the type people and the queue see)."""
+    """The error for a training loss that is nan or infinite at step ``step``, which it carries as
+    ``.step`` (a plain :class:`FloatingPointError`, the type people and the queue see). Step k is the
+    training step run at the trainer's global step k, i.e. after k optimizer steps (as in
+    :func:`ablate.batches.mix_seed`'s keys)."""
     err = FloatingPointError(f"training loss is not finite (nan or inf) at step {step}")
     err.step = step  # type: ignore[attr-defined]
     return err
