@@ -15,7 +15,9 @@ With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning'
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,19 +218,36 @@ EARLIER_LOG = "metrics-before-resume.csv"
 def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
     ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically). The
-    logs are for people: a file that does not parse (cut short by a kill) is left out, never fatal."""
-    import pandas as pd
-
-    parts = []
+    logs are for people: a row or file that does not parse (cut short by a kill) is left out, never fatal;
+    rows are copied as written (columns united, in order of appearance)."""
+    rows: list[dict[str, str]] = []
+    columns: dict[str, None] = {}
+    parsed = False
     for path in (logs / EARLIER_LOG, logs / "metrics.csv"):
         try:
-            parts.append(pd.read_csv(path, on_bad_lines="skip"))
-        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if "step" not in (reader.fieldnames or ()):
+                    continue
+                parsed = True
+                columns.update(dict.fromkeys(reader.fieldnames or ()))
+                rows += [row for row in reader if None not in row and None not in row.values()
+                         and _step_of(row) is not None and _step_of(row) < resumed_step]
+        except (OSError, UnicodeDecodeError, csv.Error):
             continue
-    parts = [p for p in parts if "step" in p.columns]
-    if parts:
-        frame = pd.concat(parts, ignore_index=True)
-        write_text_atomic(logs / EARLIER_LOG, frame[frame["step"] < resumed_step].to_csv(index=False))
+    if parsed:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(logs / EARLIER_LOG, out.getvalue())
+
+
+def _step_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(float(row["step"]))
+    except ValueError:
+        return None
 
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:

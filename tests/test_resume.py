@@ -4,6 +4,7 @@ validation numbers of an uninterrupted run, bit for bit; checkpoints hold what t
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 
@@ -72,3 +73,9 @@ def test_interrupted_and_resumed_cell_is_bit_identical_to_an_uninterrupted_one(t
     assert a["hyper_parameters"]["variant"] == VARIANT and a["hyper_parameters"]["seed"] == cell.seed
     assert a["hyper_parameters"]["train"]["ema"] == {"every": 3, "decay": 0.9}
     assert a["hyper_parameters"]["network"]["hidden_size"] == grid.model.hidden_size
+    # the rows logged before the resumed step are kept beside the new log, as written
+    with (tmp_path / "whole" / "logs" / "metrics.csv").open(newline="") as fh:
+        want = [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh) if int(row["step"]) < 8]
+    with (tmp_path / "cut" / "logs" / "metrics-before-resume.csv").open(newline="") as fh:
+        kept = [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
+    assert len(kept) == len(want) == 2 and kept == want  # the validations at steps 4 and 8 (logged as 3, 7)
