@@ -246,7 +246,7 @@ def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
 def _step_of(row: dict[str, str]) -> int | None:
     try:
         return int(float(row["step"]))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, nan, inf
         return None
 
 
