@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import ResultsError
 from ablate.io import atomic_file
+from ablate.metric_keys import SELECTION, is_validation_key
 
 VALIDATION_KEY = "ablate_validation"
 CURVE_KEY = "ablate_validation_curve"
@@ -41,20 +42,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CellCheckpoint(ModelCheckpoint):
-    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``;
-    the last training step is always validated, and each checkpoint keeps its validation's numbers."""
+    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``
+    (the state at the latest validation, whether or not it improved: Lightning alone writes ``last`` only
+    with a new best); the last training step is always validated, and each checkpoint keeps its
+    validation's numbers."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(dirpath=directory, filename="best", monitor="val/ema_loss", mode="min", save_top_k=1,
+        super().__init__(dirpath=directory, filename="best", monitor=SELECTION, mode="min", save_top_k=1,
                          save_last=True, enable_version_counter=False)
         self.curve: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:  # before the checkpoint that this validation may trigger
-            numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not trainer.sanity_checking:  # before the checkpoints that this validation triggers
+            numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
             self.curve = [p for p in self.curve if p["step"] < trainer.global_step]  # a resumed run re-validates
             self.curve.append({"step": int(trainer.global_step), **numbers})
         super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # no new best this time
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), CURVE_KEY: list(self.curve)}
@@ -68,8 +73,9 @@ class CellCheckpoint(ModelCheckpoint):
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True  # Lightning then validates after this batch (as for early stopping)
 
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
         checkpoint[CURVE_KEY] = list(self.curve)
 
 

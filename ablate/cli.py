@@ -39,13 +39,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (only,) if only in COMMANDS else COMMANDS:
-        try:
-            module = importlib.import_module(f"ablate.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"ablate.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"ablate.commands.{name}").register(sub)
     return parser
 
 

@@ -23,8 +23,8 @@ from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampling_times, solver_metadata
 from ablate.io import write_bytes_atomic
 from ablate.scorers.base import Scorer
+from ablate.data.conditioning import conditioning_of, null_conditioning
 from ablate.setting import Setting
-from ablate.train import conditioning_of, null_conditioning
 
 PROMPT_SEED_OFFSET = 10_000  # prompts/noise seed = cell seed + this, distinct from training's
 
@@ -71,7 +71,7 @@ def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompt
         sl = slice(start, start + batch_size)
         cond = prompts.cond[sl].to(device)
         x, nfe = euler_sample(formulation, model_fn, prompts.noise[sl].to(device), steps=steps, cfg=cfg,
-                              cond=cond, uncond=null_conditioning(cond, info), time_grid=time_grid)
+                              cond=cond, uncond=null_conditioning(cond, info.num_classes), time_grid=time_grid)
         out.append(x.float().cpu())
         if on_batch:
             on_batch(len(x))

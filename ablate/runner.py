@@ -16,7 +16,9 @@ With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning'
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,15 @@ from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.formulations import parse_variant
 from ablate.grid import Cell, Grid
+from ablate.metric_keys import summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
 from ablate.monitor import TrainingMonitor
-from ablate.train import DiffusionModule, LatentDataModule
+from ablate.batches import LatentDataModule
+from ablate.train import DiffusionModule, network_config
 
 
 @dataclass
@@ -160,13 +165,21 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
     return trainer, best, monitor
 
 
+def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
+                fused: bool | None = None) -> DiffusionModule:
+    """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
+    grid's network for the dataset ``info``, and its training settings."""
+    formulation, density = parse_variant(variant)
+    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning), grid.train,
+                           seed=seed, compiled=compiled, fused=fused)
+
+
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
     """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
     training summary (also written to train.json)."""
     info, splits = ctx.dataset(grid, cell.dataset)
     L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed,
-                             compiled=compile_for(grid.train.compile, ctx.device), fused=ctx.fused)
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
@@ -188,7 +201,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     world = trainer.world_size
     summary = {
         "max_steps": cfg.max_steps, "val_every": val_every, "best_step": int(best_ckpt["global_step"]),
-        "val_loss": best_val["val/ema_loss"], "batch_size": cfg.batch_size, "world_size": world,
+        "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
         "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
@@ -198,16 +211,10 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
         "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
-        "val_x0_mse": best_val["val/ema_x0_mse"], "val_x0_mse_by_t": _levels(best_val, "ema_x0_mse"),
-        "val_loss_by_t": _levels(best_val, "ema_loss"), "val_loss_raw": best_val["val/raw_loss"],
+        **validation_summary(best_val),
     }
     write_json_atomic(directory / "train.json", summary)
     return summary
-
-
-def _levels(numbers: dict[str, float], kind: str) -> list[float]:
-    """The 8 per-level validation numbers ``val_levels/<kind>_<k>``."""
-    return [numbers[f"val_levels/{kind}_{k}"] for k in range(8)]
 
 
 EARLIER_LOG = "metrics-before-resume.csv"
@@ -216,19 +223,36 @@ EARLIER_LOG = "metrics-before-resume.csv"
 def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
     ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically). The
-    logs are for people: a file that does not parse (cut short by a kill) is left out, never fatal."""
-    import pandas as pd
-
-    parts = []
+    logs are for people: a row or file that does not parse (cut short by a kill) is left out, never fatal;
+    rows are copied as written (columns united, in order of appearance)."""
+    rows: list[dict[str, str]] = []
+    columns: dict[str, None] = {}
+    parsed = False
     for path in (logs / EARLIER_LOG, logs / "metrics.csv"):
         try:
-            parts.append(pd.read_csv(path, on_bad_lines="skip"))
-        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if "step" not in (reader.fieldnames or ()):
+                    continue
+                parsed = True
+                columns.update(dict.fromkeys(reader.fieldnames or ()))
+                rows += [row for row in reader if None not in row and None not in row.values()
+                         and _step_of(row) is not None and _step_of(row) < resumed_step]
+        except (OSError, UnicodeDecodeError, csv.Error):
             continue
-    parts = [p for p in parts if "step" in p.columns]
-    if parts:
-        frame = pd.concat(parts, ignore_index=True)
-        write_text_atomic(logs / EARLIER_LOG, frame[frame["step"] < resumed_step].to_csv(index=False))
+    if parsed:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(logs / EARLIER_LOG, out.getvalue())
+
+
+def _step_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(float(row["step"]))
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        return None
 
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
@@ -253,7 +277,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         last = directory / "checkpoints" / "last.ckpt"
         curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
         summary = {**summary, "val_curve": curve}
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
@@ -270,7 +294,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         store.write_record(new_record(
             cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],
             train=summary, eval=result["eval"], solver_details=result["solver_details"],
-            formulation={**module.formulation.metadata(), "timestep_density": module.sampler.name,
+            formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
                          "variant": cell.variant},
             scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))
     write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})

@@ -17,7 +17,7 @@ from ablate.leaderboard import build_leaderboard
 from ablate.results import ResultsStore
 from ablate.setting import Setting
 from ablate.scorers.base import ScoreContext, get_scorer
-from ablate.train import DiffusionModule
+from ablate.runner import cell_module
 
 pytestmark = pytest.mark.smoke
 RESULTS = os.environ.get("ABLATE_SMOKE_RESULTS")
@@ -70,7 +70,7 @@ def test_trained_models_beat_an_untrained_one(frame, grid):
     info, splits = load_dataset("fashion-mnist", grid.data.resolution)
     ctx = ScoreContext(dataset=info, cache_dir=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")))
     probe = get_scorer("probe", ctx)
-    untrained = DiffusionModule(grid, "rf", info)  # zero-initialised output layer, as training starts
+    untrained = cell_module(grid, "rf", info)  # zero-initialised output layer, as training starts
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, 0, "class")
     baseline = evaluate_setting(untrained.ema.module, untrained.formulation, info, prompts, [probe], Setting(25, 5.0),
                                 250, torch.device("cpu"))["metrics"]
