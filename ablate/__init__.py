@@ -9,6 +9,6 @@ threads.set_wait_policy()  # before torch (and its OpenMP) loads: see ablate/thr
 
 from ablate import _torchvision_compat  # noqa: E402
 
-_torchvision_compat.install()
+_torchvision_compat.install_on_import()  # at the first `import torchvision`: torch stays unloaded until needed
 
 __version__ = "0.1.0"

@@ -6,10 +6,14 @@ and ``torchvision::qnms`` and the import dies. When (and only when) the extensio
 fails to load, declare those two operator schemas so the pure-Python parts
 (transforms, models, ``make_grid``) import; ``nms`` itself stays unavailable.
 On machines where the extension loads (CUDA torch), this does nothing.
+
+``import ablate`` calls :func:`install_on_import`, which defers the check (it loads torch) to the
+first ``import torchvision``, so commands that need no torch (``leaderboard``) never load it.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import sys
 from pathlib import Path
@@ -49,3 +53,21 @@ def install() -> bool:
         except RuntimeError:  # already defined by a partial load
             pass
     return True
+
+
+class _InstallBeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs :func:`install` once, just before torchvision is first imported; finds nothing itself."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            install()
+        return None
+
+
+def install_on_import() -> None:
+    """:func:`install` now if torchvision is already imported, else at its first import."""
+    if "torchvision" in sys.modules:
+        install()
+    elif not any(isinstance(f, _InstallBeforeTorchvision) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallBeforeTorchvision())

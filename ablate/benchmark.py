@@ -142,8 +142,8 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
     """Images/s of ablate's real training path (module doc); returns the numbers and the trained module."""
     from rich.console import Console
 
-    from ablate.runner import RunContext, make_trainer
-    from ablate.train import DiffusionModule, LatentDataModule
+    from ablate.batches import LatentDataModule
+    from ablate.runner import RunContext, cell_module, make_trainer
 
     total = warmup + steps
     train = dataclasses.replace(grid.train, max_steps=total, val_every=total)
@@ -155,7 +155,7 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer, _, _ = make_trainer(run_grid, ctx, Path(tmp), "bench", extra_callbacks=(watch,))
-        module = DiffusionModule(run_grid, variant, info, seed=0, compiled=compile_for(grid.train.compile, device))
+        module = cell_module(run_grid, variant, info, seed=0, compiled=compile_for(grid.train.compile, device))
         data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, 0, "class")
         trainer.fit(module, datamodule=data)  # ends with one validation (its compile included) + checkpoints
         start = time.perf_counter()
@@ -198,14 +198,13 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     from rich.console import Console
 
     from ablate.evaluate import draw_prompts, evaluate_setting, generate
-    from ablate.runner import RunContext
-    from ablate.train import DiffusionModule
+    from ablate.runner import RunContext, cell_module
 
     ctx = RunContext(device=device, cache_dir=ctx_cache, console=Console(quiet=True), progress=False)
     info, splits = ctx.dataset(grid, grid.datasets[0])
     scorers = ctx.scorers(grid, grid.datasets[0])
     compiled = compile_for(grid.train.compile, device)
-    module = DiffusionModule(grid, variant, info, compiled=compiled).to(device)
+    module = cell_module(grid, variant, info, compiled=compiled).to(device)
     nets = {"ema": module.ema.module, "raw": module.net}
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, 0, grid.data.conditioning)
     e = grid.eval
@@ -218,15 +217,14 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     warm_s = time.perf_counter() - start
     sample_s = total_s = 0.0
     nfe = 0
-    for weights in e.weights:
-        for s in e.settings:
-            out = evaluate_setting(nets[weights], module.formulation, info, prompts, scorers, s.steps, s.cfg,
-                                   e.time_grid, e.batch_size, device, compiled=compiled)
-            sample_s += out["eval"]["sample_s"]
-            total_s += out["eval"]["wall_s"]
-            nfe += out["nfe"] * out["num_samples"]
+    for setting in e.all_settings():
+        out = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
+                               e.batch_size, device, compiled=compiled)
+        sample_s += out["eval"]["sample_s"]
+        total_s += out["eval"]["wall_s"]
+        nfe += out["nfe"] * out["num_samples"]
     return {"variant_eval_s": total_s, "sample_s": sample_s, "score_s": total_s - sample_s, "nfe": nfe,
-            "nfe_s": nfe / sample_s, "warmup_s": warm_s, "settings": len(e.settings) * len(e.weights),
+            "nfe_s": nfe / sample_s, "warmup_s": warm_s, "settings": len(e.all_settings()),
             "num_samples": e.num_samples, "batch_size": e.batch_size, "compiled": compiled}
 
 

@@ -8,6 +8,9 @@ kept in every checkpoint.
   even when it is not a multiple of ``val_every`` (so the last steps can give the kept checkpoint),
   and stores the numbers of the validation that preceded each checkpoint in it (``ablate_validation``). The training summary is
   read from the checkpoints alone, so a resumed run records what an uninterrupted one does.
+- It also keeps the validation curve, every validation so far as ``{"step": k, "val/...": x}``, in its
+  state (restored on resume) and in every checkpoint (``ablate_validation_curve``): read it with
+  :func:`validation_curve_of`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import ResultsError
 from ablate.io import atomic_file
+from ablate.metric_keys import SELECTION, is_validation_key
 
 VALIDATION_KEY = "ablate_validation"
+CURVE_KEY = "ablate_validation_curve"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -37,20 +42,41 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CellCheckpoint(ModelCheckpoint):
-    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``;
-    the last training step is always validated, and each checkpoint keeps its validation's numbers."""
+    """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``
+    (the state at the latest validation, whether or not it improved: Lightning alone writes ``last`` only
+    with a new best); the last training step is always validated, and each checkpoint keeps its
+    validation's numbers."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(dirpath=directory, filename="best", monitor="val/ema_loss", mode="min", save_top_k=1,
+        super().__init__(dirpath=directory, filename="best", monitor=SELECTION, mode="min", save_top_k=1,
                          save_last=True, enable_version_counter=False)
+        self.curve: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # before the checkpoints that this validation triggers
+            numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
+            self.curve = [p for p in self.curve if p["step"] < trainer.global_step]  # a resumed run re-validates
+            self.curve.append({"step": int(trainer.global_step), **numbers})
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # no new best this time
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), CURVE_KEY: list(self.curve)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = list(state_dict.get(CURVE_KEY, []))
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != CURVE_KEY})
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True  # Lightning then validates after this batch (as for early stopping)
 
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        checkpoint[VALIDATION_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if is_validation_key(k)}
+        checkpoint[CURVE_KEY] = list(self.curve)
 
 
 def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:
@@ -61,3 +87,8 @@ def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:
                            "by an older ablate, or before the first validation. Delete the cell's checkpoints "
                            "directory to train the cell again.")
     return dict(numbers)
+
+
+def validation_curve_of(checkpoint: dict[str, Any]) -> list[dict[str, float]]:
+    """Every validation up to a checkpoint, oldest first (empty for checkpoints written before the curve was kept)."""
+    return [dict(point) for point in checkpoint.get(CURVE_KEY) or []]

@@ -1,7 +1,8 @@
 """Command-line entry point: ``python -m ablate <command>``.
 
 Each command lives in ``ablate/commands/<name>.py`` and exposes ``register(subparsers)``,
-which adds its parser and sets ``func(args) -> int``. Errors that are the user's
+which adds its parser and sets ``func(args) -> int``. Only the command being run is imported (all
+of them for ``--help``), so a light command (``leaderboard``) never loads torch. Errors that are the user's
 (:class:`ablate.errors.AblateError`) print as one paragraph, no traceback, exit 2; messages
 are plain text, never read as rich markup (they quote user input such as ``[/<sampler>]``).
 """
@@ -29,26 +30,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}. See `{self.prog} --help` for what is allowed.\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with only the command ``only``."""
     parser = Parser(
         prog="python -m ablate",
         description="Ablation benchmark suite for diffusion formulations (SD3, section 5.1).",
     )
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"ablate.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"ablate.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+    for name in (only,) if only in COMMANDS else COMMANDS:
+        importlib.import_module(f"ablate.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -59,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     except AblateError as err:
         err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.signals
+        import signal
+
+        from ablate.signals import describe, received
+
+        signum = received() or signal.SIGINT
         err_console.print(
-            "[bold yellow]interrupted:[/] stopped by Ctrl-C. Finished results are kept; "
+            f"[bold yellow]interrupted:[/] stopped by {describe(signum)}. Finished results are kept; "
             "rerun the same command to continue where it stopped."
         )
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":

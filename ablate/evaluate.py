@@ -1,4 +1,4 @@
-"""Evaluation of a trained cell: every sampler setting x {EMA, raw} weights -> samples -> scores.
+"""Evaluation of a trained cell: each :class:`~ablate.setting.Setting` -> samples -> scores.
 
 Samples come from the formulation core's Euler sampler (:func:`ablate.formulations.euler_sample`),
 batched. Every variant and setting of a cell's seed draws the same prompts and the same initial
@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from ablate.accel import forward_fn
 from ablate.data.base import DatasetInfo, LatentSplit
-from ablate.formulations import Formulation, euler_sample, sampler_metadata
+from ablate.formulations import Formulation, euler_sample, sampling_times, solver_metadata
 from ablate.io import write_bytes_atomic
 from ablate.scorers.base import Scorer
-from ablate.train import conditioning_of, null_conditioning
+from ablate.data.conditioning import conditioning_of, null_conditioning
+from ablate.setting import Setting
 
 PROMPT_SEED_OFFSET = 10_000  # prompts/noise seed = cell seed + this, distinct from training's
 
@@ -70,7 +71,7 @@ def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompt
         sl = slice(start, start + batch_size)
         cond = prompts.cond[sl].to(device)
         x, nfe = euler_sample(formulation, model_fn, prompts.noise[sl].to(device), steps=steps, cfg=cfg,
-                              cond=cond, uncond=null_conditioning(cond, info), time_grid=time_grid)
+                              cond=cond, uncond=null_conditioning(cond, info.num_classes), time_grid=time_grid)
         out.append(x.float().cpu())
         if on_batch:
             on_batch(len(x))
@@ -85,16 +86,17 @@ def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> d
 
 
 def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
-                     scorers: list[Scorer], steps: int, cfg: float, time_grid: str, batch_size: int,
-                     device: torch.device, preview: Path | None = None,
-                     on_batch: Callable[[int], None] | None = None, compiled: bool = False) -> dict:
-    """One setting with one set of weights: metrics, NFE and timing, ready for a results record."""
+                     scorers: list[Scorer], setting: Setting, batch_size: int, device: torch.device,
+                     preview: Path | None = None, on_batch: Callable[[int], None] | None = None,
+                     compiled: bool = False) -> dict:
+    """One setting, sampled with ``net`` (the caller picks it by ``setting.weights``): the record's
+    ``metrics``, ``nfe``, ``num_samples``, ``solver_details`` and ``eval`` (timing) parts."""
     start = time.perf_counter()
-    samples, nfe = generate(net, formulation, info, prompts, steps, cfg, time_grid, batch_size, device, on_batch,
-                            compiled)
+    samples, nfe = generate(net, formulation, info, prompts, setting.steps, setting.cfg, setting.time_grid,
+                            batch_size, device, on_batch, compiled)
     sample_s = time.perf_counter() - start
     nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
-    if nonfinite:  # a diverged sampler: record NaN (ranked last) rather than feed scorers garbage
+    if nonfinite:  # a diverged solver: record NaN (ranked last) rather than feed scorers garbage
         metrics = {m.name: float("nan") for scorer in scorers for m in scorer.metrics}
     else:
         metrics = score_samples(scorers, samples, prompts)
@@ -102,10 +104,21 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
         save_preview(samples[:64], preview)
     return {
         "metrics": metrics, "nfe": nfe, "num_samples": len(samples),
-        "sampler": sampler_metadata(formulation, steps, cfg, time_grid),
+        "solver_details": solver_details(formulation, setting),
         "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s, "nonfinite_samples": nonfinite,
                  "gpu_hours": (time.perf_counter() - start) / 3600 if device.type == "cuda" else 0.0},
     }
+
+
+def solver_details(formulation: Formulation, setting: Setting) -> dict:
+    """How the solver ran, with where its last network call was: ``last_call_t`` (the formulation's t)
+    and ``last_call_rf_noise`` (the rf-equivalent noise level b / (a + b) there; the last step returns
+    that call's x0 estimate, so this is the noise level the sample is denoised from in one jump)."""
+    times = sampling_times(formulation, setting.steps, setting.time_grid)
+    t_last = times[-2:-1]
+    a, b = formulation.coefficients(t_last)
+    return {**solver_metadata(formulation, setting.steps, setting.cfg, setting.time_grid),
+            "last_call_t": float(t_last[0]), "last_call_rf_noise": float((b / (a + b))[0])}
 
 
 def save_preview(samples: Tensor, path: Path) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from ablate.errors import ConfigError, VariantError
 from ablate.schema import KeyPath, Reader, opt, plain, read_yaml
+from ablate.setting import Setting
 
 GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 PAPER_SETTINGS = ((50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0))  # (steps, cfg), SD3 sec. 5.1
@@ -78,10 +79,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class EMAConfig:
-    """EMA of the weights, updated every ``every`` optimizer steps with ``decay`` (SD3: 100, 0.99)."""
+    """EMA of the weights, updated every ``every`` optimizer steps with ``decay`` (SD3: 100, 0.99).
+    ``start``: updates before this step copy the weights instead of averaging them, so the average
+    starts from the weights at ``start`` (0, the default: it starts at the first update, as SD3)."""
 
     every: int = opt(100, ge=1)
     decay: float = opt(0.99, gt=0, lt=1)
+    start: int = opt(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -106,29 +110,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class SamplerSetting:
-    """One Euler sampler setting: ``steps`` steps with guidance weight ``cfg`` (1 = no guidance)."""
-
-    steps: int = opt(ge=1)
-    cfg: float = opt(ge=0)
-
-
-@dataclass(frozen=True)
 class EvalConfig:
-    """Each setting is sampled with each of ``weights`` (ema, raw); ``time_grid`` is ``own`` (uniform
-    in the formulation's t) or ``rf`` (uniform in rf-equivalent noise level); ``scorer_options`` maps
-    a scorer name from ``scorers`` to its options."""
+    """Each (steps, cfg) item of ``settings`` is sampled with each of ``weights`` (ema, raw) on
+    ``time_grid`` (``own``: uniform in the formulation's t; ``rf``: uniform in rf-equivalent noise
+    level); :meth:`all_settings` gives the resulting :class:`~ablate.setting.Setting` values.
+    ``scorer_options`` maps a scorer name from ``scorers`` to its options."""
 
     num_samples: int = opt(1000, ge=1)
     batch_size: int = opt(250, ge=1)
     time_grid: Literal["own", "rf"] = "own"
     weights: tuple[Literal["ema", "raw"], ...] = opt(("ema", "raw"), unique=True, nonempty=True)
-    settings: tuple[SamplerSetting, ...] = opt(
-        factory=lambda: tuple(SamplerSetting(s, c) for s, c in PAPER_SETTINGS), unique=True, nonempty=True
+    settings: tuple[Setting, ...] = opt(
+        factory=lambda: tuple(Setting(s, c) for s, c in PAPER_SETTINGS), unique=True, nonempty=True
     )
     scorers: tuple[str, ...] = opt(("probe",), choices=lambda: _scorer_names(), unique=True, nonempty=True)
     scorer_options: dict[str, dict[str, Any]] = opt(factory=dict,
                                                     what="a mapping from scorer names to mappings of options")
+
+    def all_settings(self) -> tuple[Setting, ...]:
+        """Every control setting of a cell, weights-major (all EMA settings first), file order within."""
+        return tuple(dataclasses.replace(s, time_grid=self.time_grid, weights=w)
+                     for w in self.weights for s in self.settings)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                    help="comma-separated seeds, e.g. 0,1,2 (a single number is one seed, not a count)")
     g.add_argument("--results", metavar="DIR", help="results root; this grid's results go to DIR/<name>/")
     g.add_argument("--max-steps", type=int, metavar="N", help="training steps per cell (train.max_steps)")
-    g.add_argument("--num-samples", type=int, metavar="N", help="samples per sampler setting (eval.num_samples)")
+    g.add_argument("--num-samples", type=int, metavar="N", help="samples per setting (eval.num_samples)")
     g.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (data.data_dir)")
 
 

@@ -1,17 +1,19 @@
-"""The leaderboard: Table 1 (average non-dominated rank), Table 2, validation loss, Figure 3.
+"""The leaderboard: Table 1 (average non-dominated rank) with intervals, who beats whom, agreement with
+the paper, Table 2, validation loss, convergence, deviations from the paper, Figure 3 and a rank plot.
 
-Reads the results store (:func:`ablate.results.load_records`) and nothing else. The ranking
+Reads the results store (:meth:`ablate.results.ResultsStore.frame`) and nothing else. The ranking
 itself lives in :mod:`ablate.ranking`; this module gathers the provenance every number needs
 (scorer model, weights, feature layer, reference set, resolution, sample count, seeds, settings)
-and renders it: rich tables, markdown, CSV, and a fidelity-vs-steps plot in the style of the
-paper's Figure 3. :func:`write_outputs` writes ``<out>/<grid>.md`` and
-``<out>/<grid>-fidelity-vs-steps.png`` atomically.
+and renders it: rich tables, markdown, CSV, and the figures of :mod:`ablate.plots`. The statistics
+are :mod:`ablate.rank_stats` (seed bootstrap), the self-checks :mod:`ablate.diagnostics`. The
+document opens with what to know before reading a number: a smoke grid says it is one, then one line
+on convergence, then how uncertainty was measured. :func:`write_outputs` writes ``<out>/<grid>.md``,
+``<out>/<grid>-fidelity-vs-steps.png`` and ``<out>/<grid>-ranks.png`` atomically.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,8 +26,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ablate import ranking
+from ablate import diagnostics, ranking, rank_stats
 from ablate.io import write_bytes_atomic, write_text_atomic
+from ablate.plots import plot_average_ranks, plot_fidelity_vs_steps
+from ablate.rank_stats import RankStats
 
 TABLE2_STEPS = 25
 VALIDATION_NOTE = (
@@ -48,12 +52,18 @@ class Leaderboard:
     table2: pd.DataFrame
     validation: pd.DataFrame
     header: list[str] = field(default_factory=list)  # provenance and protocol lines
+    top: list[str] = field(default_factory=list)     # read-first lines: smoke banner, convergence, uncertainty
+    stats: RankStats | None = None
+    convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    last_call: pd.DataFrame = field(default_factory=pd.DataFrame)
+    deviations: list[str] = field(default_factory=list)
 
 
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
+    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES,
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :func:`ablate.results.load_records` frame)."""
+    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`)."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
     means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
@@ -65,13 +75,35 @@ def build_leaderboard(
         validation=ranking.validation_table(frame, order),
     )
     lb.header = _header(frame, lb)
+    lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
+    lb.convergence = diagnostics.convergence_table(frame, fidelity)
+    lb.last_call = diagnostics.last_call_table(frame)
+    lb.deviations = diagnostics.deviations(frame, order)
+    lb.top = _top(lb)
     return lb
+
+
+def _top(lb: Leaderboard) -> list[str]:
+    lines = []
+    if diagnostics.is_smoke(lb.grid):
+        lines.append("SMOKE TEST of the machinery, not a result: a short CPU run that checks the pipeline end to "
+                     "end; its ranks say nothing about the formulations.")
+    lines.append(diagnostics.convergence_line(lb.convergence))
+    seeds = lb.stats.seeds if lb.stats else 1
+    lines.append(
+        f"Uncertainty: {seeds} training seed(s), {lb.stats.replicates if lb.stats else 0} bootstrap replicates "
+        "resampling the seeds jointly (each seed also draws its own prompts and noise); samples within a setting "
+        f"are not resampled ({lb.fidelity} is a distance between feature sets, not a per-sample mean, and records "
+        "keep only its value). " + ("With one seed there are no intervals." if seeds < 2 else
+                                    "Metrics are shown as seed mean ± standard error."))
+    return lines
 
 
 # ------------------------------------------------------------------------------------ provenance
 
 def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
-    settings = lb.means[list(ranking.SETTING_KEYS)].drop_duplicates()
+    settings = lb.means[[*ranking.SETTING_KEYS, "steps", "cfg", "time_grid", "weights"]].drop_duplicates(
+        list(ranking.SETTING_KEYS))
     seeds = lb.means["seeds"]
     per_variant = lb.table1["settings"]
     lines = [
@@ -178,9 +210,9 @@ def _formatters(table: pd.DataFrame) -> list[Any]:
     out = []
     for col in table.columns:
         values = pd.to_numeric(table[col], errors="coerce") if col != "variant" else pd.Series(dtype=float)
-        if col == "settings":
+        if col in ("settings", "cells", "variants") or pd.api.types.is_integer_dtype(table[col]):
             spec = "d"
-        elif col in ("all", "5 steps", "50 steps"):
+        elif col in ("all", "5 steps", "50 steps", "50 steps cfg5", "P(beats next)", "rho"):
             spec = ".2f"
         elif values.notna().any() and np.isfinite(values).any():
             top = float(np.nanmax(np.abs(values[np.isfinite(values)])))
@@ -204,20 +236,72 @@ def _rows(table: pd.DataFrame) -> list[list[str]]:
     return [[f(v) for f, v in zip(fmts, row)] for row in table.itertuples(index=False)]
 
 
+TABLE1_SHOWN = ("variant", "all", "all 95% CI", "rank 90%", "5 steps", "50 steps", "50 steps cfg5", "P(beats next)",
+                "settings")
+BEATS_SHOWN = 10  # the beats matrix shows the top variants only
+
+
+def _beats_table(stats: RankStats) -> pd.DataFrame:
+    top = stats.beats.iloc[:BEATS_SHOWN, :BEATS_SHOWN]
+    table = top.map(lambda p: f"{p:.0%}").rename_axis("variant").reset_index()
+    table.columns = ["variant", *[f"#{i + 1}" for i in range(len(top))]]
+    return table
+
+
+def _figure3_text(f3: dict[str, Any]) -> str:
+    if "D" not in f3:
+        return f"Figure 3's claim (rf variants lose less from 50 to 5 steps): not testable here, {f3.get('note')}."
+    verdict = ("supported (the CI excludes 0)" if f3["low"] > 0 else "contradicted (the CI is below 0)"
+               if f3["high"] < 0 else "not resolved (the CI includes 0)")
+    return (f"Figure 3's claim, rf variants lose less quality from 50 to 5 steps: D = mean log(f5/f50) of the "
+            f"{f3['others']} other variants minus that of the {f3['rf']} rf variants, at cfg {f3['cfg']:g} over "
+            f"{f3['pairs']} (dataset, weights, time grid) pairs: D = {f3['D']:.3f}, 95% CI "
+            f"[{f3['low']:.3f}, {f3['high']:.3f}]; {verdict}.")
+
+
+def _convergence_shown(lb: Leaderboard) -> pd.DataFrame:
+    if lb.convergence.empty:
+        return lb.convergence
+    order = {v: i for i, v in enumerate(lb.table1["variant"])}
+    table = lb.convergence.sort_values("variant", key=lambda s: s.map(order)).reset_index(drop=True)
+    return table.assign(flags=table["flags"].replace("", "ok"))[["variant", "cells", "flags"]]
+
+
 def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
     """(title, note, table) for every table, in reading order."""
-    return [
+    st = lb.stats
+    table1 = st.table[[c for c in TABLE1_SHOWN if c in st.table]] if st is not None else lb.table1
+    sections = [
         ("Table 1: average non-dominated rank (lower is better)",
-         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), averaged over all settings, "
-         "the 5-step and the 50-step settings; 'settings' counts the settings a variant was ranked in.",
-         lb.table1),
+         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), averaged over all settings, the 5-step, "
+         "the 50-step and the 50-step cfg-5 settings (see Deviations); 'all 95% CI': bootstrap interval of 'all'; "
+         "'rank 90%': interval of the variant's position; 'P(beats next)': probability that it has a lower "
+         "average rank than the next row; 'settings' counts the settings a variant was ranked in. Rank intervals are "
+         "approximate: an average rank is bounded and discrete, so for the best and worst variants they "
+         "under-cover when neighbours are within about 2 standard errors (tests/test_statistics.py).", table1),
+    ]
+    if st is not None:
+        sections += [
+            ("Who beats whom", f"P(row has a lower average rank than column), top {BEATS_SHOWN} variants, column "
+             "#k is row k.", _beats_table(st)),
+            ("Agreement with the paper", (st.agreement_note + " " + _figure3_text(st.figure3)).strip(),
+             st.agreement),
+        ]
+    sections += [
         (f"Table 2: {lb.alignment} / {lb.fidelity} at {TABLE2_STEPS} Euler steps, EMA weights",
-         "Seed means per dataset." if not lb.table2.empty
+         "Seed means (± standard error) per dataset." if not lb.table2.empty
          else f"No {TABLE2_STEPS}-step settings with EMA weights in this grid.",
          lb.table2),
         ("Validation loss", VALIDATION_NOTE if not lb.validation.empty
          else "No validation losses in these records.", lb.validation),
+        ("Convergence", "Flags (see ablate/diagnostics.py): still improving = the best EMA validation was the last "
+         "one; EMA val > raw = at the kept checkpoint; EMA samples worse = EMA fidelity worse than raw in most "
+         "settings.", _convergence_shown(lb)),
+        ("Solver: last network call", "rf-equivalent noise level b/(a+b) at the solver's last network call (the "
+         "last step returns that call's x0 estimate)." if not lb.last_call.empty
+         else "Not recorded in these records (written before the solver details had it).", lb.last_call),
     ]
+    return sections
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -232,11 +316,16 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(lb: Leaderboard, figure: str | None = None) -> str:
-    """All tables with their provenance header as one markdown document."""
-    parts = [f"# Leaderboard: {lb.grid}", "\n".join(f"- {line}" for line in lb.header)]
+def render_markdown(lb: Leaderboard, figure: str | None = None, rank_figure: str | None = None) -> str:
+    """All tables with the read-first lines and the provenance header as one markdown document."""
+    parts = [f"# Leaderboard: {lb.grid}", "\n\n".join(f"**{line}**" for line in lb.top),
+             "\n".join(f"- {line}" for line in lb.header)]
     for title, note, table in _sections(lb):
         parts += [f"## {title}", note] + ([markdown_table(table)] if not table.empty else [])
+        if title.startswith("Table 1") and rank_figure:
+            parts.append(f"![average rank per variant]({rank_figure})")
+    if lb.deviations:
+        parts += ["## Deviations from the paper", "\n".join(f"- {line}" for line in lb.deviations)]
     if figure:
         parts += [f"## {lb.fidelity} vs sampling steps", f"![{lb.fidelity} vs steps]({figure})"]
     return "\n\n".join(parts) + "\n"
@@ -245,6 +334,8 @@ def render_markdown(lb: Leaderboard, figure: str | None = None) -> str:
 def render_console(lb: Leaderboard, console: Console) -> None:
     """Rich tables with the provenance header."""
     console.rule(Text(f"Leaderboard: {lb.grid}"))
+    for line in lb.top:
+        console.print(line, highlight=False, markup=False, style="bold")
     for line in lb.header:
         console.print(f"- {line}", highlight=False, markup=False)
     for title, note, table in _sections(lb):
@@ -253,7 +344,7 @@ def render_console(lb: Leaderboard, console: Console) -> None:
         console.print(note, highlight=False, markup=False, style="dim")
         if table.empty:
             continue
-        width = max(len(str(v)) for v in [*table["variant"], "variant"])
+        width = max(len(str(v)) for v in [*table.iloc[:, 0], table.columns[0]])
         rt = Table()
         for i, col in enumerate(table.columns):
             if i == 0:
@@ -263,6 +354,11 @@ def render_console(lb: Leaderboard, console: Console) -> None:
         for row in _rows(table):
             rt.add_row(*map(Text, row))  # names from the records: plain text, never markup
         console.print(rt)
+    if lb.deviations:
+        console.print()
+        console.print("Deviations from the paper", highlight=False, markup=False, style="bold")
+        for line in lb.deviations:
+            console.print(f"- {line}", highlight=False, markup=False)
 
 
 def table1_csv(lb: Leaderboard) -> str:
@@ -270,69 +366,14 @@ def table1_csv(lb: Leaderboard) -> str:
     return lb.table1.assign(grid=lb.grid)[["grid", *lb.table1.columns]].to_csv(index=False)
 
 
-# ------------------------------------------------------------------------------------------ plot
-
-def plot_fidelity_vs_steps(lb: Leaderboard) -> bytes:
-    """PNG bytes: fidelity vs Euler steps per variant (log x), one panel per dataset (paper Figure 3).
-
-    Uses EMA weights, the ``own`` time grid when present (else the most common), and the largest
-    cfg that has several step counts; a panel says so when no cfg has several step counts.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ema = lb.means[lb.means["weights"] == "ema"]
-    datasets = sorted(map(str, lb.means["dataset"].unique()))
-    order = lb.table1["variant"].tolist()
-    fig = Figure(figsize=(6.0 * len(datasets) + 3.0, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    styles = ["-", "--", ":", "-."]
-    for ax, dataset in zip(axes, datasets):
-        part = ema[ema["dataset"] == dataset]
-        grids = part["time_grid"].value_counts()
-        if not grids.empty:
-            part = part[part["time_grid"] == ("own" if "own" in grids.index else grids.index[0])]
-        counts = part.groupby("cfg")["steps"].nunique()
-        cfgs = counts[counts > 1].index
-        if len(cfgs) == 0:
-            ax.set_title(f"{dataset}: no cfg with several step counts (EMA)")
-            ax.set_axis_off()
-            continue
-        cfg = float(max(cfgs))
-        part = part[part["cfg"] == cfg]
-        for i, variant in enumerate(v for v in order if v in set(part["variant"])):
-            line = part[part["variant"] == variant].sort_values("steps")
-            ax.plot(line["steps"], line[lb.fidelity], marker="o", markersize=3, label=variant,
-                    color=f"C{i % 10}", linestyle=styles[(i // 10) % len(styles)])
-        steps = sorted(part["steps"].unique())
-        ax.set_xscale("log")
-        ax.set_xticks(steps, [str(int(s)) for s in steps])
-        ax.minorticks_off()
-        ax.set_xlabel("Euler steps")
-        ax.set_ylabel(f"{lb.fidelity} (lower is better)")
-        ax.set_title(f"{dataset}: cfg={cfg:g}, EMA, {part['time_grid'].iloc[0]} time grid")
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="x-small",
-                   ncols=max(1, math.ceil(len(labels) / 32)))
-    fig.suptitle(f"{lb.grid}: {lb.fidelity} vs sampling steps")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
 def write_outputs(lb: Leaderboard, out_dir: Path) -> list[Path]:
-    """Write ``<out_dir>/<grid>.md`` and ``<out_dir>/<grid>-fidelity-vs-steps.png`` atomically."""
+    """Write ``<grid>.md``, ``<grid>-fidelity-vs-steps.png`` and ``<grid>-ranks.png`` under ``out_dir`` atomically."""
     out_dir = Path(out_dir)
     png = out_dir / f"{lb.grid}-fidelity-vs-steps.png"
+    ranks = out_dir / f"{lb.grid}-ranks.png"
     md = out_dir / f"{lb.grid}.md"
-    write_bytes_atomic(png, plot_fidelity_vs_steps(lb))
-    write_text_atomic(md, render_markdown(lb, figure=png.name))
-    return [md, png]
+    write_bytes_atomic(png, plot_fidelity_vs_steps(lb.grid, lb.means, lb.fidelity, lb.table1["variant"].tolist()))
+    table, seeds = (lb.stats.table, lb.stats.seeds) if lb.stats is not None else (lb.table1, 1)
+    write_bytes_atomic(ranks, plot_average_ranks(lb.grid, table, seeds))
+    write_text_atomic(md, render_markdown(lb, figure=png.name, rank_figure=ranks.name))
+    return [md, png, ranks]

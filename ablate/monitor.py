@@ -3,9 +3,8 @@
 The training step keeps its loss statistics on the device (see
 :meth:`ablate.train.DiffusionModule.read_loss_window`); this callback reads them every
 ``check_every`` optimizer steps and before each validation, one host-device synchronisation per
-read. A non-finite loss raises :class:`FloatingPointError` naming the exact optimizer step at
-which it first appeared (the message format ``training loss is <v> at step <k>`` is stable:
-results and the queue read the step back from it).
+read. A non-finite loss raises :class:`FloatingPointError` whose ``step`` attribute is the exact
+optimizer step at which it first appeared (the message ends ``at step <k>`` too).
 """
 
 from __future__ import annotations
@@ -17,8 +16,20 @@ import lightning as L
 from rich.console import Console
 from rich.markup import escape
 
+from ablate.metric_keys import SELECTION, TRAIN_LOSS
+
 CHECK_EVERY = 50       # optimizer steps between reads of the on-device loss statistics
 PRINT_EVERY_S = 30.0   # at most one progress line per this many seconds (plus one per validation)
+
+
+def non_finite_loss(step: int) -> FloatingPointError:
+    """The error for a training loss that is nan or infinite at step ``step``, which it carries as
+    ``.step`` (a plain :class:`FloatingPointError`, the type people and the queue see). Step k is the
+    training step run at the trainer's global step k, i.e. after k optimizer steps (as in
+    :func:`ablate.batches.mix_seed`'s keys)."""
+    err = FloatingPointError(f"training loss is not finite (nan or inf) at step {step}")
+    err.step = step  # type: ignore[attr-defined]
+    return err
 
 
 def _duration(seconds: float) -> str:
@@ -29,7 +40,7 @@ def _duration(seconds: float) -> str:
 
 
 class TrainingMonitor(L.Callback):
-    """Checks the loss for non-finite values, logs ``train/loss`` (the mean over each window) and
+    """Checks the loss for non-finite values, logs :data:`TRAIN_LOSS` (the mean over each window) and
     prints ``label step k/N · loss · img/s · ETA`` lines to ``console`` (None: silent)."""
 
     def __init__(self, label: str, console: Console | None, check_every: int = CHECK_EVERY,
@@ -61,7 +72,7 @@ class TrainingMonitor(L.Callback):
             self.check(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        val = trainer.callback_metrics.get("val/ema_loss")
+        val = trainer.callback_metrics.get(SELECTION)
         if val is not None and self.console is not None:
             self._print(trainer, extra=f" · val EMA loss {float(val):.4g}")
 
@@ -71,11 +82,11 @@ class TrainingMonitor(L.Callback):
         steps, mean, first_bad = pl_module.read_loss_window()
         self._window_start_step = trainer.global_step
         if first_bad is not None:
-            raise FloatingPointError(f"training loss is not finite (nan or inf) at step {start + first_bad}")
+            raise non_finite_loss(start + first_bad)
         if steps:
             self.loss = mean
             if log:
-                pl_module.log("train/loss", mean, on_step=True, on_epoch=False)
+                pl_module.log(TRAIN_LOSS, mean, on_step=True, on_epoch=False)
         elapsed = time.perf_counter() - self._t0
         if elapsed > 0 and self._images:
             self.img_per_s = self._images / elapsed

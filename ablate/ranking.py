@@ -1,7 +1,8 @@
 """Ranking variants as the paper's Table 1 does, and the Table 2 / validation views (pure pandas).
 
-Protocol (Esser et al. 2024, section 5.1): a *control setting* is (dataset, steps, cfg,
-time_grid, weights). Metrics are first averaged over seeds per (variant, setting); then, in each
+Protocol (Esser et al. 2024, section 5.1): a *control setting* is a dataset and a
+:class:`~ablate.setting.Setting` (solver, steps, cfg, time_grid, weights; the frame's ``setting``
+column holds its key). Metrics are first averaged over seeds per (variant, setting); then, in each
 setting, the variants are ranked by repeated non-dominated sorting on (alignment up, fidelity
 down): the Pareto front gets rank 1, is removed, the next front gets rank 2, and so on. A
 variant's score is its rank averaged over all settings ("all"), over the 5-step settings and over
@@ -17,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import ConfigError
-from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_KEYS
+from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_FIELDS
 
 ALIGNMENT_METRICS = ("clip", "align_probe")  # first present is used; higher is better
 FIDELITY_METRICS = ("fid_clip", "fd_probe")  # first present is used; lower is better
+SETTING_KEYS = ("dataset", "setting")  # a control setting
 CELL_KEYS = ("variant",) + SETTING_KEYS
+_GROUP = list(CELL_KEYS + SETTING_FIELDS)  # the fields are functions of the key: carried along
 
 
 def non_dominated_ranks(
@@ -56,7 +59,7 @@ def non_dominated_ranks(
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """The metric columns of a :func:`ablate.results.load_records` frame."""
+    """The metric columns of a :meth:`ablate.results.ResultsStore.frame`."""
     reserved = set(SCALAR_KEYS) | set(DICT_KEYS) | {"record", "path"}
     return [
         c for c in frame.columns
@@ -85,11 +88,19 @@ def choose_metric(frame: pd.DataFrame, role: str, override: str | None = None) -
 
 
 def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
-    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN) and the seed count."""
-    grouped = frame.groupby(list(CELL_KEYS), dropna=False, sort=True)
+    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN), its standard error
+    (``<metric>_se``: sample SD / sqrt(seeds), NaN for one seed) and the seed count."""
+    grouped = frame.groupby(_GROUP, dropna=False, sort=True)
     means = grouped[[alignment, fidelity]].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
+    for metric in (alignment, fidelity):
+        means[f"{metric}_se"] = grouped[metric].agg(_standard_error)
     means["seeds"] = grouped["seed"].nunique()
     return means.reset_index()
+
+
+def _standard_error(values: pd.Series) -> float:
+    x = values.to_numpy(dtype=float)
+    return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def setting_ranks(means: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
@@ -122,7 +133,8 @@ def table1(ranks: pd.DataFrame) -> pd.DataFrame:
 def table2(
     means: pd.DataFrame, alignment: str, fidelity: str, order: list[str], steps: int = 25, weights: str = "ema",
 ) -> pd.DataFrame:
-    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2).
+    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2),
+    as text ``mean ± SE`` where several seeds give a standard error.
 
     Columns ``"<dataset> <metric>"``; when a dataset has several (cfg, time_grid) at these steps,
     the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
@@ -135,9 +147,18 @@ def table2(
     for (dataset, cfg, time_grid), part in sel.groupby(["dataset", "cfg", "time_grid"], sort=True):
         label = f"{dataset} cfg={cfg:g} {time_grid}" if several[dataset] else str(dataset)
         part = part.set_index("variant")
-        columns[f"{label} {alignment}"] = part[alignment]
-        columns[f"{label} {fidelity}"] = part[fidelity]
+        for metric in (alignment, fidelity):
+            columns[f"{label} {metric}"] = _with_se(part[metric], part.get(f"{metric}_se"))
     return _in_order(pd.DataFrame(columns), order)
+
+
+def _with_se(mean: pd.Series, se: pd.Series | None) -> pd.Series:
+    if se is None or not np.isfinite(se.to_numpy(dtype=float)).any():
+        return mean
+    smallest = float(np.nanmin(se[se > 0])) if (se > 0).any() else 1.0
+    digits = max(3, min(6, int(1 - np.floor(np.log10(smallest)))))  # two significant digits of the SE
+    return pd.Series([f"{m:.{digits}f} ± {e:.{digits}f}" if np.isfinite(e) else f"{m:.{digits}f}"
+                      for m, e in zip(mean, se)], index=mean.index)
 
 
 def validation_table(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:

@@ -1,13 +1,17 @@
-"""The results store: one JSON record per (grid, dataset, variant, seed, sampler setting, weights).
+"""The results store: one JSON record per (grid, dataset, variant, seed, setting).
 
-Layout (``results_dir`` defaults to ``results/``)::
+:class:`ResultsStore` is the one reader and writer; evaluation writes through it, status and the
+leaderboard read through it (it imports neither torch nor Lightning). Layout::
 
-    <grid>/<dataset>/<variant-slug>/seed<k>/records/<steps>steps-cfg<cfg>-<time_grid>-<weights>.json
+    <results_dir>/<grid>/<dataset>/<variant-slug>/seed<k>/records/<setting key>.json
 
-A record holds the control setting, the metrics (named as the scorers name them, e.g.
-``fd_probe``), the training summary of its cell (``train``), the evaluation cost (``eval``), the
-formulation's metadata with its "our choice" notes, every scorer's provenance, the resolved grid
-config of the cell and a provenance stamp (version, git commit, device, creation time, UTC).
+where the setting key is :attr:`ablate.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record
+holds the setting's fields (solver, steps, cfg, time_grid, weights; records without ``solver`` are
+Euler), the metrics (named as the scorers name them, e.g. ``fd_probe``), the training summary of
+its cell (``train``, with the validation curve when the cell recorded one), the evaluation cost
+(``eval``), how the solver ran (``solver_details``; ``sampler`` in records written before it had
+that name), the formulation's metadata with its "our choice" notes, every scorer's provenance, the
+resolved grid config of the cell and a provenance stamp (version, git commit, device, UTC time).
 
 Why JSON files rather than Parquet: a record is written once, by one worker, the moment its
 setting is scored, so one small file per record makes the store resumable per setting (a finished
@@ -15,7 +19,7 @@ setting is a file that exists) and safe under many concurrent workers without a 
 locks; each file is written atomically (temp file + fsync + ``os.replace``), so a crash never
 leaves a half-written record; a person can read or diff any number with a text editor; and it
 needs no extra dependency (pyarrow). The store is small (24 settings x variants x seeds), so
-reading it into one :class:`pandas.DataFrame` with :func:`load_records` is instant.
+reading it into one :class:`pandas.DataFrame` with :meth:`ResultsStore.frame` is instant.
 
 NaN and infinite metric values are written as JSON's common extensions ``NaN``/``Infinity``
 (Python's :mod:`json` reads them back exactly).
@@ -30,21 +34,33 @@ import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ablate import __version__
-from ablate.errors import ResultsError
+from ablate.errors import AblateError, ResultsError
 from ablate.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from ablate.setting import FIELDS as SETTING_FIELDS
+from ablate.setting import Setting
 
-REQUIRED_KEYS = ("grid", "variant", "dataset", "seed", "steps", "cfg", "time_grid", "weights", "metrics")
-SETTING_KEYS = ("dataset", "steps", "cfg", "time_grid", "weights")
-# Top-level scalar fields that become DataFrame columns as they are.
-SCALAR_KEYS = REQUIRED_KEYS[:-1] + ("nfe", "num_samples", "version", "git_commit", "device", "created")
+if TYPE_CHECKING:
+    import pandas as pd
+
+CELL_FIELDS = ("grid", "variant", "dataset", "seed")
+REQUIRED_KEYS = CELL_FIELDS + ("steps", "cfg", "time_grid", "weights", "metrics")
+# Top-level scalar fields that become DataFrame columns as they are; "setting" is the setting's key.
+SCALAR_KEYS = CELL_FIELDS + SETTING_FIELDS + ("setting", "nfe", "num_samples", "version", "git_commit", "device",
+                                              "created")
 DICT_KEYS = ("formulation", "scorers", "config")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+
+class CellLike(Protocol):
+    """What names a cell (:class:`ablate.grid.Cell` is one)."""
+
+    grid_name: str
+    variant: str
+    dataset: str
+    seed: int
 
 
 # ---------------------------------------------------------------------------------------- layout
@@ -99,83 +115,107 @@ def cell_dir(results_dir: Path, grid: str, dataset: str, variant: str, seed: int
     )
 
 
-def record_path(
-    results_dir: Path, grid: str, dataset: str, variant: str, seed: int,
-    steps: int, cfg: float, time_grid: str, weights: str,
-) -> Path:
-    """Where the record of one sampler setting lives (cfg written as Python writes a float, e.g. 5.0)."""
-    try:
-        steps, cfg, seed = int(steps), float(cfg), int(seed)
-    except (TypeError, ValueError) as err:
-        raise ResultsError(
-            f"The record of variant {variant!r} has steps={steps!r}, cfg={cfg!r}, seed={seed!r}: "
-            "steps and seed must be integers and cfg a number."
-        ) from err
-    name = f"{steps}steps-cfg{cfg!r}-{_check_name('time grid', time_grid)}-{_check_name('weights', weights)}.json"
-    return cell_dir(results_dir, grid, dataset, variant, seed) / "records" / name
+def new_record(cell: CellLike, setting: Setting, metrics: dict[str, float], **parts: Any) -> dict[str, Any]:
+    """A record of ``cell`` sampled with ``setting``: its names, the setting's fields, ``metrics`` and any
+    further ``parts`` (nfe, num_samples, train, eval, solver_details, formulation, scorers, config, stamp)."""
+    return {"grid": cell.grid_name, "variant": cell.variant, "dataset": cell.dataset, "seed": int(cell.seed),
+            **setting.fields(), "metrics": metrics, **parts}
 
 
-# ---------------------------------------------------------------------------------- write / read
+# ------------------------------------------------------------------------------------------ store
 
-def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
-    """Validate the record's keys and write it atomically at its :func:`record_path`; returns the path.
+class ResultsStore:
+    """The JSON record files under ``results_dir``: the one reader and writer of results."""
 
-    Writing a record again (the same grid/dataset/variant/seed/setting/weights) replaces it.
-    """
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise ResultsError(
-            f"A result record for variant {record.get('variant')!r} lacks the keys {missing}; every "
-            f"record needs {list(REQUIRED_KEYS)} (see ablate/results.py)."
-        )
-    if not isinstance(record["metrics"], dict):
-        raise ResultsError(
-            f"The record for variant {record['variant']!r} has 'metrics' of type "
-            f"{type(record['metrics']).__name__}; it must be a dict of metric name -> number."
-        )
-    clash = sorted(set(record["metrics"]) & set(_reserved_columns()))
-    if clash:
-        raise ResultsError(
-            f"The metric names {clash} of variant {record['variant']!r} clash with record columns; "
-            "rename the metrics (e.g. 'fd_probe')."
-        )
-    path = record_path(
-        results_dir, record["grid"], record["dataset"], record["variant"], record["seed"],
-        record["steps"], record["cfg"], record["time_grid"], record["weights"],
-    )
-    write_json_atomic(path, record)
-    return path
+    def __init__(self, results_dir: Path | str) -> None:
+        self.root = Path(results_dir)
+
+    def cell_dir(self, cell: CellLike) -> Path:
+        return cell_dir(self.root, cell.grid_name, cell.dataset, cell.variant, cell.seed)
+
+    def record_path(self, cell: CellLike, setting: Setting) -> Path:
+        """Where the record of ``cell`` sampled with ``setting`` lives."""
+        return self.cell_dir(cell) / "records" / f"{setting.key}.json"
+
+    def has_record(self, cell: CellLike, setting: Setting) -> bool:
+        return self.record_path(cell, setting).exists()
+
+    def setting_keys(self, cell: CellLike) -> set[str]:
+        """The keys of the settings of ``cell`` that have a record."""
+        return {p.stem for p in (self.cell_dir(cell) / "records").glob("*.json")}
+
+    def write_record(self, record: dict[str, Any]) -> Path:
+        """Validate the record's keys and write it atomically at its path; returns the path.
+
+        Writing a record again (the same grid/dataset/variant/seed/setting) replaces it.
+        """
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            raise ResultsError(
+                f"A result record for variant {record.get('variant')!r} lacks the keys {missing}; every "
+                f"record needs {list(REQUIRED_KEYS)} (see ablate/results.py)."
+            )
+        if not isinstance(record["metrics"], dict):
+            raise ResultsError(
+                f"The record for variant {record['variant']!r} has 'metrics' of type "
+                f"{type(record['metrics']).__name__}; it must be a dict of metric name -> number."
+            )
+        clash = sorted(set(record["metrics"]) & set(_reserved_columns()))
+        if clash:
+            raise ResultsError(
+                f"The metric names {clash} of variant {record['variant']!r} clash with record columns; "
+                "rename the metrics (e.g. 'fd_probe')."
+            )
+        try:
+            seed = int(record["seed"])
+            setting = Setting.from_fields(record)
+        except (TypeError, ValueError, AblateError) as err:
+            raise ResultsError(f"The record of variant {record['variant']!r} has an invalid seed or setting "
+                               f"(seed={record['seed']!r}): {err} Seed must be an integer.") from None
+        cell = _Cell(str(record["grid"]), str(record["variant"]), str(record["dataset"]), seed)
+        path = self.record_path(cell, setting)
+        write_json_atomic(path, {**record, **setting.fields()})
+        return path
+
+    def record_files(self, grid: str | None = None) -> list[Path]:
+        """Every record file of one grid (or of all grids), sorted."""
+        pattern = f"{_check_name('grid name', grid) if grid else '*'}/*/*/seed*/records/*.json"
+        return sorted(self.root.glob(pattern))
+
+    def grids(self) -> list[str]:
+        """Names of the grids that have at least one record."""
+        return sorted({p.relative_to(self.root).parts[0] for p in self.record_files()})
+
+    def records(self, grid: str | None = None) -> list[dict[str, Any]]:
+        """Every record (as written) of one grid or of all; a file that does not parse raises
+        :class:`ResultsError` naming it."""
+        return [_read_record(p) for p in self.record_files(grid)]
+
+    def frame(self, grid: str | None = None) -> "pd.DataFrame":
+        """Every record as one DataFrame row.
+
+        Columns: the scalar keys (grid, variant, dataset, seed, solver, steps, cfg, time_grid, weights,
+        setting (the key), nfe, num_samples, version, git_commit, device, created); one column per
+        metric named as the metric (missing metrics are NaN); ``train_<key>`` and ``eval_<key>`` for
+        the train/eval summaries (``train_val_x0_mse_by_t`` holds a list); ``formulation``,
+        ``scorers``, ``config`` as dicts; ``record`` (the whole nested record) and ``path``. An empty
+        store gives an empty frame with the scalar columns.
+        """
+        import pandas as pd
+
+        rows = [_flatten(_read_record(p), p) for p in self.record_files(grid)]
+        if not rows:
+            return pd.DataFrame(columns=list(SCALAR_KEYS))
+        frame = pd.DataFrame(rows)
+        for key in SCALAR_KEYS:
+            if key not in frame:
+                frame[key] = None
+        return frame
 
 
-def record_files(results_dir: Path, grid: str | None = None) -> list[Path]:
-    """Every record file of one grid (or of all grids), sorted."""
-    pattern = f"{_check_name('grid name', grid) if grid else '*'}/*/*/seed*/records/*.json"
-    return sorted(Path(results_dir).glob(pattern))
-
-
-def grids_in(results_dir: Path) -> list[str]:
-    """Names of the grids that have at least one record."""
-    return sorted({p.relative_to(results_dir).parts[0] for p in record_files(results_dir)})
-
-
-def load_records(results_dir: Path, grid: str | None = None) -> pd.DataFrame:
-    """Every record as one DataFrame row.
-
-    Columns: the scalar keys (grid, variant, dataset, seed, steps, cfg, time_grid, weights, nfe,
-    num_samples, version, git_commit, device, created); one column per metric named as the metric
-    (missing metrics are NaN); ``train_<key>`` and ``eval_<key>`` for the train/eval summaries
-    (``train_val_x0_mse_by_t`` holds a list); ``formulation``, ``scorers``, ``config`` as dicts;
-    ``record`` (the whole nested record) and ``path``. An empty store gives an empty frame with the
-    scalar columns. A file that does not parse raises :class:`ResultsError` naming it.
-    """
-    rows = [_flatten(_read_record(p), p) for p in record_files(results_dir, grid)]
-    if not rows:
-        return pd.DataFrame(columns=list(SCALAR_KEYS))
-    frame = pd.DataFrame(rows)
-    for key in SCALAR_KEYS:
-        if key not in frame:
-            frame[key] = None
-    return frame
+class _Cell:
+    def __init__(self, grid_name: str, variant: str, dataset: str, seed: int) -> None:
+        self.grid_name, self.variant, self.dataset, self.seed = grid_name, variant, dataset, seed
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -192,6 +232,14 @@ def _read_record(path: Path) -> dict[str, Any]:
             f"The file {str(path)!r} is not a result record: it must be a JSON object with the "
             f"keys {list(REQUIRED_KEYS)}. Remove it from the results directory."
         )
+    try:
+        setting = Setting.from_fields(record)
+    except AblateError as err:
+        raise ResultsError(f"The result record {str(path)!r} has an invalid setting: {err} Remove it from the "
+                           "results directory.") from None
+    record.update(setting.fields())
+    if "solver_details" not in record and "sampler" in record:
+        record["solver_details"] = record["sampler"]  # its name before the rename
     return record
 
 
@@ -201,6 +249,7 @@ def _reserved_columns() -> tuple[str, ...]:
 
 def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in SCALAR_KEYS}
+    row["setting"] = Setting.from_fields(record).key
     for name, value in record["metrics"].items():
         row[name] = math.nan if value is None else value
     for prefix in ("train", "eval"):

@@ -8,14 +8,17 @@ each written atomically), ``samples/*.png`` (previews) and ``done.json`` (writte
 cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
 EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.train`).
 Checkpoints are written atomically, the last step is always validated, and the training summary is
-read from the checkpoints (see :mod:`ablate.checkpointing`).
+read from the checkpoints (see :mod:`ablate.checkpointing`); temp files of a killed writer are removed
+when the cell starts (whoever runs a cell owns it: :mod:`ablate.queue`).
 With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning's ``ddp_spawn``
 (gloo on the CPU); the training summary records world size and effective batch size.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +34,20 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.accel import compile_for, precision_for
-from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_of
+from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
-from ablate.errors import AblateError, ResultsError
+from ablate.errors import ResultsError
 from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.formulations import parse_variant
 from ablate.grid import Cell, Grid
-from ablate.results import (cell_dir, provenance_stamp, record_path, write_json_atomic, write_record,
+from ablate.metric_keys import summary as validation_summary
+from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
 from ablate.monitor import TrainingMonitor
-from ablate.train import DiffusionModule, LatentDataModule
+from ablate.batches import LatentDataModule
+from ablate.train import DiffusionModule, network_config
 
 
 @dataclass
@@ -57,6 +63,10 @@ class RunContext:
     fused: bool | None = None  # fused AdamW; None: ablate.accel.fused_adamw decides
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls for fp32 work (and no Lightning notice)
 
     def dataset(self, grid: Grid, name: str) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
         key = (name, grid.data.resolution)
@@ -155,13 +165,21 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
     return trainer, best, monitor
 
 
+def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
+                fused: bool | None = None) -> DiffusionModule:
+    """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
+    grid's network for the dataset ``info``, and its training settings."""
+    formulation, density = parse_variant(variant)
+    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning), grid.train,
+                           seed=seed, compiled=compiled, fused=fused)
+
+
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
     """Train one cell with Lightning, resuming from its last checkpoint if there is one; returns the
     training summary (also written to train.json)."""
     info, splits = ctx.dataset(grid, cell.dataset)
     L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed,
-                             compiled=compile_for(grid.train.compile, ctx.device), fused=ctx.fused)
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
@@ -183,7 +201,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     world = trainer.world_size
     summary = {
         "max_steps": cfg.max_steps, "val_every": val_every, "best_step": int(best_ckpt["global_step"]),
-        "val_loss": best_val["val/ema_loss"], "batch_size": cfg.batch_size, "world_size": world,
+        "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
         "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
@@ -193,16 +211,10 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
         "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
-        "val_x0_mse": best_val["val/ema_x0_mse"], "val_x0_mse_by_t": _levels(best_val, "ema_x0_mse"),
-        "val_loss_by_t": _levels(best_val, "ema_loss"), "val_loss_raw": best_val["val/raw_loss"],
+        **validation_summary(best_val),
     }
     write_json_atomic(directory / "train.json", summary)
     return summary
-
-
-def _levels(numbers: dict[str, float], kind: str) -> list[float]:
-    """The 8 per-level validation numbers ``val_levels/<kind>_<k>``."""
-    return [numbers[f"val_levels/{kind}_{k}"] for k in range(8)]
 
 
 EARLIER_LOG = "metrics-before-resume.csv"
@@ -211,19 +223,36 @@ EARLIER_LOG = "metrics-before-resume.csv"
 def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
     ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically). The
-    logs are for people: a file that does not parse (cut short by a kill) is left out, never fatal."""
-    import pandas as pd
-
-    parts = []
+    logs are for people: a row or file that does not parse (cut short by a kill) is left out, never fatal;
+    rows are copied as written (columns united, in order of appearance)."""
+    rows: list[dict[str, str]] = []
+    columns: dict[str, None] = {}
+    parsed = False
     for path in (logs / EARLIER_LOG, logs / "metrics.csv"):
         try:
-            parts.append(pd.read_csv(path, on_bad_lines="skip"))
-        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if "step" not in (reader.fieldnames or ()):
+                    continue
+                parsed = True
+                columns.update(dict.fromkeys(reader.fieldnames or ()))
+                rows += [row for row in reader if None not in row and None not in row.values()
+                         and _step_of(row) is not None and _step_of(row) < resumed_step]
+        except (OSError, UnicodeDecodeError, csv.Error):
             continue
-    parts = [p for p in parts if "step" in p.columns]
-    if parts:
-        frame = pd.concat(parts, ignore_index=True)
-        write_text_atomic(logs / EARLIER_LOG, frame[frame["step"] < resumed_step].to_csv(index=False))
+    if parsed:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(logs / EARLIER_LOG, out.getvalue())
+
+
+def _step_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(float(row["step"]))
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        return None
 
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
@@ -232,6 +261,8 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     if (directory / "done.json").exists():
         return "skipped"
     directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
+        leftover.unlink(missing_ok=True)
     info, splits = ctx.dataset(grid, cell.dataset)
     scorers = ctx.scorers(grid, cell.dataset)
     summary_path = directory / "train.json"
@@ -242,62 +273,29 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
-    module = DiffusionModule(grid, cell.variant, info, seed=cell.seed, compiled=compile_for(grid.train.compile, ctx.device))
+    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
+        last = directory / "checkpoints" / "last.ckpt"
+        curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
+        summary = {**summary, "val_curve": curve}
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning)
     stamp = provenance_stamp(str(ctx.device))
-    for weights in grid.eval.weights:
-        for setting in grid.eval.settings:
-            keys = dict(steps=setting.steps, cfg=float(setting.cfg), time_grid=grid.eval.time_grid, weights=weights)
-            if record_path(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, **keys).exists():
-                continue
-            result = evaluate_setting(
-                nets[weights], module.formulation, info, prompts, scorers, setting.steps, setting.cfg,
-                grid.eval.time_grid, grid.eval.batch_size, ctx.device,
-                preview=directory / "samples" / f"{setting.steps}steps-cfg{setting.cfg}-{weights}.png",
-                compiled=module.compiled)
-            provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
-            write_record(grid.results_root, {
-                "grid": grid.name, "variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, **keys,
-                "nfe": result["nfe"], "num_samples": result["num_samples"], "metrics": result["metrics"],
-                "train": summary, "eval": result["eval"], "sampler": result["sampler"],
-                "formulation": {**module.formulation.metadata(), "timestep_sampler": module.sampler.name,
-                                "variant": cell.variant},
-                "scorers": provenance, "config": grid.to_dict(), "dataset_provenance": info.provenance,
-                **stamp,
-            })
+    store = ResultsStore(grid.results_root)
+    for setting in grid.eval.all_settings():
+        if store.has_record(cell, setting):
+            continue
+        result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
+                                  grid.eval.batch_size, ctx.device,
+                                  preview=directory / "samples" / f"{setting.key}.png", compiled=module.compiled)
+        provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
+        store.write_record(new_record(
+            cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],
+            train=summary, eval=result["eval"], solver_details=result["solver_details"],
+            formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
+                         "variant": cell.variant},
+            scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))
     write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
     return "done"
-
-
-def run_grid(grid: Grid, ctx: RunContext, workers: Any = None) -> dict[str, int]:
-    """Every cell of the grid, in order; finished cells are skipped. Returns counts by outcome.
-
-    With ``workers`` (an :class:`ablate.workers.WorkerOptions`) the cells are shared through an Optuna
-    storage by worker processes instead (see :mod:`ablate.workers`); returns counts by cell state."""
-    check_results_writable(grid)
-    if workers is not None:
-        from ablate.workers import run_workers
-
-        return dict(run_workers(grid, ctx, workers))
-    cells = grid.cells()
-    for dataset in grid.datasets:  # fail before any training if data or a scorer is unavailable
-        ctx.scorers(grid, dataset)
-    counts = {"done": 0, "skipped": 0}
-    start = time.perf_counter()
-    for i, cell in enumerate(cells, 1):
-        cell_start = time.perf_counter()
-        try:
-            outcome = run_cell(grid, cell, ctx)
-        except AblateError:
-            raise
-        counts[outcome] += 1
-        elapsed = time.perf_counter() - cell_start
-        note = "already finished, skipped" if outcome == "skipped" else f"{elapsed:.1f} s"
-        ctx.console.print(f"[bold]\\[{i}/{len(cells)}][/] {cell.dataset} · {cell.variant} · seed {cell.seed}: {note}",
-                          highlight=False)
-    ctx.console.print(f"grid {grid.name}: {counts['done']} cells run, {counts['skipped']} skipped, "
-                      f"{time.perf_counter() - start:.0f} s", highlight=False)
-    return counts

@@ -23,7 +23,7 @@ import torch
 
 from ablate.cli import main
 from ablate.data import fashion_mnist
-from ablate.results import provenance_stamp, write_record
+from ablate.results import ResultsStore, provenance_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "grids" / "smoke.yaml"
@@ -165,10 +165,10 @@ CASES: list[Case] = [
     Case("leaderboard: a corrupt record", ("leaderboard", "--results", RESULTS),
          ("bad.json", "cannot be read", "delete it"),
          {"results/smoke/fashion-mnist/rf/seed0/records/bad.json": "{not json"}),
-    Case("leaderboard: --storage without --grid", ("leaderboard", "--storage", "sqlite:///{tmp}/s.db"),
-         ("--storage", "needs --grid")),
-    Case("leaderboard: --storage sqlite:///", ("leaderboard", "--storage", "sqlite:///", "--grid", "smoke"),
-         ("--storage 'sqlite:///'", "names no database file")),
+    Case("leaderboard: --storage (records are not in a storage)", ("leaderboard", "--storage", "sqlite:///{tmp}/s.db"),
+         ("--storage", "read from the results directory", "--results DIR")),
+    Case("leaderboard: --storage with --grid", ("leaderboard", "--storage", "sqlite:///", "--grid", "smoke"),
+         ("--storage 'sqlite:///'", "holds no records")),
     Case("leaderboard: --out is a file", ("leaderboard", "--results", RESULTS, "--out", "{tmp}/blocker"),
          ("blocker", "Cannot write"), {"blocker": "x"}, records=True),
     # ---- status
@@ -234,7 +234,7 @@ def _write_batch(root: Path) -> None:
 
 
 def _write_record(root: Path) -> None:
-    write_record(root / "results", {
+    ResultsStore(root / "results").write_record({
         "grid": "smoke", "variant": "rf", "dataset": "fashion-mnist", "seed": 0, "steps": 5, "cfg": 5.0,
         "time_grid": "own", "weights": "ema", "nfe": 10, "num_samples": 4,
         "metrics": {"fd_probe": 1.0, "align_probe": 0.5}, "train": {}, "eval": {},

@@ -15,7 +15,7 @@ from rich.console import Console
 from ablate.checkpointing import AtomicCheckpointIO
 from ablate.errors import ResultsError
 from ablate.grid import GridOverrides, load_grid
-from ablate.results import cell_dir
+from ablate.results import ResultsStore, cell_dir
 from ablate.runner import RunContext, run_cell
 
 
@@ -30,6 +30,13 @@ def test_last_steps_are_validated_when_max_steps_is_not_a_multiple_of_val_every(
     summary = json.loads((directory / "train.json").read_text())
     assert summary["final_val"]["val/ema_loss"] == pytest.approx(float(validated["val/ema_loss"].iloc[-1]))
     assert summary["val_loss"] == min(validated["val/ema_loss"])
+    # every record carries the validation curve (step = optimizer steps done) and the solver's last call
+    records = ResultsStore(tmp_path).records("tiny")
+    assert records and all(r["train"]["val_curve"] == records[0]["train"]["val_curve"] for r in records)
+    curve = records[0]["train"]["val_curve"]
+    assert [p["step"] for p in curve] == [8, 12]
+    assert [p["val/ema_loss"] for p in curve] == pytest.approx(list(validated["val/ema_loss"]))
+    assert all(0 < r["solver_details"]["last_call_rf_noise"] < 1 for r in records)
 
 
 def test_checkpoint_write_cut_short_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -46,3 +53,17 @@ def test_checkpoint_write_cut_short_keeps_the_previous_file(tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["best.ckpt"]  # no temp file left either
+
+
+def test_a_metrics_log_cut_short_does_not_stop_a_resume(tmp_path):
+    """A kill mid-write can leave ``metrics.csv`` unparsable; resuming must go on (the logs are for people)."""
+    from ablate.runner import EARLIER_LOG, _keep_earlier_log
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / EARLIER_LOG).write_text("epoch,step,train/loss\n0,1,0.5\n0,9,0.4\n")
+    (logs / "metrics.csv").write_text('epoch,step,train/loss\n0,5,0.3\n0,6,0.2,7,8\n0,7,"0.1\n')
+    _keep_earlier_log(logs, resumed_step=8)  # the unclosed quote makes metrics.csv unreadable: left out
+    assert pd.read_csv(logs / EARLIER_LOG)["step"].tolist() == [1]
+    (logs / "metrics.csv").write_bytes(b"epoch,step,train/loss\n0,5,0.3\n\xff\xfe\x00")
+    _keep_earlier_log(logs, resumed_step=8)

@@ -257,6 +257,7 @@ def test_diverged_samples_are_recorded_not_scored():
     """A sampler that produces inf gives NaN metrics (ranked last) and a count, not a crash."""
     from ablate.data.base import DatasetInfo
     from ablate.evaluate import Prompts, evaluate_setting
+    from ablate.setting import Setting
     from ablate.scorers.base import Metric
 
     class Boom:
@@ -274,7 +275,7 @@ def test_diverged_samples_are_recorded_not_scored():
             return torch.full_like(x, float("inf"))
 
     net = Diverged()
-    out = evaluate_setting(net, get_formulation("rf"), info, prompts, [Boom()], 2, 1.0, "own", 3, torch.device("cpu"))
+    out = evaluate_setting(net, get_formulation("rf"), info, prompts, [Boom()], Setting(2, 1.0), 3, torch.device("cpu"))
     assert math.isnan(out["metrics"]["m"]) and out["eval"]["nonfinite_samples"] == 3
 
 

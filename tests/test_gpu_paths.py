@@ -23,8 +23,10 @@ from ablate.accel import compile_for, compiled_call, fused_adamw, precision_for
 from ablate.benchmark import synthetic_info, synthetic_splits
 from ablate.grid import load_grid
 from ablate.models.dit import DiT, DiTConfig
-from ablate.runner import RunContext, make_trainer
-from ablate.train import EMA, DiffusionModule, LatentDataModule
+from ablate.batches import LatentDataModule
+from ablate.ema import EMA
+from ablate.runner import RunContext, cell_module, make_trainer
+from ablate.train import DiffusionModule
 
 
 def tiny_grid(**train):
@@ -59,7 +61,7 @@ def fit(grid, tmp_path: Path, variant: str = "rf", fused: bool | None = True, ca
     info = synthetic_info(grid, 1)
     ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False, fused=fused)
     trainer, _, _ = make_trainer(grid, ctx, tmp_path, "test", extra_callbacks=tuple(callbacks))
-    module = DiffusionModule(grid, variant, info, fused=fused)
+    module = cell_module(grid, variant, info, fused=fused)
     data = LatentDataModule(synthetic_splits(info, 64, 16), grid.train.batch_size, grid.data.val_size, 0)
     trainer.fit(module, datamodule=data)
     return module

@@ -16,12 +16,12 @@ from ablate.grid import (
     GRIDS_DIR,
     Cell,
     GridOverrides,
-    SamplerSetting,
     add_override_arguments,
     available_grids,
     load_grid,
     overrides_from_args,
 )
+from ablate.setting import Setting
 
 SD3_VARIANTS = [
     # Table 1 of the paper
@@ -68,7 +68,10 @@ def test_sd3_has_the_requested_24_variants(scorers: None) -> None:
     for name in SD3_VARIANTS:
         assert name in grid.variants, name
     assert grid.datasets == ("imagenet", "cc12m")
-    assert grid.eval.settings == tuple(SamplerSetting(s, c) for s, c in grid_module.PAPER_SETTINGS)
+    assert grid.eval.settings == tuple(Setting(s, c) for s, c in grid_module.PAPER_SETTINGS)
+    every = grid.eval.all_settings()  # weights-major, with the grid's time grid
+    assert len(every) == 12 and every[0] == Setting(50, 1.0, grid.eval.time_grid, "ema")
+    assert [s.weights for s in every] == ["ema"] * 6 + ["raw"] * 6 and len({s.key for s in every}) == 12
     assert grid.eval.weights == ("ema", "raw") and grid.eval.num_samples == 1000
     assert (grid.train.batch_size, grid.train.lr, grid.train.warmup_steps) == (1024, 1e-4, 1000)
     assert (grid.train.ema.every, grid.train.ema.decay) == (100, 0.99)

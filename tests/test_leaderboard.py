@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 from ablate.cli import main
 from ablate.leaderboard import build_leaderboard, render_markdown, write_outputs
 from ablate.ranking import non_dominated_ranks
-from ablate.results import load_records, provenance_stamp, write_record
+from ablate.results import ResultsStore, provenance_stamp
 
 SD3_SETTINGS = [(50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0)]  # (steps, cfg)
 VARIANTS = {"rf/lognorm(0.00, 1.00)": 3.0, "rf": 2.0, "eps/linear": 1.0, "edm(-1.20, 1.20)": 0.0}  # quality
@@ -100,7 +103,7 @@ def results(tmp_path_factory) -> Path:
         noise = rng.normal(0, 0.1)
         metrics = {"fd_probe": 20.0 - 2 * q + 30.0 / steps + abs(cfg - 3) + noise,
                    "align_probe": 0.5 + 0.05 * q + 0.01 * cfg + 0.01 * noise}
-        write_record(root, _record(variant, dataset, seed, steps, cfg, weights, metrics))
+        ResultsStore(root).write_record(_record(variant, dataset, seed, steps, cfg, weights, metrics))
     return root
 
 
@@ -115,9 +118,9 @@ def test_table1_matches_hand_computation(tmp_path: Path):
     }
     for (steps, variant), (a, f) in values.items():
         for seed, delta in ((0, -5.0 if variant == "rf" else 0.0), (1, 5.0 if variant == "rf" else 0.0)):
-            write_record(tmp_path, _record(variant, "d", seed, steps, 5.0, "ema",
+            ResultsStore(tmp_path).write_record(_record(variant, "d", seed, steps, 5.0, "ema",
                                            {"align_probe": a, "fd_probe": f + delta}, grid="tiny"))
-    lb = build_leaderboard(load_records(tmp_path, "tiny"), "tiny")
+    lb = build_leaderboard(ResultsStore(tmp_path).frame("tiny"), "tiny")
     # ranks by setting: 5 steps rf 1, eps 2, edm 1 (rf ties edm only after seed averaging);
     # 50 steps eps 1, rf 2, edm 2; 25 steps rf 1, eps 2, edm 3
     expected = pd.DataFrame({
@@ -129,7 +132,7 @@ def test_table1_matches_hand_computation(tmp_path: Path):
 
 
 def test_leaderboard_tables_and_header(results: Path):
-    lb = build_leaderboard(load_records(results, "smoke"), "smoke")
+    lb = build_leaderboard(ResultsStore(results).frame("smoke"), "smoke")
     assert lb.table1["variant"].tolist() == list(VARIANTS)  # quality order
     assert (lb.table1["settings"] == 24).all() and lb.table1["all"].is_monotonic_increasing
     assert set(lb.means["seeds"]) == {2}
@@ -143,17 +146,21 @@ def test_leaderboard_tables_and_header(results: Path):
 
 
 def test_outputs_written(results: Path, tmp_path: Path):
-    lb = build_leaderboard(load_records(results, "smoke"), "smoke")
-    md, png = write_outputs(lb, tmp_path / "lb")
+    lb = build_leaderboard(ResultsStore(results).frame("smoke"), "smoke")
+    md, png, ranks = write_outputs(lb, tmp_path / "lb")
     assert md == tmp_path / "lb" / "smoke.md" and png == tmp_path / "lb" / "smoke-fidelity-vs-steps.png"
-    data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    for figure in (png, ranks):
+        data = figure.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     text = md.read_text()
-    assert text == render_markdown(lb, figure=png.name)
-    for needle in ("## Table 1", "## Table 2", "## Validation loss", "never across",
-                   "smoke-fidelity-vs-steps.png", *VARIANTS):
+    assert text == render_markdown(lb, figure=png.name, rank_figure=ranks.name)
+    for needle in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Table 2", "## Validation loss",
+                   "## Convergence", "## Deviations from the paper", "never across", "smoke-fidelity-vs-steps.png",
+                   "smoke-ranks.png", "all 95% CI", "rank 90%", " ± ", "Spearman rho", "Figure 3's claim", *VARIANTS):
         assert needle in text, needle
-    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [png.name, md.name]  # no temp files
+    assert text.split("\n\n")[1].startswith("**SMOKE TEST of the machinery, not a result")  # first, for smoke grids
+    assert "Convergence" in text.split("\n\n")[2]  # then the one convergence line
+    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == sorted([png.name, md.name, ranks.name])  # no temps
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -190,7 +197,7 @@ def test_default_outputs_go_under_the_results_not_into_the_working_directory(res
     assert published.read_text() == "published table\n"
     assert sorted(p.name for p in (work / "leaderboard").iterdir()) == ["smoke.md"]
     written = results / "smoke" / "leaderboard"
-    assert sorted(p.name for p in written.iterdir()) == ["smoke-fidelity-vs-steps.png", "smoke.md"]
+    assert sorted(p.name for p in written.iterdir()) == ["smoke-fidelity-vs-steps.png", "smoke-ranks.png", "smoke.md"]
     assert all(v in (written / "smoke.md").read_text() for v in VARIANTS)
     assert main(["leaderboard", "--results", str(results), "--out", "leaderboard", "--format", "csv"]) == 0
     assert published.read_text().startswith("# Leaderboard: smoke")  # only when asked for explicitly
@@ -214,8 +221,8 @@ def test_mixed_provenance_within_a_dataset_is_flagged(tmp_path: Path):
     for variant, seed in itertools.product(("rf", "eps/linear"), (0, 1)):
         rec = _record(variant, "d", seed, 25, 5.0, "ema", {"align_probe": 0.5, "fd_probe": 1.0 + seed}, grid="g")
         rec["scorers"]["probe"]["reference_set"] = f"d/test-v{seed}"  # seed 1 scored against another set
-        write_record(tmp_path, rec)
-    header = "\n".join(build_leaderboard(load_records(tmp_path, "g"), "g").header)
+        ResultsStore(tmp_path).write_record(rec)
+    header = "\n".join(build_leaderboard(ResultsStore(tmp_path).frame("g"), "g").header)
     assert "MIXED provenance within d" in header and "d/test-v0" in header and "d/test-v1" in header
 
 
@@ -228,3 +235,18 @@ def test_provenance_names_the_scorer_of_each_metric():
     assert _scorers_of("clip", scorers) == ["clip"]
     assert _scorers_of("fd_probe", scorers) == ["probe"]
     assert _scorers_of("x", {"s": {"metrics": ["x"]}, "t": {}}) == ["s"]
+
+
+def test_records_only_leaderboard_loads_neither_torch_nor_lightning(results: Path, tmp_path: Path):
+    """`python -m ablate leaderboard` on a records-only directory: ``-X importtime`` lists every module the
+    process imported; torch and Lightning must not be among them (they cost seconds to import)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "ablate", "leaderboard", "--results", str(results),
+                           "--out", str(tmp_path / "lb"), "--format", "csv"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "ablate.leaderboard" in imported and "pandas" in imported  # the listing is real
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "torchvision", "optuna"))
+    assert not heavy, heavy[:10]
+    assert "rf/lognorm(0.00, 1.00)" in proc.stdout

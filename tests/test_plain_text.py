@@ -7,7 +7,8 @@ from optuna.trial import TrialState
 import workers_kit
 from ablate.cli import main
 from ablate.grid import GridOverrides, load_grid
-from ablate.workers import open_storage, open_study, queue_cells
+from ablate.queue import queue_cells
+from ablate.storage import open_storage, open_study
 
 REASON = "VariantError: a variant is written <trajectory>[/<sampler>] (not [bold]x0[/bold])"
 

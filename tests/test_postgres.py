@@ -1,5 +1,6 @@
 """Two "machines" (worker processes with different working directories, no shared results) share one grid
-through a real PostgreSQL server on loopback; the leaderboard is then built from the storage alone.
+through a real PostgreSQL server on loopback; the leaderboard is then built from their results directories
+gathered into one (records live only in the results store, never in the storage).
 
 The server is started here (initdb + pg_ctl into a temporary directory, as the ``postgres`` user when
 run as root). The test is skipped only if the server cannot start, with the reason."""
@@ -21,7 +22,7 @@ from optuna.trial import TrialState
 
 from ablate.grid import Cell
 from ablate.results import cell_dir
-from ablate.workers import open_storage
+from ablate.storage import open_storage
 
 VARIANTS = ["rf", "eps/linear"]
 
@@ -92,8 +93,11 @@ def test_two_machines_share_a_grid_through_postgres(postgres_url, tmp_path):
            for home in machines}
     assert sorted(sum(ran.values(), [])) == sorted(VARIANTS), ran  # every cell run once, somewhere
     assert all(ran.values()), ran  # both machines took part
-    out = tmp_path / "board"
-    assert main(["leaderboard", "--storage", postgres_url, "--grid", "pg", "--alignment", "moment_align",
+    out, gathered = tmp_path / "board", tmp_path / "gathered"
+    for home in machines:
+        shutil.copytree(home / "results", gathered, dirs_exist_ok=True)
+    assert main(["leaderboard", "--storage", postgres_url, "--grid", "pg"]) == 2  # records are not in the storage
+    assert main(["leaderboard", "--results", str(gathered), "--grid", "pg", "--alignment", "moment_align",
                  "--fidelity", "moment_fd", "--format", "csv", "--out", str(out)]) == 0
     assert (out / "pg.md").exists()
     assert all(v in (out / "pg.md").read_text() for v in VARIANTS)

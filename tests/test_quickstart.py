@@ -17,7 +17,7 @@ import pytest
 
 from ablate.cli import main
 from ablate.data import fashion_mnist
-from ablate.results import load_records
+from ablate.results import ResultsStore
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("rf/lognorm(0.00, 1.00)", "eps/linear")
@@ -41,7 +41,7 @@ def test_quick_start_uses_the_shipped_dataset_offline(tmp_path: Path, monkeypatc
     printed = capsys.readouterr().out
     assert "Table 1" in printed and all(v in printed for v in VARIANTS)
 
-    frame = load_records(results, "smoke")
+    frame = ResultsStore(results).frame("smoke")
     assert sorted(frame["variant"].unique()) == sorted(VARIANTS)
     assert len(frame) == len(VARIANTS) * 6 * 2  # the six paper settings x (ema, raw)
     assert all(math.isfinite(v) for v in (*frame["fd_probe"], *frame["align_probe"]))

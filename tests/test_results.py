@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from ablate.errors import ResultsError
-from ablate.results import (
-    cell_dir, git_commit, grids_in, load_records, provenance_stamp, record_path, variant_slug,
-    write_json_atomic, write_record,
-)
+from ablate.grid import Cell
+from ablate.results import ResultsStore, cell_dir, git_commit, new_record, provenance_stamp, variant_slug, write_json_atomic
+from ablate.setting import Setting
 
 SD3_VARIANTS = (
     ["eps/linear", "v/linear", "eps/cos", "v/cos", "rf", "rf/cosmap", "edm/rf", "edm/cos"]
@@ -83,22 +82,62 @@ def test_slug_injective():
 
 
 def test_record_path_layout(tmp_path: Path):
-    p = record_path(tmp_path, "smoke", "fashion-mnist", "rf/mode(1.29)", 3, 5, 5, "own", "raw")
+    store = ResultsStore(tmp_path)
+    p = store.record_path(Cell("smoke", "rf/mode(1.29)", "fashion-mnist", 3), Setting(5, 5, "own", "raw"))
     assert p == tmp_path / "smoke/fashion-mnist/rf__mode_1.29_/seed3/records/5steps-cfg5.0-own-raw.json"
     assert p.parent.parent == cell_dir(tmp_path, "smoke", "fashion-mnist", "rf/mode(1.29)", 3)
     with pytest.raises(ResultsError, match="grid name"):
-        record_path(tmp_path, "../evil", "fashion-mnist", "rf", 0, 5, 5.0, "own", "ema")
+        store.record_path(Cell("../evil", "rf", "fashion-mnist", 0), Setting(5, 5.0))
+
+
+def test_setting_key_round_trip_and_checks():
+    for setting in (Setting(50, 5), Setting(5, 1.0, "rf", "raw"), Setting(25, 2.5), Setting(10, 0.0, weights="raw")):
+        assert Setting.from_key(setting.key) == setting
+        assert Setting.from_fields(setting.fields()) == setting
+    assert Setting(50, 5).key == "50steps-cfg5.0-own-ema" and Setting(50, 5).cfg == 5.0
+    assert Setting.from_fields({"steps": 5, "cfg": 5.0, "time_grid": "own", "weights": "ema"}).solver == "euler"
+    for bad in (dict(steps=0, cfg=1.0), dict(steps=5, cfg=-1.0), dict(steps=5, cfg=1.0, weights="best"),
+                dict(steps=5, cfg=1.0, time_grid="karras"), dict(steps=5, cfg=1.0, solver="heun")):
+        with pytest.raises(Exception, match="allowed"):
+            Setting(**bad)
+    with pytest.raises(Exception, match="not a setting key"):
+        Setting.from_key("50steps-ema")
+
+
+def test_new_record_spells_the_setting_once(tmp_path: Path):
+    store = ResultsStore(tmp_path)
+    cell, setting = Cell("g", "rf", "fashion-mnist", 2), Setting(25, 5.0, "rf", "raw")
+    rec = new_record(cell, setting, {"fd_probe": 1.0}, nfe=50)
+    assert {k: rec[k] for k in ("grid", "variant", "dataset", "seed")} == {
+        "grid": "g", "variant": "rf", "dataset": "fashion-mnist", "seed": 2}
+    assert Setting.from_fields(rec) == setting and rec["solver"] == "euler"
+    assert store.write_record(rec) == store.record_path(cell, setting) and store.has_record(cell, setting)
+    assert store.frame("g")["setting"].tolist() == [setting.key]
+
+
+def test_old_records_stay_readable(tmp_path: Path):
+    """A record written before the Setting (no ``solver``, the solver metadata under ``sampler``)."""
+    old = record("rf")
+    old["sampler"] = {"solver": "euler (rf-frame step)", "steps": 25}
+    path = tmp_path / "smoke/fashion-mnist/rf/seed0/records/25steps-cfg5.0-own-ema.json"
+    write_json_atomic(path, old)
+    store = ResultsStore(tmp_path)
+    (read,) = store.records("smoke")
+    assert read["solver"] == "euler" and read["solver_details"]["steps"] == 25
+    frame = store.frame("smoke")
+    assert frame["setting"].tolist() == ["25steps-cfg5.0-own-ema"] and frame["solver"].tolist() == ["euler"]
 
 
 def test_write_and_load_round_trip(tmp_path: Path):
+    store = ResultsStore(tmp_path)
     variants = ["rf", "eps/linear", "rf/lognorm(0.00, 1.00)"]
     for v, seed, weights in itertools.product(variants, (0, 1), ("ema", "raw")):
-        write_record(tmp_path, record(v, seed=seed, weights=weights,
-                                      metrics={"fd_probe": np.float32(seed + 1.5), "align_probe": 0.5}))
-    write_record(tmp_path, record("rf", grid="other", metrics={"fd_probe": float("nan"), "clip": 0.3}))
-    df = load_records(tmp_path, "smoke")
+        store.write_record(record(v, seed=seed, weights=weights,
+                                  metrics={"fd_probe": np.float32(seed + 1.5), "align_probe": 0.5}))
+    store.write_record(record("rf", grid="other", metrics={"fd_probe": float("nan"), "clip": 0.3}))
+    df = store.frame("smoke")
     assert len(df) == 12 and set(df["variant"]) == set(variants)
-    for col in ("grid", "variant", "dataset", "seed", "steps", "cfg", "time_grid", "weights", "nfe",
+    for col in ("grid", "variant", "dataset", "seed", "solver", "steps", "cfg", "time_grid", "weights", "setting", "nfe",
                 "num_samples", "fd_probe", "align_probe", "train_val_loss", "train_val_x0_mse",
                 "train_val_x0_mse_by_t", "eval_wall_s", "formulation", "scorers", "config", "record",
                 "version", "git_commit", "device", "created"):
@@ -108,29 +147,33 @@ def test_write_and_load_round_trip(tmp_path: Path):
     assert df["train_val_x0_mse_by_t"].iloc[0] == [0.1] * 8
     assert df["scorers"].iloc[0]["probe"]["model"] == "probe-cnn"
     assert df["record"].iloc[0]["formulation"]["notes"] == ["our choice: x"]
-    both = load_records(tmp_path)
+    both = store.frame()
     assert len(both) == 13 and math.isnan(both.loc[both["grid"] == "other", "fd_probe"].iloc[0])
-    assert grids_in(tmp_path) == ["other", "smoke"]
+    assert store.grids() == ["other", "smoke"]
     # rewriting a record replaces it: still one file per setting
-    write_record(tmp_path, record("rf", metrics={"fd_probe": 9.0, "align_probe": 0.5}))
-    assert len(load_records(tmp_path, "smoke")) == 12
+    store.write_record(record("rf", metrics={"fd_probe": 9.0, "align_probe": 0.5}))
+    assert len(store.frame("smoke")) == 12 and len(store.records("smoke")) == 12
 
 
 def test_load_empty_and_corrupt(tmp_path: Path):
-    assert load_records(tmp_path / "missing").empty
-    path = write_record(tmp_path, record())
+    assert ResultsStore(tmp_path / "missing").frame().empty
+    store = ResultsStore(tmp_path)
+    path = store.write_record(record())
     path.write_text('{"grid": "smoke", "vari')
     with pytest.raises(ResultsError, match=str(path)):
-        load_records(tmp_path)
+        store.frame()
 
 
 def test_write_record_validates(tmp_path: Path):
+    store = ResultsStore(tmp_path)
     bad = record()
     del bad["weights"]
     with pytest.raises(ResultsError, match="weights"):
-        write_record(tmp_path, bad)
+        store.write_record(bad)
     with pytest.raises(ResultsError, match="clash"):
-        write_record(tmp_path, record(metrics={"seed": 1.0}))
+        store.write_record(record(metrics={"seed": 1.0}))
+    with pytest.raises(ResultsError, match="weights='best'"):
+        store.write_record(record(weights="best"))
 
 
 def test_write_json_atomic_no_partial_file(tmp_path: Path):

@@ -4,19 +4,20 @@ worker processes they start): a scorer that needs no weights, fault injection, a
 Fault injection (read in every process that imports this module, so set it in the worker's env):
 ``ABLATE_TEST_NAN_VARIANT=<variant>`` feeds NaN inputs to that variant's training from step 3 on (the
 real divergence check then fails the cell); ``ABLATE_TEST_STEP_SLEEP=<s>`` sleeps in every training
-step (to give a test time to kill a worker mid-training; the numbers do not change).
+step (to give a test time to kill a worker mid-training; the numbers do not change). Pausing a process
+at a given point (a claim, a record write) is ablate's own hook, :mod:`ablate.faults`.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import ablate  # noqa: F401,I001  (first: its torchvision fix and OpenMP wait policy precede torch)
 import torch
-
-import ablate  # noqa: F401  (torchvision fix first)
 from ablate.scorers.base import Metric, Scorer, register_scorer
 from ablate.train import DiffusionModule
 
@@ -37,22 +38,17 @@ class MomentScorer(Scorer):
         return {"moment_align": -spread, "moment_fd": abs(float(samples.mean())) + spread}
 
 
-_init, _step = DiffusionModule.__init__, DiffusionModule.training_step
-
-
-def _patched_init(self, grid, variant, info, seed=0, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    _init(self, grid, variant, info, seed=seed, **kwargs)
-    self._test_variant = variant
+_step = DiffusionModule.training_step
 
 
 def _patched_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
     time.sleep(float(os.environ.get("ABLATE_TEST_STEP_SLEEP", 0)))
-    if os.environ.get("ABLATE_TEST_NAN_VARIANT") == self._test_variant and self.global_step >= 3:
+    if os.environ.get("ABLATE_TEST_NAN_VARIANT") == self.hparams["variant"] and self.global_step >= 3:
         batch = (torch.full_like(batch[0], float("nan")), batch[1])
     return _step(self, batch, batch_idx)
 
 
-DiffusionModule.__init__, DiffusionModule.training_step = _patched_init, _patched_step  # type: ignore[method-assign]
+DiffusionModule.training_step = _patched_step  # type: ignore[method-assign]
 
 TINY_GRID = """\
 name: {name}
@@ -76,9 +72,9 @@ def write_grid(directory: Path, name: str = "tiny", variants: list[str] = VARIAN
 
 def worker_env(**extra: str) -> dict[str, str]:
     """Environment of a worker process: one OpenMP thread (the CPU is shared), quick heartbeats, this
-    directory importable, no hub access."""
+    directory importable, no hub access, console lines unwrapped."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ABLATE_HEARTBEAT_INTERVAL": "1",
-            "ABLATE_GRACE_PERIOD": "3", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+            "ABLATE_GRACE_PERIOD": "3", "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
                                                                         os.environ.get("PYTHONPATH", "")]), **extra}
 
 
@@ -88,3 +84,38 @@ def cli_command(*args: str) -> list[str]:
 
     code = "import sys, workers_kit; from ablate.cli import main; sys.exit(main(sys.argv[1:]))"
     return [sys.executable, "-c", code, *args]
+
+
+def pid_paused_at(marker: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """The pid of the process that paused at an :mod:`ablate.faults` point (it wrote ``marker``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if marker.exists() and marker.read_text().strip():
+            return int(marker.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"no process paused (run exit code {proc.poll()})")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -24,15 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rank the variants of a grid by repeated non-dominated sorting per control setting "
             "(alignment up, fidelity down), averaged over settings as in the paper's Table 1. "
-            "Prints the tables and writes <out>/<grid>.md and <out>/<grid>-fidelity-vs-steps.png, "
+            "Prints the tables and writes <out>/<grid>.md, <out>/<grid>-fidelity-vs-steps.png and "
+            "<out>/<grid>-ranks.png, "
             "<out> being <results>/<grid>/leaderboard unless --out is given."
         ),
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
     p.add_argument("--grid", default=None, help="grid name (default: every grid found, one after another)")
     p.add_argument("--storage", metavar="URL", default=None,
-                   help="read the records from this Optuna storage (as `run --storage URL` left them) instead of "
-                        "--results; needs --grid")
+                   help="not supported: records are read from --results only (a storage holds no records)")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
                    help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
     p.add_argument("--out", type=Path, default=None,
@@ -41,46 +40,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="alignment metric, higher is better (default: first present of clip, align_probe)")
     p.add_argument("--fidelity", default=None, metavar="METRIC",
                    help="fidelity metric, lower is better (default: first present of fid_clip, fd_probe)")
+    p.add_argument("--replicates", type=int, default=1000, metavar="N",
+                   help="bootstrap replicates for the intervals (default: 1000; fewer is faster and coarser)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
-    from ablate.results import grids_in, load_records
+    from ablate.results import ResultsStore
 
     results: Path = args.results
-    if args.storage and not args.grid:
-        raise AblateError(f"--storage {args.storage!r} needs --grid NAME: a storage can hold several grids' studies.")
-    grids = [args.grid] if args.grid else grids_in(results) if results.is_dir() else []
+    if args.replicates < 1:
+        raise AblateError(f"--replicates {args.replicates} is not allowed: the bootstrap needs at least 1 replicate "
+                          "(1000, the default, for 95% intervals).")
+    if args.storage:
+        raise AblateError(f"leaderboard --storage {args.storage!r}: records are read from the results directory "
+                          "(--results DIR, default results), not from an Optuna storage, which holds no records. "
+                          "Gather the workers' results directories into one and pass it with --results.")
+    store = ResultsStore(results)
+    grids = [args.grid] if args.grid else store.grids() if results.is_dir() else []
     if not grids:
         raise AblateError(
             f"No results found in {str(results)!r}: it has no result records "
             "(<grid>/<dataset>/<variant>/seed<k>/records/*.json). Make some with "
             "`python -m ablate run grids/smoke.yaml`, or point --results at the directory that holds them."
         )
+    return show(results, grids, out=args.out, fmt=args.format, alignment=args.alignment, fidelity=args.fidelity,
+                replicates=args.replicates)
+
+
+def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "table", alignment: str | None = None,
+         fidelity: str | None = None, replicates: int = 1000) -> int:
+    """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
+    defaults to ``<results>/<grid>/leaderboard``."""
+    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
+    from ablate.results import ResultsStore
+
+    store = ResultsStore(results)
     console = Console()
     err = Console(stderr=True)
     csv_parts: list[str] = []
     for grid in grids:
-        if args.storage:
-            frame = records_from_storage(args.storage, grid)
-        else:
-            frame = load_records(results, grid)
-        if frame.empty and args.storage:
-            raise AblateError(f"No complete cells of grid {grid!r} in the storage {args.storage!r}; "
-                              f"see `python -m ablate status {grid} --storage {args.storage}`.")
+        frame = store.frame(grid)
         if frame.empty:
             raise AblateError(
                 f"No result records for grid {grid!r} in {str(results / grid)!r}. Grids with results "
-                f"there: {', '.join(grids_in(results)) or 'none'}. Make results with "
+                f"there: {', '.join(store.grids()) or 'none'}. Make results with "
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
-        lb = build_leaderboard(frame, grid, alignment=args.alignment, fidelity=args.fidelity)
-        written = write_outputs(lb, args.out if args.out is not None else results / grid / "leaderboard")
-        if args.format == "table":
+        lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
+                               replicates=replicates)
+        written = write_outputs(lb, out if out is not None else results / grid / "leaderboard")
+        if fmt == "table":
             render_console(lb, console)
-        elif args.format == "markdown":
-            sys.stdout.write(render_markdown(lb, figure=written[1].name) + "\n")
+        elif fmt == "markdown":
+            sys.stdout.write(render_markdown(lb, figure=written[1].name, rank_figure=written[2].name) + "\n")
         else:
             text = table1_csv(lb)
             csv_parts.append(text if not csv_parts else text.split("\n", 1)[1])
@@ -88,28 +101,3 @@ def run(args: argparse.Namespace) -> int:
     if csv_parts:
         sys.stdout.write("".join(csv_parts))
     return 0
-
-
-def records_from_storage(url: str, grid_name: str) -> Any:
-    """The result records stored in the study's complete trials, as :func:`ablate.results.load_records` gives
-    them from files (``path`` is ``<url>#trial<n>``)."""
-    import optuna
-    import pandas as pd
-    from optuna.trial import TrialState
-
-    from ablate.results import SCALAR_KEYS, _flatten
-    from ablate.workers import open_storage
-
-    try:
-        study = optuna.load_study(study_name=grid_name, storage=open_storage(url, heartbeat=False))
-    except KeyError:
-        raise AblateError(f"The storage {url!r} holds no study of grid {grid_name!r}; run the grid there with "
-                          f"`python -m ablate run GRID --storage {url}`.") from None
-    rows = [_flatten(value, f"{url}#trial{t.number}")  # type: ignore[arg-type]  # only str()-ed
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            for key, value in sorted(t.user_attrs.items()) if key.startswith("record:")]
-    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(SCALAR_KEYS))
-    for key in SCALAR_KEYS:
-        if key not in frame:
-            frame[key] = None
-    return frame

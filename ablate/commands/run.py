@@ -26,11 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="probe weights and reference statistics (default: cache/)")
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
-    w = p.add_argument_group("workers", "share the grid's cells through an Optuna storage (see ablate/workers.py)")
+    p.add_argument("--verbose", action="store_true", help="also show third-party messages, warnings and the "
+                   "tracebacks of failed cells on the console (they always go to the log files, see ablate/logs.py)")
+    w = p.add_argument_group("workers", "the grid's cells are a queue in an Optuna storage (see ablate/queue.py)")
     w.add_argument("--storage", metavar="URL", help="Optuna RDB storage; the same URL on several machines joins "
-                   "one grid (default with --workers: sqlite:///<results>/<grid>/optuna.sqlite3)")
+                   "one grid (default: sqlite:///<results>/<grid>/optuna.sqlite3)")
     w.add_argument("--workers", type=_positive, metavar="N", help="worker processes on this machine, spread over "
-                   "the visible GPUs (default: 1, or one per GPU x --workers-per-gpu)")
+                   "the visible GPUs, each with an even share of the CPUs (default: 1 in this process, or one "
+                   "per GPU x --workers-per-gpu)")
     w.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K", help="workers sharing one GPU")
     w.add_argument("--retry-failed", action="store_true", help="re-queue the cells that failed (diverged or crashed)")
     d = p.add_argument_group("one run on several devices (Lightning DDP)")
@@ -46,7 +49,9 @@ def _positive(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ablate.runner import RunContext, run_grid
+    from ablate.runner import RunContext
+    from ablate.signals import stop_on_signals
+    from ablate.workers import WorkerOptions, run_grid
 
     grid = load_grid(args.grid, overrides_from_args(args))
     if args.devices or args.num_nodes:
@@ -60,16 +65,12 @@ def main(args: argparse.Namespace) -> int:
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
-    workers = None
-    if args.storage or args.workers or args.workers_per_gpu > 1 or args.retry_failed:
-        from ablate.workers import WorkerOptions
-
-        workers = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
-                                retry_failed=args.retry_failed)
-    run_grid(grid, ctx, workers)
+    options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
+                            retry_failed=args.retry_failed, verbose=args.verbose)
+    with stop_on_signals():
+        run_grid(grid, ctx, options)
     if not args.no_leaderboard:
-        from ablate.cli import main as cli_main
+        from ablate.commands.leaderboard import show
 
-        source = ["--storage", args.storage] if args.storage else []  # --results: where the leaderboard goes
-        return cli_main(["leaderboard", *source, "--results", str(grid.results_root), "--grid", grid.name])
+        return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0

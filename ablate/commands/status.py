@@ -1,6 +1,7 @@
 """``python -m ablate status GRID [--storage URL]``: every cell of a grid and where it stands.
 
-One row per cell, from the grid's Optuna study (see :mod:`ablate.workers`): pending (not queued
+One row per cell, from the grid's queue (see :mod:`ablate.queue`) and its results store
+(``records``: settings scored / settings of the grid, from :class:`ablate.results.ResultsStore`): pending (not queued
 yet, waiting, or re-queued after its worker was lost), running (where: host, pid, device; since
 when, UTC; the last reported training step), done (the EMA validation loss) or failed (the step and
 the reason). ``attempts`` counts the cell's trials (retries after lost workers or --retry-failed).
@@ -43,7 +44,7 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
     import optuna
 
     from ablate.storage_urls import is_sqlite, sqlite_file
-    from ablate.workers import open_storage
+    from ablate.storage import open_storage
 
     if is_sqlite(url) and not sqlite_file(url).exists():
         return None
@@ -55,24 +56,29 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
 
 def status_table(grid_path: str, storage: str | None, overrides: object = None) -> tuple[Table, dict[str, int]]:
     """The status table of a grid, and its cell counts by state."""
-    from ablate.workers import cell_states, default_storage
+    from ablate.queue import cell_states
+    from ablate.results import ResultsStore
+    from ablate.storage import default_storage
 
     grid = load_grid(grid_path, overrides)  # type: ignore[arg-type]
     study = _study_if_exists(grid.name, storage or default_storage(grid))
     states = cell_states(study, grid)
+    store, wanted = ResultsStore(grid.results_root), {s.key for s in grid.eval.all_settings()}
+    cells = {c.id: c for c in grid.cells()}
     counts = {s: 0 for s in STYLES}
     table = Table(title=Text(f"grid {grid.name} in {storage or default_storage(grid)}"
                              + ("" if study is not None else " (no study yet: nothing queued)")))
-    for col in ("dataset", "variant", "seed", "state", "attempts", "where", "since (UTC)", "step", "detail"):
-        table.add_column(col, justify="right" if col in ("seed", "attempts", "step") else "left",
+    for col in ("dataset", "variant", "seed", "state", "attempts", "where", "since (UTC)", "step", "records", "detail"):
+        table.add_column(col, justify="right" if col in ("seed", "attempts", "step", "records") else "left",
                          no_wrap=col != "detail")
     for cell_id, (state, trial, attempts) in states.items():
         counts[state] += 1
         attrs = trial.user_attrs if trial is not None else {}
         variant, dataset, seed = attrs.get("variant"), attrs.get("dataset"), attrs.get("seed")
         if trial is None:
-            cell = next(c for c in grid.cells() if c.id == cell_id)
+            cell = cells[cell_id]
             variant, dataset, seed = cell.variant, cell.dataset, cell.seed
+        records = len(store.setting_keys(cells[cell_id]) & wanted) if cell_id in cells else 0
         where = attrs.get("where") or {}
         place = f"{where['host']}:{where['pid']} ({where['device']})" if where and state in ("running", "done") else ""
         step, detail = attrs.get("step"), ""
@@ -94,7 +100,8 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
         table.add_row(Text(str(dataset)), Text(str(variant)), Text(str(seed)), Text(state, style=STYLES[state]),
                       Text(str(attempts)), Text(place),
                       Text(_utc(trial.datetime_start) if trial is not None and state != "pending" else ""),
-                      Text(f"{step}/{max_steps}" if step is not None and state != "pending" else ""), Text(detail))
+                      Text(f"{step}/{max_steps}" if step is not None and state != "pending" else ""),
+                      Text(f"{records}/{len(wanted)}"), Text(detail))
     table.caption = ", ".join(f"{n} {s}" for s, n in counts.items())
     return table, counts
 

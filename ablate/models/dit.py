@@ -101,32 +101,6 @@ class DiTConfig:
                 "sin-cos positional embedding needs (sin and cos for each of the two axes)."
             )
 
-    @classmethod
-    def preset(
-        cls,
-        name: str,
-        *,
-        input_size: int,
-        in_channels: int,
-        num_classes: int = 0,
-        cond_dim: int = 0,
-        mlp_ratio: float = 4.0,
-    ) -> DiTConfig:
-        """A paper size by name, e.g. ``DiTConfig.preset("S/2", input_size=32, in_channels=4)``."""
-        if name not in DIT_PRESETS:
-            raise ConfigError(
-                f"Unknown DiT preset {name!r}; allowed presets are {', '.join(DIT_PRESETS)} "
-                "(size S/B/L/XL, then the patch size)."
-            )
-        return cls(
-            input_size=input_size,
-            in_channels=in_channels,
-            mlp_ratio=mlp_ratio,
-            num_classes=num_classes,
-            cond_dim=cond_dim,
-            **DIT_PRESETS[name],
-        )
-
     @property
     def num_patches(self) -> int:
         """Tokens per image, (input_size / patch_size)^2."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ablate.grid import load_grid
-from ablate.results import load_records
+from ablate.results import ResultsStore
 
 pytestmark = pytest.mark.gpu
 RESULTS = os.environ.get("ABLATE_GPU_RESULTS")
@@ -36,7 +36,7 @@ def test_training_took_the_gpu_path(summaries):
 
 def test_every_setting_was_sampled_and_scored(summaries):
     grid = load_grid("grids/fashion-mnist.yaml")
-    frame = load_records(Path(RESULTS), "fashion-mnist")
+    frame = ResultsStore(Path(RESULTS)).frame("fashion-mnist")
     per_variant = frame.groupby("variant").size()
     assert len(per_variant) == 3 and (per_variant == len(grid.eval.settings) * len(grid.eval.weights)).all()
     assert frame["num_samples"].eq(grid.eval.num_samples).all()

@@ -14,20 +14,21 @@ from ablate.data import load_dataset
 from ablate.evaluate import draw_prompts, evaluate_setting
 from ablate.grid import load_grid
 from ablate.leaderboard import build_leaderboard
-from ablate.results import load_records
+from ablate.results import ResultsStore
+from ablate.setting import Setting
 from ablate.scorers.base import ScoreContext, get_scorer
-from ablate.train import DiffusionModule
+from ablate.runner import cell_module
 
 pytestmark = pytest.mark.smoke
 RESULTS = os.environ.get("ABLATE_SMOKE_RESULTS")
-SETTINGS = ["dataset", "steps", "cfg", "time_grid", "weights"]
+SETTINGS = ["dataset", "setting"]
 
 
 @pytest.fixture(scope="module")
 def frame():
     if not RESULTS:
         pytest.skip("ABLATE_SMOKE_RESULTS is not set: run `nox -s smoke`, which runs the grid first")
-    return load_records(Path(RESULTS), "smoke")
+    return ResultsStore(Path(RESULTS)).frame("smoke")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def grid():
 def test_every_variant_and_setting_has_real_metrics(frame, grid):
     assert sorted(frame["variant"].unique()) == sorted(grid.variants)
     per_variant = frame.groupby("variant").size()
-    assert (per_variant == len(grid.eval.settings) * len(grid.eval.weights) * len(grid.seeds)).all()
+    assert (per_variant == len(grid.eval.all_settings()) * len(grid.seeds)).all()
     assert np.isfinite(frame[["fd_probe", "align_probe"]].to_numpy()).all()
     assert (frame["num_samples"] == grid.eval.num_samples).all()
 
@@ -69,10 +70,10 @@ def test_trained_models_beat_an_untrained_one(frame, grid):
     info, splits = load_dataset("fashion-mnist", grid.data.resolution)
     ctx = ScoreContext(dataset=info, cache_dir=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")))
     probe = get_scorer("probe", ctx)
-    untrained = DiffusionModule(grid, "rf", info)  # zero-initialised output layer, as training starts
+    untrained = cell_module(grid, "rf", info)  # zero-initialised output layer, as training starts
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, 0, "class")
-    baseline = evaluate_setting(untrained.ema.module, untrained.formulation, info, prompts, [probe], 25, 5.0,
-                                "own", 250, torch.device("cpu"))["metrics"]
+    baseline = evaluate_setting(untrained.ema.module, untrained.formulation, info, prompts, [probe], Setting(25, 5.0),
+                                250, torch.device("cpu"))["metrics"]
     trained = frame[(frame["steps"] == 25) & (frame["cfg"] == 5.0) & (frame["weights"] == "ema")]
     # The median variant halves the untrained network's fd_probe, and so do at least 90% of the variants.
     # (After 600 steps eps/cos is the exception: an eps model's x0 = (z - b eps)/a amplifies its error

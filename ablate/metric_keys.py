@@ -1,0 +1,51 @@
+"""The names of the numbers a cell's training logs, spelled here once.
+
+Validation (see :meth:`ablate.train.DiffusionModule.validation_step`) measures, for the ``raw`` and the
+``ema`` weights, two kinds of number at 8 levels k: ``loss``, the variant's own training loss at
+t_k = (k + 0.5)/8, and ``x0_mse``, the cross-formulation x0-MSE at the k-th fixed log-SNR level
+(t = 0 is data, t = 1 is noise). Each is logged per level and as the mean over the levels; the EMA
+weights' mean loss, :data:`SELECTION`, picks the checkpoint that is evaluated (the paper's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from ablate.formulations.levels import NUM_LEVELS
+
+Weights = Literal["raw", "ema"]
+Kind = Literal["loss", "x0_mse"]
+WEIGHTS: tuple[Weights, ...] = ("raw", "ema")
+KINDS: tuple[Kind, ...] = ("loss", "x0_mse")
+TRAIN_LOSS = "train/loss"  # the mean finite training loss over a window of steps
+_MEAN, _LEVEL = "val/", "val_levels/"
+
+
+def mean_key(weights: Weights, kind: Kind) -> str:
+    """The mean over the levels, e.g. ``val/ema_loss``."""
+    return f"{_MEAN}{weights}_{kind}"
+
+
+def level_key(weights: Weights, kind: Kind, level: int) -> str:
+    """One level, e.g. ``val_levels/ema_x0_mse_3``."""
+    return f"{_LEVEL}{weights}_{kind}_{level}"
+
+
+SELECTION = mean_key("ema", "loss")  # lowest is the kept (best) checkpoint
+
+
+def is_validation_key(key: str) -> bool:
+    return key.startswith((_MEAN, _LEVEL))
+
+
+def levels(numbers: Mapping[str, float], weights: Weights, kind: Kind) -> list[float]:
+    """The :data:`NUM_LEVELS` per-level numbers of one weights and kind, level 0 first."""
+    return [numbers[level_key(weights, kind, k)] for k in range(NUM_LEVELS)]
+
+
+def summary(numbers: Mapping[str, float]) -> dict[str, float | list[float]]:
+    """The training summary's validation fields (``train.json``) from one validation's numbers."""
+    return {"val_loss": numbers[SELECTION], "val_loss_raw": numbers[mean_key("raw", "loss")],
+            "val_x0_mse": numbers[mean_key("ema", "x0_mse")], "val_loss_by_t": levels(numbers, "ema", "loss"),
+            "val_x0_mse_by_t": levels(numbers, "ema", "x0_mse")}

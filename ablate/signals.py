@@ -1,0 +1,112 @@
+"""Stopping a run on SIGINT (Ctrl-C) or SIGTERM, the same way for both.
+
+Inside :func:`stop_on_signals` the first SIGINT or SIGTERM raises :class:`Stopped` (a
+``KeyboardInterrupt``) in the main thread: Lightning shuts training down gracefully, the running
+cell's trial is marked interrupted (the next run re-queues it and resumes it from its checkpoint),
+and a run with worker processes stops each of them. Later signals are noted, not raised, so they
+cannot cut that shutdown short. The CLI names the signal (:func:`received`) and exits with
+128 + its number. The previous handlers come back when the block ends.
+
+A signal that arrives while the main thread is inside database code (SQLAlchemy, Optuna's storages)
+is not raised there: an exception in the middle of a SQLite transaction can leave the connection
+holding the database's write lock, which blocks every worker of the grid. It is raised instead at the
+first line the thread runs once it is back out of it (a line trace, as a debugger's breakpoint).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_DATABASE = ("sqlalchemy", "sqlite3", "optuna.storages")  # module names: not interrupted (see above)
+_received: int | None = None
+_traced: list[FrameType] = []  # frames where a held-back signal is to be raised
+
+
+class Stopped(KeyboardInterrupt):
+    """A run stopped by a signal; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(describe(signum))
+        self.signum = signum
+
+
+def describe(signum: int) -> str:
+    """``SIGTERM``, or ``SIGINT (Ctrl-C)``."""
+    name = signal.Signals(signum).name
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
+def received() -> int | None:
+    """The signal that stopped the last :func:`stop_on_signals` block, if one did."""
+    return _received
+
+
+def _database_caller(frame: FrameType | None) -> FrameType | None:
+    """If ``frame`` runs inside database code: the frame that called into it (the outermost database
+    frame's caller); else None."""
+    caller, inside = None, False
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_DATABASE):
+            inside = True
+            caller = frame.f_back
+        frame = frame.f_back
+    return caller if inside else None
+
+
+def _raise_on_return(caller: FrameType, signum: int) -> None:
+    """Raise :class:`Stopped` at the next line that ``caller`` (or a frame further out) runs, as a debugger
+    stops there: a line trace on those frames, and a no-op trace for the frames called meanwhile."""
+    frame: FrameType | None = caller
+    while frame is not None:
+        _traced.append(frame)
+        frame = frame.f_back
+
+    def on_line(frame: FrameType, event: str, arg: object) -> object:
+        if event != "line":
+            return on_line
+        settle()
+        raise Stopped(signum)
+
+    for f in _traced:
+        f.f_trace = on_line
+    sys.settrace(lambda frame, event, arg: None)
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    global _received
+    if _received is not None:
+        return  # already stopping
+    _received = signum
+    caller = _database_caller(frame)
+    if caller is None:
+        raise Stopped(signum)
+    _raise_on_return(caller, signum)
+
+
+def settle() -> None:
+    """The stop is being carried out (e.g. Lightning stopped training on its own notice of SIGTERM):
+    a signal held back in database code is not raised any more."""
+    if _traced:
+        sys.settrace(None)
+        for f in _traced:
+            f.f_trace = None
+        _traced.clear()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Stopped` once inside the block (main thread only)."""
+    global _received
+    _received = None
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        settle()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

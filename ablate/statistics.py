@@ -1,0 +1,168 @@
+"""Uncertainty of the leaderboard's numbers: a bootstrap over training seeds (pure numpy).
+
+What is resampled: the grid's training seeds, jointly for every variant (seed k of every variant
+shares its prompts and initial noise, so pairing is kept). A cell's seed also draws the prompts
+and noise its samples are scored on, so seed resampling carries that variation too. Samples
+*within* a setting are not resampled: a record holds the setting's Frechet distance, not per-sample
+features, and FD is not a mean over samples, so it cannot be resampled from records.
+
+Per replicate the pipeline is the point estimate's (:mod:`ablate.ranking`): seed-mean metrics per
+(variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
+records at a setting is left out of that setting), repeated non-dominated sorting per setting, ranks
+averaged over the settings of a column. Intervals are percentile intervals of the replicates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablate.ranking import SETTING_KEYS
+
+DEFAULT_REPLICATES = 1000
+LEVEL = 0.95            # confidence level of average-rank and statistic intervals
+RANK_LEVEL = 0.90       # level of the rank (position) interval
+
+
+@dataclass(frozen=True)
+class SeedArray:
+    """Metrics as arrays (variant, setting, seed); ``present`` marks records that exist."""
+
+    variants: list[str]
+    settings: pd.DataFrame  # one row per control setting: dataset, setting, steps, cfg, time_grid, weights
+    seeds: list[int]
+    alignment: np.ndarray
+    fidelity: np.ndarray
+    present: np.ndarray
+
+
+def seed_array(frame: pd.DataFrame, alignment: str, fidelity: str, variants: list[str] | None = None) -> SeedArray:
+    """The records of ``frame`` (a :meth:`ablate.results.ResultsStore.frame`) as a :class:`SeedArray`."""
+    variants = variants if variants is not None else sorted(frame["variant"].unique())
+    frame = frame[frame["variant"].isin(variants)]
+    settings = (frame[[*SETTING_KEYS, "steps", "cfg", "time_grid", "weights"]]
+                .drop_duplicates(list(SETTING_KEYS)).sort_values(list(SETTING_KEYS)).reset_index(drop=True))
+    seeds = sorted(int(s) for s in frame["seed"].unique())
+    vi = {v: i for i, v in enumerate(variants)}
+    si = {tuple(k): i for i, k in enumerate(settings[list(SETTING_KEYS)].itertuples(index=False))}
+    ki = {s: i for i, s in enumerate(seeds)}
+    shape = (len(variants), len(settings), len(seeds))
+    a, f, present = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
+    for row in frame[["variant", *SETTING_KEYS, "seed", alignment, fidelity]].itertuples(index=False):
+        index = (vi[row[0]], si[(row[1], row[2])], ki[int(row[3])])
+        a[index], f[index], present[index] = float(row[4]), float(row[5]), True
+    return SeedArray(list(variants), settings, seeds, a, f, present)
+
+
+def seed_counts(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(replicates, n_seeds) multinomial counts: each row one bootstrap draw of the seeds."""
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=replicates)
+
+
+def weighted_means(values: np.ndarray, present: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, V, S) seed means with seed weights ``counts`` (B, K); NaN where a drawn seed is NaN or none is present."""
+    w = present[None] * counts[:, None, None, :].astype(float)          # (B, V, S, K)
+    total = w.sum(-1)
+    clean = np.where(np.isnan(values), 0.0, values)
+    means = (w * clean[None]).sum(-1) / np.where(total > 0, total, 1.0)
+    poisoned = ((w > 0) & np.isnan(values)[None]).any(-1)
+    return np.where((total > 0) & ~poisoned, means, np.nan)
+
+
+def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Non-dominated ranks along the last axis (alignment up, fidelity down) for a batch of rows.
+
+    Same rule as :func:`ablate.ranking.non_dominated_ranks` for the ``active`` entries (a NaN ranks
+    after the last front); inactive entries get NaN.
+    """
+    c1, c2 = -alignment, fidelity
+    valid = active & np.isfinite(c1) & np.isfinite(c2)
+    le = (c1[..., :, None] <= c1[..., None, :]) & (c2[..., :, None] <= c2[..., None, :])
+    lt = (c1[..., :, None] < c1[..., None, :]) | (c2[..., :, None] < c2[..., None, :])
+    dominates = (le & lt & valid[..., :, None] & valid[..., None, :]).astype(np.float32)  # [..., p, q]
+    ranks = np.zeros(alignment.shape)
+    remaining, rank = valid.copy(), 1
+    while remaining.any():  # a front: the remaining points no remaining point dominates (a batched mat-vec)
+        dominated = (remaining[..., None, :].astype(np.float32) @ dominates)[..., 0, :] > 0
+        front = remaining & ~dominated
+        ranks[front] = rank
+        remaining &= ~front
+        rank += 1
+    last = ranks.max(-1, keepdims=True) + 1
+    ranks = np.where(active & ~valid, np.broadcast_to(last, ranks.shape), ranks)
+    return np.where(active, ranks, np.nan)
+
+
+def average_ranks(data: SeedArray, counts: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per column (a boolean mask over settings): (B, V) average rank for each row of ``counts``."""
+    a = weighted_means(data.alignment, data.present, counts)
+    f = weighted_means(data.fidelity, data.present, counts)
+    active = data.present.any(-1)                                          # (V, S)
+    ranks = batch_ranks(np.moveaxis(a, 1, 2), np.moveaxis(f, 1, 2), active.T[None])  # (B, S, V)
+    out = {}
+    for name, mask in columns.items():
+        part = ranks[:, mask, :]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a variant absent from every setting of the column
+            out[name] = np.nanmean(part, axis=1) if part.shape[1] else np.full((len(counts), len(data.variants)), np.nan)
+    return out
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``level`` interval of bootstrap replicates along ``axis`` (NaN-aware)."""
+    tail = (1 - level) / 2 * 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(samples, tail, axis=axis), np.nanpercentile(samples, 100 - tail, axis=axis)
+
+
+def positions(avg: np.ndarray) -> np.ndarray:
+    """(B, V) position of each variant by average rank within its replicate: 1 + how many are strictly better."""
+    filled = np.where(np.isnan(avg), np.inf, avg)
+    return 1 + (filled[:, None, :] < filled[:, :, None]).sum(-1)
+
+
+def beats(avg: np.ndarray) -> np.ndarray:
+    """(V, V) probability that variant i has a lower average rank than j (ties count one half)."""
+    lower = (avg[:, :, None] < avg[:, None, :]).mean(0)
+    tied = (avg[:, :, None] == avg[:, None, :]).mean(0)
+    return lower + 0.5 * tied
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
+    """Spearman's rho (average ranks for ties) of ``y`` (n,) with ``x`` (n,) or with each row of ``x``
+    (B, n); pairs with a NaN are dropped per row; NaN with fewer than 3 pairs or a constant side."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rows = np.atleast_2d(x)
+    out = np.full(len(rows), np.nan)
+    for keep in {tuple(k) for k in (np.isfinite(rows) & np.isfinite(y))}:  # rows sharing their missing pairs
+        mask = np.array(keep, bool)
+        sel = (np.isfinite(rows) & np.isfinite(y) == mask).all(-1)
+        if mask.sum() < 3:
+            continue
+        rx, ry = rankdata(rows[sel][:, mask]), rankdata(y[mask])
+        dx, dy = rx - rx.mean(-1, keepdims=True), ry - ry.mean()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[sel] = (dx * dy).sum(-1) / np.sqrt((dx ** 2).sum(-1) * (dy ** 2).sum())
+    return float(out[0]) if x.ndim == 1 else out
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, tied values sharing their average rank."""
+    x = np.asarray(x, float)
+    less = (x[..., None, :] < x[..., :, None]).sum(-1)
+    equal = (x[..., None, :] == x[..., :, None]).sum(-1)
+    return less + (equal + 1) / 2
+
+
+def mean_and_se(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and its standard error (sample SD / sqrt(n)) along ``axis``; SE NaN for one value."""
+    n = np.sum(np.isfinite(values), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN or single values: NaN, as documented
+        mean = np.nanmean(values, axis=axis)
+        se = np.where(n > 1, np.nanstd(values, axis=axis, ddof=1) / np.sqrt(np.maximum(n, 1)), np.nan)
+    return mean, se
