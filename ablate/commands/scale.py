@@ -84,17 +84,25 @@ def _context(device: torch.device, args: argparse.Namespace, console: Console) -
                       progress=sys.stdout.isatty())
 
 
+def _run(points: list[Point], ctx: RunContext) -> None:
+    """Every point's grid through the one grid-running path (queue, storage, resume, records)."""
+    from ablate.signals import stop_on_signals
+    from ablate.workers import WorkerOptions, run_grid
+
+    with stop_on_signals():
+        for p in points:
+            run_grid(p.grid, ctx, WorkerOptions())
+
+
 def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: RunContext, args: argparse.Namespace,
                     console: Console) -> int:
-    from ablate.runner import run_grid
     from ablate.scaling.analysis import fit_study
     from ablate.scaling.collect import collect
     from ablate.scaling.extrapolate import extrapolation_points, predictions
     from ablate.scaling.report import write_report
 
     if not args.report_only:
-        for p in points:
-            run_grid(p.grid, ctx)
+        _run(points, ctx)
     rows, _, _ = collect(points)
     fits = fit_study(rows, study.scaling)
     extra = extrapolation_points(study, data, fits)
@@ -102,7 +110,7 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
         for p in extra:
             console.print(f"extrapolation: {', '.join(p.grid.variants)} at {p.label} (N={p.num_params:,})",
                           highlight=False, soft_wrap=True)
-            run_grid(p.grid, ctx)
+        _run(extra, ctx)
     points = points + extra
     rows, fidelity, alignment = collect(points)
     written = write_report(Path(args.out), study, points, rows, fits, predictions(study, data, fits, rows),

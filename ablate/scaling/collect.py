@@ -14,7 +14,7 @@ import pandas as pd
 
 from ablate import ranking
 from ablate.errors import ConfigError
-from ablate.results import load_records
+from ablate.results import ResultsStore
 from ablate.scaling.plan import Point
 
 LOSSES = ("val_x0_mse", "val_loss")
@@ -26,7 +26,7 @@ def collect(points: list[Point]) -> tuple[pd.DataFrame, str | None, str | None]:
     """(rows of every finished cell, fidelity metric name, alignment metric name); metrics None if absent."""
     frames = []
     for p in points:
-        records = load_records(p.grid.results_root, p.grid.name)
+        records = ResultsStore(p.grid.results_root).frame(p.grid.name)
         if len(records):
             frames.append((p, records))
     if not frames:
