@@ -9,7 +9,7 @@ import pytest
 
 import ablate  # noqa: F401  (before lightning)
 from ablate.errors import ConfigError
-from ablate.models.dit import DiTConfig
+from ablate.models.dit import DIT_PRESETS, DiTConfig
 from ablate.scaling.budget import BUDGET_TOLERANCE, budget_label, steps_for_budget
 from ablate.scaling.family import DataShape, dit_config, model_size, num_params
 from ablate.scaling.flops import FORMULA_TOLERANCE, formula_train_flops, measure_train_flops
@@ -65,7 +65,7 @@ def test_family_rule_and_named_points() -> None:
     d4 = model_size("d4")
     assert (d4.depth, d4.hidden_size, d4.num_heads) == (4, 256, 4)
     assert (model_size("B").depth, model_size("B").hidden_size) == (12, 768)
-    config = DiTConfig.preset("S/2", input_size=32, in_channels=4, num_classes=1000)
+    config = DiTConfig(input_size=32, in_channels=4, num_classes=1000, **DIT_PRESETS["S/2"])
     assert config.gflops_per_image() == pytest.approx(6.06, abs=0.01)  # DiT paper, Table 4: S/2 6.06 GFLOPs
     assert num_params(dit_config(model_size("d2"), 8, FASHION)) == 694_080
     for bad in ("d0", "4", "XXL", "d-1"):
