@@ -1,0 +1,119 @@
+"""``python -m ablate scale FILE``: an isoFLOP scaling study per formulation (see :mod:`ablate.scaling`).
+
+Runs the study's cells as ordinary grids (isoFLOP cells, then quality-vs-GFLOPs cells), fits the
+isoFLOP parabolas and power laws, trains the extrapolation cells the fits call for, and writes
+``<out>/scaling-<name>.md`` with its figures. Finished cells are skipped, so rerunning continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+
+from ablate.devices import resolve_device
+from ablate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ablate.runner import RunContext
+    from ablate.scaling.family import DataShape
+    from ablate.scaling.plan import Point
+    from ablate.scaling.spec import Study
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scale", help="run an isoFLOP scaling study and write its report",
+                       description="Run a scaling study: every formulation at every model size and compute budget "
+                                   "(ordinary grid cells), fits of the isoFLOP curves and power laws with intervals, "
+                                   "the extrapolation check, and the report leaderboard/scaling-<name>.md.")
+    p.add_argument("file", help="a scaling file (grids/scaling-smoke.yaml) or the name of a shipped one")
+    p.add_argument("--results", metavar="DIR", help="results root; the study's cells go to DIR/<name>.<cell>/")
+    p.add_argument("--out", metavar="DIR", default="leaderboard", help="where the report goes (default: leaderboard/)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
+                   help="probe weights and reference statistics (default: cache/)")
+    p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--plan", action="store_true", help="print the cells (steps, FLOPs) and train nothing")
+    mode.add_argument("--report-only", action="store_true", help="fit and report the finished cells; train nothing")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ablate.scaling.family import DataShape
+    from ablate.scaling.plan import isoflop_points, quality_points
+    from ablate.scaling.spec import load_study
+
+    if args.results is not None and not str(args.results).strip():
+        raise ConfigError("Command-line option --results is empty (an unset shell variable?); allowed: a directory "
+                          "path, or leave the option out for results/.")
+    if not str(args.out).strip():
+        raise ConfigError("Command-line option --out is empty; allowed: a directory path (default: leaderboard/).")
+    study = load_study(args.file, Path(args.results) if args.results else None)
+    device = resolve_device(args.device)
+    console = Console()
+    ctx = _context(device, args, console)
+    info, _ = ctx.dataset(study.base, study.base.datasets[0])
+    caption = study.base.data.conditioning == "caption"
+    data = DataShape(info.resolution, info.channels, 0 if caption else info.num_classes, info.cond_dim if caption else 0)
+    points = isoflop_points(study, data) + quality_points(study, data)
+    cells = sum(len(p.grid.variants) * len(p.grid.seeds) for p in points)
+    flops = sum(p.spend.flops * len(p.grid.variants) * len(p.grid.seeds) for p in points)
+    console.print(f"[bold]ablate scale[/] {study.name}: {len(points)} grids, {cells} cells, {flops:.3g} training "
+                  f"FLOPs (before the extrapolation) on {device}, results in "
+                  f"{escape(str(study.base.results_root))}", highlight=False, soft_wrap=True)
+    for p in points:
+        console.print(f"  {p.grid.name}: N={p.num_params:,} steps={p.spend.steps} FLOPs={p.spend.flops:.3g} "
+                      f"({p.spend.error:.2%} off)", highlight=False, soft_wrap=True)
+    if args.plan:
+        return 0
+    return _run_and_report(study, data, points, ctx, args, console)
+
+
+def _context(device: torch.device, args: argparse.Namespace, console: Console) -> RunContext:
+    from ablate.runner import RunContext
+
+    return RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
+                      progress=sys.stdout.isatty())
+
+
+def _run(points: list[Point], ctx: RunContext) -> None:
+    """Every point's grid through the one grid-running path (queue, storage, resume, records)."""
+    from ablate.signals import stop_on_signals
+    from ablate.workers import WorkerOptions, run_grid
+
+    with stop_on_signals():
+        for p in points:
+            run_grid(p.grid, ctx, WorkerOptions())
+
+
+def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: RunContext, args: argparse.Namespace,
+                    console: Console) -> int:
+    from ablate.scaling.analysis import fit_study
+    from ablate.scaling.collect import collect
+    from ablate.scaling.extrapolate import extrapolation_points, predictions
+    from ablate.scaling.report import write_report
+
+    if not args.report_only:
+        _run(points, ctx)
+    rows, _, _ = collect(points)
+    fits = fit_study(rows, study.scaling)
+    extra = extrapolation_points(study, data, fits)
+    if extra and not args.report_only:
+        for p in extra:
+            console.print(f"extrapolation: {', '.join(p.grid.variants)} at {p.label} (N={p.num_params:,})",
+                          highlight=False, soft_wrap=True)
+        _run(extra, ctx)
+    points = points + extra
+    rows, fidelity, alignment = collect(points)
+    written = write_report(Path(args.out), study, points, rows, fits, predictions(study, data, fits, rows),
+                           fidelity, alignment)
+    console.print("report: " + ", ".join(escape(str(p)) for p in written), highlight=False, soft_wrap=True)
+    return 0

@@ -1,0 +1,97 @@
+"""The extrapolation check: predict the optimal model at a budget larger than any fitted one, train
+the family size nearest the predicted N_opt there, and compare its loss with the prediction interval.
+
+The size is chosen from the x0-MSE power law (the metric comparable across formulations); each
+metric's optimum is then predicted by its own power law, with a prediction interval that adds the
+noise of one measurement (the mean bootstrap spread of the isoFLOP fits) to the fits' uncertainty.
+The trained model is the nearest family size, not exactly N_opt; near the minimum the isoFLOP curve
+is flat, so this costs little (the report shows how far, in ln N, the trained size is).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablate.scaling.analysis import MetricFits
+from ablate.scaling.family import DataShape, ModelSize, dit_config, model_size, num_params
+from ablate.scaling.fit import Interval
+from ablate.scaling.plan import Point, make_point
+from ablate.scaling.spec import Study
+
+SIZE_METRIC = "val_x0_mse"
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """A prediction at the extrapolation budget, and the measurement when the cell has run."""
+
+    variant: str
+    metric: str
+    budget: float
+    n_opt: Interval
+    y_opt: Interval
+    size: ModelSize
+    num_params: int
+    measured: float
+
+    @property
+    def inside(self) -> bool | None:
+        return None if math.isnan(self.measured) else self.y_opt.contains(self.measured)
+
+
+def candidates(study: Study, data: DataShape) -> list[tuple[ModelSize, int]]:
+    """Family sizes the extrapolation may train: d1 .. twice the deepest listed size, and the named ones."""
+    listed = [model_size(s) for s in study.scaling.sizes]
+    sizes = {model_size(f"d{d}") for d in range(1, 2 * max(s.depth for s in listed) + 1)} | set(listed)
+    mlp = study.base.model.mlp_ratio
+    return sorted(((s, num_params(dit_config(s, study.scaling.patch_size, data, mlp))) for s in sizes),
+                  key=lambda pair: pair[1])
+
+
+def nearest(target: float, options: list[tuple[ModelSize, int]]) -> tuple[ModelSize, int]:
+    """The option whose parameter count is nearest ``target`` in ln N."""
+    return min(options, key=lambda pair: abs(math.log(pair[1]) - math.log(target)))
+
+
+def predictions(study: Study, data: DataShape, fits: dict[tuple[str, str], MetricFits],
+                rows: pd.DataFrame) -> list[Extrapolation]:
+    """Predictions (and measurements, where trained) for every variant whose x0-MSE laws could be fitted."""
+    budget, s = study.scaling.extrapolation, study.scaling
+    if budget is None:
+        return []
+    options = candidates(study, data)
+    out = []
+    for (variant, metric), mf in fits.items():
+        size_law = fits[(variant, SIZE_METRIC)].laws.get("n_opt")
+        law = mf.laws.get("y_opt")
+        if size_law is None or law is None or metric == "fidelity":
+            continue
+        n_opt = size_law.predict(budget, s.confidence)
+        size, params = nearest(n_opt.value, options)
+        noise = float(np.mean([f.sigma for f in mf.fitted]))
+        cells = rows[(rows["kind"] == "extrapolation") & (rows["variant"] == variant)]
+        measured = float(cells[metric].mean()) if len(cells) else math.nan
+        out.append(Extrapolation(variant, metric, budget, n_opt, law.predict(budget, s.confidence, noise, s.seed),
+                                 size, params, measured))
+    return out
+
+
+def extrapolation_points(study: Study, data: DataShape, fits: dict[tuple[str, str], MetricFits]) -> list[Point]:
+    """The grids of the extrapolation cells: one per chosen size, holding the variants that chose it."""
+    budget = study.scaling.extrapolation
+    if budget is None:
+        return []
+    options = candidates(study, data)
+    chosen: dict[ModelSize, list[str]] = {}
+    for (variant, metric), mf in fits.items():
+        law = mf.laws.get("n_opt")
+        if metric == SIZE_METRIC and law is not None:
+            size, _ = nearest(law.predict(budget, study.scaling.confidence).value, options)
+            chosen.setdefault(size, []).append(variant)
+    return [make_point(study, data, "extrapolation", size, study.scaling.patch_size, budget=budget,
+                       variants=tuple(variants), where="`scaling.extrapolation`")
+            for size, variants in sorted(chosen.items(), key=lambda kv: kv[0].depth)]
