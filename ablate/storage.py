@@ -44,13 +44,22 @@ def default_storage(grid: Grid) -> str:
     return f"sqlite:///{(grid.results_dir / 'optuna.sqlite3').resolve()}"
 
 
-def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
-    """An RDB storage with Optuna's heartbeat (and stale-trial retry) unless ``heartbeat`` is False."""
+def check_url(url: str) -> str:
+    """The URL's scheme, after checking that it is one ablate can queue cells in (a :class:`ConfigError`
+    naming what is allowed if not; a SQLite URL must name a file)."""
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in SCHEMES:
         raise ConfigError(f"--storage {url!r} is not a supported Optuna storage URL; allowed: sqlite:///PATH, "
                           "postgresql://USER:PASSWORD@HOST/DB or mysql://... (an RDB storage: Optuna's journal "
                           "storage has no heartbeat, so a dead worker's cell could never be reclaimed).")
+    if scheme == "sqlite":
+        sqlite_file(url)
+    return scheme
+
+
+def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
+    """An RDB storage with Optuna's heartbeat (and stale-trial retry) unless ``heartbeat`` is False."""
+    scheme = check_url(url)
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
         sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from ablate import logs, threads
 from ablate.errors import AblateError, ConfigError
 from ablate.grid import Grid
 from ablate.queue import Worker, cell_states, queue_cells
-from ablate.storage import MAX_STALE_RETRIES, default_storage, open_storage, open_study
+from ablate.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
 from ablate.runner import RunContext, check_results_writable, run_cell
 from ablate.signals import stop_on_signals
 
@@ -60,9 +60,10 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     logs.route_output(grid.results_dir / "run.log", options.verbose)
     if grid.train.num_nodes > 1:
         return _run_in_order(grid, ctx, options)
+    url = options.storage or default_storage(grid)
+    check_url(url)  # before anything is trained or written
     for dataset in grid.datasets:  # fail before any cell runs if data or a scorer is unavailable
         ctx.scorers(grid, dataset)
-    url = options.storage or default_storage(grid)
     study = open_study(grid, open_storage(url))
     queued = queue_cells(study, grid, options.retry_failed)
     ctx.console.print(f"queue {url}: study {grid.name!r}, {queued} cells queued", highlight=False)
