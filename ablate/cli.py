@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except AblateError as err:
         err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.signals
+    except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.runs.signals
         import signal
 
-        from ablate.signals import describe, received
+        from ablate.runs.signals import describe, received
 
         signum = received() or signal.SIGINT
         err_console.print(

@@ -5,7 +5,7 @@ leaderboard read through it (it imports neither torch nor Lightning). Layout::
 
     <results_dir>/<grid>/<dataset>/<variant-slug>/seed<k>/records/<setting key>.json
 
-where the setting key is :attr:`ablate.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record
+where the setting key is :attr:`ablate.config.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record
 holds the setting's fields (solver, steps, cfg, time_grid, weights; records without ``solver`` are
 Euler), the metrics (named as the scorers name them, e.g. ``fd_probe``), the training summary of
 its cell (``train``, with the validation curve when the cell recorded one), the evaluation cost
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ablate import __version__
 from ablate.errors import AblateError, ResultsError
 from ablate.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
-from ablate.setting import FIELDS as SETTING_FIELDS
-from ablate.setting import Setting
+from ablate.config.setting import FIELDS as SETTING_FIELDS
+from ablate.config.setting import Setting
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +55,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class CellLike(Protocol):
-    """What names a cell (:class:`ablate.grid.Cell` is one)."""
+    """What names a cell (:class:`ablate.config.grid.Cell` is one)."""
 
     grid_name: str
     variant: str

@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from ablate.grid import load_grid
+    from ablate.config.grid import load_grid
 
     variants = list(load_grid(args.grid).variants[: args.cells])
     with tempfile.TemporaryDirectory() as tmp:

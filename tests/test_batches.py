@@ -1,4 +1,4 @@
-"""Training batches by optimizer step (ablate.batches): the seed mixer, step-indexed batches, resuming."""
+"""Training batches by optimizer step (ablate.engine.batches): the seed mixer, step-indexed batches, resuming."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ablate  # noqa: F401  (torchvision fix first)
-from ablate.batches import LatentDataModule, StepBatches, mix_seed
+from ablate.engine.batches import LatentDataModule, StepBatches, mix_seed
 from ablate.data.base import LatentSplit
 
 

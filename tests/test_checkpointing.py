@@ -12,11 +12,11 @@ import torch
 import workers_kit
 from rich.console import Console
 
-from ablate.checkpointing import AtomicCheckpointIO
+from ablate.engine.checkpointing import AtomicCheckpointIO
 from ablate.errors import ResultsError
-from ablate.grid import GridOverrides, load_grid
+from ablate.config.grid import GridOverrides, load_grid
 from ablate.results import ResultsStore, cell_dir
-from ablate.runner import RunContext, run_cell
+from ablate.engine.runner import RunContext, run_cell
 
 
 def test_last_steps_are_validated_when_max_steps_is_not_a_multiple_of_val_every(tmp_path):
@@ -57,7 +57,7 @@ def test_checkpoint_write_cut_short_keeps_the_previous_file(tmp_path, monkeypatc
 
 def test_a_metrics_log_cut_short_does_not_stop_a_resume(tmp_path):
     """A kill mid-write can leave ``metrics.csv`` unparsable; resuming must go on (the logs are for people)."""
-    from ablate.runner import EARLIER_LOG, _keep_earlier_log
+    from ablate.engine.runner import EARLIER_LOG, _keep_earlier_log
 
     logs = tmp_path / "logs"
     logs.mkdir()

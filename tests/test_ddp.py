@@ -10,9 +10,9 @@ import torch
 import workers_kit
 from rich.console import Console
 
-from ablate.grid import GridOverrides, load_grid
+from ablate.config.grid import GridOverrides, load_grid
 from ablate.results import cell_dir
-from ablate.runner import RunContext, run_cell
+from ablate.engine.runner import RunContext, run_cell
 
 
 def test_two_process_ddp_run_records_world_size(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 
 import ablate  # noqa: F401  (fixes torchvision before diffusers imports it)
 from ablate.data.base import DatasetInfo
-from ablate.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images, to_uint8
+from ablate.data.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images, to_uint8
 from ablate.errors import ConfigError, ScorerUnavailableError
 
 

@@ -1,4 +1,4 @@
-"""The EMA of the weights (ablate.ema, and its cadence in ablate.train): every ``every`` optimizer steps
+"""The EMA of the weights (ablate.engine.ema, and its cadence in ablate.engine.train): every ``every`` optimizer steps
 with ``decay``, the first update copying, and its state carried by checkpoints."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import lightning as L
 import torch
 import train_kit
 
-from ablate.ema import EMA
+from ablate.engine.ema import EMA
 
 
 class Snapshots(L.Callback):

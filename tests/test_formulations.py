@@ -256,8 +256,8 @@ def test_guidance_is_batched_and_counts_nfe():
 def test_diverged_samples_are_recorded_not_scored():
     """A sampler that produces inf gives NaN metrics (ranked last) and a count, not a crash."""
     from ablate.data.base import DatasetInfo
-    from ablate.evaluate import Prompts, evaluate_setting
-    from ablate.setting import Setting
+    from ablate.engine.evaluate import Prompts, evaluate_setting
+    from ablate.config.setting import Setting
     from ablate.scorers.base import Metric
 
     class Boom:

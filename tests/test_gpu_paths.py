@@ -19,14 +19,14 @@ import torch
 from rich.console import Console
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ablate.accel import compile_for, compiled_call, fused_adamw, precision_for
-from ablate.benchmark import synthetic_info, synthetic_splits
-from ablate.grid import load_grid
+from ablate.engine.accel import compile_for, compiled_call, fused_adamw, precision_for
+from ablate.engine.benchmark import synthetic_info, synthetic_splits
+from ablate.config.grid import load_grid
 from ablate.models.dit import DiT, DiTConfig
-from ablate.batches import LatentDataModule
-from ablate.ema import EMA
-from ablate.runner import RunContext, cell_module, make_trainer
-from ablate.train import DiffusionModule
+from ablate.engine.batches import LatentDataModule
+from ablate.engine.ema import EMA
+from ablate.engine.runner import RunContext, cell_module, make_trainer
+from ablate.engine.train import DiffusionModule
 
 
 def tiny_grid(**train):
@@ -117,7 +117,7 @@ def test_a_training_step_never_synchronises_host_and_device(tmp_path, monkeypatc
 
 def test_a_non_finite_loss_names_its_exact_step(tmp_path, monkeypatch):
     """Losses are checked on the device and read every CHECK_EVERY steps; the error names the step."""
-    import ablate.monitor as monitor
+    import ablate.engine.monitor as monitor
 
     monkeypatch.setattr(monitor, "CHECK_EVERY", 4)
     real = DiffusionModule.training_step

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 import ablate  # noqa: F401  (torchvision fix first)
-import ablate.grid as grid_module
+import ablate.config.grid as grid_module
 from ablate.errors import ConfigError
-from ablate.grid import (
+from ablate.config.grid import (
     GRIDS_DIR,
     Cell,
     GridOverrides,
@@ -21,7 +21,7 @@ from ablate.grid import (
     load_grid,
     overrides_from_args,
 )
-from ablate.setting import Setting
+from ablate.config.setting import Setting
 
 SD3_VARIANTS = [
     # Table 1 of the paper

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from ablate.cli import main
-from ablate.leaderboard import build_leaderboard, render_markdown, write_outputs
-from ablate.ranking import non_dominated_ranks
+from ablate.report.leaderboard import build_leaderboard, render_markdown, write_outputs
+from ablate.report.ranking import non_dominated_ranks
 from ablate.results import ResultsStore, provenance_stamp
 
 SD3_SETTINGS = [(50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0)]  # (steps, cfg)
@@ -227,7 +227,7 @@ def test_mixed_provenance_within_a_dataset_is_flagged(tmp_path: Path):
 
 
 def test_provenance_names_the_scorer_of_each_metric():
-    from ablate.leaderboard import _scorers_of
+    from ablate.report.leaderboard import _scorers_of
 
     scorers = {"clip": {"model": "ViT-L-14"}, "fid_clip": {"model": "ViT-L-14", "reference_set": "r"},
                "probe": {"model": "cnn"}}
@@ -246,7 +246,7 @@ def test_records_only_leaderboard_loads_neither_torch_nor_lightning(results: Pat
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "ablate.leaderboard" in imported and "pandas" in imported  # the listing is real
+    assert "ablate.report.leaderboard" in imported and "pandas" in imported  # the listing is real
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "torchvision", "optuna"))
     assert not heavy, heavy[:10]
     assert "rf/lognorm(0.00, 1.00)" in proc.stdout

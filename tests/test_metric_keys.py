@@ -1,4 +1,4 @@
-"""Metric names (ablate.metric_keys) and the validation numbers a checkpoint keeps (ablate.checkpointing)."""
+"""Metric names (ablate.engine.metric_keys) and the validation numbers a checkpoint keeps (ablate.engine.checkpointing)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import ablate  # noqa: F401  (torchvision fix first)
-from ablate.checkpointing import VALIDATION_KEY, CellCheckpoint, validation_of
+from ablate.engine.checkpointing import VALIDATION_KEY, CellCheckpoint, validation_of
 from ablate.errors import ResultsError
-from ablate.metric_keys import (KINDS, NUM_LEVELS, SELECTION, WEIGHTS, is_validation_key, level_key, levels, mean_key,
+from ablate.engine.metric_keys import (KINDS, NUM_LEVELS, SELECTION, WEIGHTS, is_validation_key, level_key, levels, mean_key,
                                 summary)
 
 

@@ -1,4 +1,4 @@
-"""The training monitor (ablate.monitor with the module's on-device loss window): a non-finite loss is
+"""The training monitor (ablate.engine.monitor with the module's on-device loss window): a non-finite loss is
 reported at the exact optimizer step it first appeared, whenever the window is read."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 import train_kit
 
-from ablate.metric_keys import TRAIN_LOSS
-from ablate.monitor import TrainingMonitor
+from ablate.engine.metric_keys import TRAIN_LOSS
+from ablate.engine.monitor import TrainingMonitor
 
 BATCH = (torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
 

@@ -6,9 +6,9 @@ from optuna.trial import TrialState
 
 import workers_kit
 from ablate.cli import main
-from ablate.grid import GridOverrides, load_grid
-from ablate.queue import queue_cells
-from ablate.storage import open_storage, open_study
+from ablate.config.grid import GridOverrides, load_grid
+from ablate.runs.queue import queue_cells
+from ablate.runs.storage import open_storage, open_study
 
 REASON = "VariantError: a variant is written <trajectory>[/<sampler>] (not [bold]x0[/bold])"
 

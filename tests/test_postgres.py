@@ -20,9 +20,9 @@ import pytest
 import workers_kit
 from optuna.trial import TrialState
 
-from ablate.grid import Cell
+from ablate.config.grid import Cell
 from ablate.results import cell_dir
-from ablate.storage import open_storage
+from ablate.runs.storage import open_storage
 
 VARIANTS = ["rf", "eps/linear"]
 

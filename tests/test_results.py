@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ablate.errors import ResultsError
-from ablate.grid import Cell
+from ablate.config.grid import Cell
 from ablate.results import ResultsStore, cell_dir, git_commit, new_record, provenance_stamp, variant_slug, write_json_atomic
-from ablate.setting import Setting
+from ablate.config.setting import Setting
 
 SD3_VARIANTS = (
     ["eps/linear", "v/linear", "eps/cos", "v/cos", "rf", "rf/cosmap", "edm/rf", "edm/cos"]

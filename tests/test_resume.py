@@ -1,4 +1,4 @@
-"""Resuming a cell (ablate.runner.train_cell with ablate.train, batches, ema, checkpointing): training
+"""Resuming a cell (ablate.engine.runner.train_cell with ablate.engine.train, batches, ema, checkpointing): training
 interrupted after a checkpoint and started again ends with the weights, EMA, optimizer state and
 validation numbers of an uninterrupted run, bit for bit; checkpoints hold what trained them."""
 
@@ -15,8 +15,8 @@ import torch
 import workers_kit
 from rich.console import Console
 
-from ablate.grid import EMAConfig, GridOverrides, load_grid
-from ablate.runner import RunContext, train_cell
+from ablate.config.grid import EMAConfig, GridOverrides, load_grid
+from ablate.engine.runner import RunContext, train_cell
 
 VARIANT = "rf/lognorm(0.00, 1.00)"
 

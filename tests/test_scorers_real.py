@@ -16,7 +16,7 @@ import torch
 
 import ablate  # noqa: F401  (fixes torchvision before open_clip / torch_fidelity import it)
 from ablate.data.base import DatasetInfo, LatentSplit
-from ablate.decode import to_uint8
+from ablate.data.decode import to_uint8
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import ScoreContext, get_scorer
 from ablate.weights import WeightsRequest, locate_weights

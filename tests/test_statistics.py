@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from ablate import diagnostics, paper, rank_stats, statistics
-from ablate.ranking import non_dominated_ranks
-from ablate.statistics import SeedArray
+from ablate.report import diagnostics
+from ablate.report import paper
+from ablate.report import rank_stats
+from ablate.report import statistics
+from ablate.report.ranking import non_dominated_ranks
+from ablate.report.statistics import SeedArray
 
 PAPER_VARIANTS = list(paper.TABLE1)
 
@@ -155,7 +158,7 @@ def test_convergence_flags():
 def test_ema_start_restarts_the_average_until_then():
     import torch
 
-    from ablate.train import EMA
+    from ablate.engine.train import EMA
 
     net = torch.nn.Linear(3, 2)
     ema = EMA(net, 0.5)

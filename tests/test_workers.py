@@ -19,12 +19,12 @@ import workers_kit
 from optuna.trial import TrialState
 from rich.console import Console
 
-from ablate.grid import GridOverrides, load_grid
+from ablate.config.grid import GridOverrides, load_grid
 from ablate.results import cell_dir
-from ablate.runner import RunContext, run_cell
-from ablate.queue import queue_cells, trials_by_cell
-from ablate.storage import open_storage, open_study
-from ablate.workers import WorkerOptions, run_grid
+from ablate.engine.runner import RunContext, run_cell
+from ablate.runs.queue import queue_cells, trials_by_cell
+from ablate.runs.storage import open_storage, open_study
+from ablate.runs.workers import WorkerOptions, run_grid
 
 VICTIM = workers_kit.VARIANTS[0]
 
@@ -191,7 +191,7 @@ def test_joining_with_another_config_is_refused(tmp_path):
 
 
 def test_gpu_assignment_spreads_workers_over_gpu_groups():
-    from ablate.workers import gpu_assignment
+    from ablate.runs.workers import gpu_assignment
 
     assert gpu_assignment(4, 2, 1, ["0", "1"]) == ["0", "0", "1", "1"]
     assert gpu_assignment(3, 1, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3", "0,1"]

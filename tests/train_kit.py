@@ -8,12 +8,12 @@ import ablate  # noqa: F401  (torchvision fix first)
 import lightning as L
 import torch
 
-from ablate.batches import LatentDataModule
+from ablate.engine.batches import LatentDataModule
 from ablate.data.base import LatentSplit
 from ablate.formulations import parse_variant
-from ablate.grid import EMAConfig, TrainConfig
+from ablate.config.grid import EMAConfig, TrainConfig
 from ablate.models.dit import DiTConfig
-from ablate.train import DiffusionModule
+from ablate.engine.train import DiffusionModule
 
 NETWORK = DiTConfig(input_size=8, in_channels=1, patch_size=4, hidden_size=16, depth=1, num_heads=2, num_classes=3)
 

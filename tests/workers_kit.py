@@ -19,7 +19,7 @@ from typing import Any
 import ablate  # noqa: F401,I001  (first: its torchvision fix and OpenMP wait policy precede torch)
 import torch
 from ablate.scorers.base import Metric, Scorer, register_scorer
-from ablate.train import DiffusionModule
+from ablate.engine.train import DiffusionModule
 
 
 @register_scorer

@@ -3,7 +3,7 @@ this device against a plain compiled training step and the device's bf16 matmul 
 
 A benchmark, not a test: it prints tables (and ``--json`` writes the numbers). Absolute numbers
 depend on the machine; quote ratios from one run, absolute times only from the GPU. See
-:mod:`ablate.benchmark` for what each column measures.
+:mod:`ablate.engine.benchmark` for what each column measures.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ablate import benchmark as B
+    from ablate.engine import benchmark as B
     from ablate.devices import resolve_device
     from ablate.errors import ConfigError
-    from ablate.grid import GridOverrides, load_grid
+    from ablate.config.grid import GridOverrides, load_grid
     from ablate.models.dit import DIT_PRESETS
 
     device = resolve_device(args.device)

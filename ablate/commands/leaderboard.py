@@ -72,7 +72,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
          fidelity: str | None = None, replicates: int = 1000) -> int:
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
     defaults to ``<results>/<grid>/leaderboard``."""
-    from ablate.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
+    from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)

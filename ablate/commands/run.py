@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.devices import resolve_device
-from ablate.grid import add_override_arguments, load_grid, overrides_from_args
+from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     p.add_argument("--verbose", action="store_true", help="also show third-party messages, warnings and the "
-                   "tracebacks of failed cells on the console (they always go to the log files, see ablate/logs.py)")
-    w = p.add_argument_group("workers", "the grid's cells are a queue in an Optuna storage (see ablate/queue.py)")
+                   "tracebacks of failed cells on the console (they always go to the log files, see ablate/runs/logs.py)")
+    w = p.add_argument_group("workers", "the grid's cells are a queue in an Optuna storage (see ablate/runs/queue.py)")
     w.add_argument("--storage", metavar="URL", help="Optuna RDB storage; the same URL on several machines joins "
                    "one grid (default: sqlite:///<results>/<grid>/optuna.sqlite3)")
     w.add_argument("--workers", type=_positive, metavar="N", help="worker processes on this machine, spread over "
@@ -49,9 +49,9 @@ def _positive(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ablate.runner import RunContext
-    from ablate.signals import stop_on_signals
-    from ablate.workers import WorkerOptions, run_grid
+    from ablate.engine.runner import RunContext
+    from ablate.runs.signals import stop_on_signals
+    from ablate.runs.workers import WorkerOptions, run_grid
 
     grid = load_grid(args.grid, overrides_from_args(args))
     if args.devices or args.num_nodes:

@@ -22,7 +22,7 @@ from ablate.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from ablate.runner import RunContext
+    from ablate.engine.runner import RunContext
     from ablate.scaling.family import DataShape
     from ablate.scaling.plan import Point
     from ablate.scaling.spec import Study
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _context(device: torch.device, args: argparse.Namespace, console: Console) -> RunContext:
-    from ablate.runner import RunContext
+    from ablate.engine.runner import RunContext
 
     return RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                       progress=sys.stdout.isatty())
@@ -86,8 +86,8 @@ def _context(device: torch.device, args: argparse.Namespace, console: Console) -
 
 def _run(points: list[Point], ctx: RunContext) -> None:
     """Every point's grid through the one grid-running path (queue, storage, resume, records)."""
-    from ablate.signals import stop_on_signals
-    from ablate.workers import WorkerOptions, run_grid
+    from ablate.runs.signals import stop_on_signals
+    from ablate.runs.workers import WorkerOptions, run_grid
 
     with stop_on_signals():
         for p in points:

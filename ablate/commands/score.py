@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     """(samples, labels or None, captions or None) from an image folder (uint8 RGB) or a saved .pt batch."""
-    from ablate.decode import image_files, read_images
+    from ablate.data.decode import image_files, read_images
 
     if path.is_dir():
         images = read_images(image_files(path))

@@ -1,6 +1,6 @@
 """``python -m ablate status GRID [--storage URL]``: every cell of a grid and where it stands.
 
-One row per cell, from the grid's queue (see :mod:`ablate.queue`) and its results store
+One row per cell, from the grid's queue (see :mod:`ablate.runs.queue`) and its results store
 (``records``: settings scored / settings of the grid, from :class:`ablate.results.ResultsStore`): pending (not queued
 yet, waiting, or re-queued after its worker was lost), running (where: host, pid, device; since
 when, UTC; the last reported training step), done (the EMA validation loss) or failed (the step and
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ablate.grid import add_override_arguments, load_grid, overrides_from_args
+from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
 STYLES = {"pending": "dim", "running": "cyan", "done": "green", "failed": "red"}
 
@@ -43,8 +43,8 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
     """The grid's study; None if the storage (a missing SQLite file) or the study does not exist yet."""
     import optuna
 
-    from ablate.storage_urls import is_sqlite, sqlite_file
-    from ablate.storage import open_storage
+    from ablate.runs.storage_urls import is_sqlite, sqlite_file
+    from ablate.runs.storage import open_storage
 
     if is_sqlite(url) and not sqlite_file(url).exists():
         return None
@@ -56,9 +56,9 @@ def _study_if_exists(name: str, url: str) -> "optuna.Study | None":
 
 def status_table(grid_path: str, storage: str | None, overrides: object = None) -> tuple[Table, dict[str, int]]:
     """The status table of a grid, and its cell counts by state."""
-    from ablate.queue import cell_states
+    from ablate.runs.queue import cell_states
     from ablate.results import ResultsStore
-    from ablate.storage import default_storage
+    from ablate.runs.storage import default_storage
 
     grid = load_grid(grid_path, overrides)  # type: ignore[arg-type]
     study = _study_if_exists(grid.name, storage or default_storage(grid))

@@ -113,4 +113,4 @@ def solver_metadata(formulation: Formulation, steps: int, cfg: float, time_grid:
     }
 
 
-sampler_metadata = solver_metadata  # the old name, kept: ablate/evaluate.py imports it
+sampler_metadata = solver_metadata  # the old name, kept: ablate/engine/evaluate.py imports it

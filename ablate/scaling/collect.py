@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from ablate import ranking
+from ablate.report import ranking
 from ablate.errors import ConfigError
 from ablate.results import ResultsStore
 from ablate.scaling.plan import Point

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ablate.errors import ConfigError
-from ablate.grid import Grid, ModelConfig
+from ablate.config.grid import Grid, ModelConfig
 from ablate.scaling.budget import Spend, budget_label, steps_for_budget
 from ablate.scaling.family import DataShape, ModelSize, dit_config, model_size, num_params
 from ablate.scaling.flops import forward_gflops, train_flops

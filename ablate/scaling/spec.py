@@ -1,4 +1,4 @@
-"""Scaling files: a grid file (every key of :mod:`ablate.grid`) plus a ``scaling`` section.
+"""Scaling files: a grid file (every key of :mod:`ablate.config.grid`) plus a ``scaling`` section.
 
 The grid keys give what every cell shares (variants, dataset, seeds, data, train, eval); the
 ``scaling`` section gives the model sizes, patch size and compute budgets, and the model's shape
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.grid import Grid, resolve_grid_path
-from ablate.schema import Reader, opt, read_yaml
+from ablate.config.grid import Grid, resolve_grid_path
+from ablate.config.schema import Reader, opt, read_yaml
 from ablate.scaling.family import canonical_size
 
 _HINT = '; variant names with commas need quotes, e.g. "rf/lognorm(0.00, 1.00)"'

@@ -4,7 +4,7 @@
 
 - the model from ``open_clip`` (default ``ViT-L-14``, pretrained tag ``openai``; grid options
   ``model``, ``pretrained``, ``clip_weights``), weights found as :mod:`ablate.weights` says;
-- images decoded to pixels (:mod:`ablate.decode`), quantised to uint8 as a saved PNG would be,
+- images decoded to pixels (:mod:`ablate.data.decode`), quantised to uint8 as a saved PNG would be,
   then resized, cropped and normalised by the model's *own* eval transform built from its
   ``preprocess_cfg`` (size, mean, std, interpolation, resize_mode), applied to tensors;
 - captions tokenised by the model's open_clip tokenizer with explicit truncation at its context
@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ablate.decode import check_decoder, samples_to_images
+from ablate.data.decode import check_decoder, samples_to_images
 from ablate.errors import ConfigError
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
 from ablate.openclip_weights import clip_weights_request

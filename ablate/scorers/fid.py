@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import torch
 
 from ablate.io import write_json_atomic
-from ablate.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images
+from ablate.data.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
 from ablate.scorers.clip import ClipBackbone

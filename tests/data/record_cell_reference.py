@@ -88,9 +88,9 @@ TRAIN_KEYS = ("best_step", "val_loss", "val_loss_raw", "val_x0_mse", "val_loss_b
 
 def compute(work: Path) -> dict[str, Any]:
     """Train and evaluate the 3 cells under ``work``; their numbers by variant."""
-    from ablate.grid import GridOverrides, load_grid
+    from ablate.config.grid import GridOverrides, load_grid
     from ablate.results import cell_dir
-    from ablate.runner import RunContext, run_cell
+    from ablate.engine.runner import RunContext, run_cell
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

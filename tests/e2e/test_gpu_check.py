@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.grid import load_grid
+from ablate.config.grid import load_grid
 from ablate.results import ResultsStore
 
 pytestmark = pytest.mark.gpu

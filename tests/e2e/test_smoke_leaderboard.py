@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from ablate.data import load_dataset
-from ablate.evaluate import draw_prompts, evaluate_setting
-from ablate.grid import load_grid
-from ablate.leaderboard import build_leaderboard
+from ablate.engine.evaluate import draw_prompts, evaluate_setting
+from ablate.config.grid import load_grid
+from ablate.report.leaderboard import build_leaderboard
 from ablate.results import ResultsStore
-from ablate.setting import Setting
+from ablate.config.setting import Setting
 from ablate.scorers.base import ScoreContext, get_scorer
-from ablate.runner import cell_module
+from ablate.engine.runner import cell_module
 
 pytestmark = pytest.mark.smoke
 RESULTS = os.environ.get("ABLATE_SMOKE_RESULTS")

@@ -1,7 +1,7 @@
 """Ranking variants as the paper's Table 1 does, and the Table 2 / validation views (pure pandas).
 
 Protocol (Esser et al. 2024, section 5.1): a *control setting* is a dataset and a
-:class:`~ablate.setting.Setting` (solver, steps, cfg, time_grid, weights; the frame's ``setting``
+:class:`~ablate.config.setting.Setting` (solver, steps, cfg, time_grid, weights; the frame's ``setting``
 column holds its key). Metrics are first averaged over seeds per (variant, setting); then, in each
 setting, the variants are ranked by repeated non-dominated sorting on (alignment up, fidelity
 down): the Pareto front gets rank 1, is removed, the next front gets rank 2, and so on. A

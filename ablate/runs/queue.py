@@ -3,7 +3,7 @@ cells through it.
 
 Conventions:
 
-- One study per grid in an Optuna RDB storage (:mod:`ablate.storage`).
+- One study per grid in an Optuna RDB storage (:mod:`ablate.runs.storage`).
 - Every cell is one enqueued trial whose user attributes name it (``cell``, ``variant``,
   ``dataset``, ``seed``). A worker claims the oldest waiting trial through ``study.optimize``,
   which runs Optuna's heartbeat thread; the worker then records a heartbeat itself and confirms the
@@ -25,7 +25,7 @@ Conventions:
   a worker's look and its claim; it is pruned at once and ignored, as is a second trial of a cell
   that an older trial already covers (two runs queued the same cell).
 - ``ABLATE_HEARTBEAT_INTERVAL`` (s, default 20) and ``ABLATE_GRACE_PERIOD`` (s, default 120) tune
-  how fast a dead worker's cell is reclaimed (:func:`ablate.storage.heartbeat_settings`).
+  how fast a dead worker's cell is reclaimed (:func:`ablate.runs.storage.heartbeat_settings`).
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
-from ablate import logs
+from ablate.runs import logs
 from ablate.errors import ResultsError
 from ablate.faults import pause_at
-from ablate.grid import Cell, Grid
+from ablate.config.grid import Cell, Grid
 from ablate.results import cell_dir
-from ablate.runner import RunContext, run_cell
-from ablate.signals import describe, received, settle
-from ablate.storage import heartbeat_settings, open_storage
+from ablate.engine.runner import RunContext, run_cell
+from ablate.runs.signals import describe, received, settle
+from ablate.runs.storage import heartbeat_settings, open_storage
 
 POLL_S = 2.0
 STATE_NAMES = {None: "pending", TrialState.WAITING: "pending", TrialState.RUNNING: "running",
@@ -251,7 +251,7 @@ class Worker:
         except TrialLost:
             self.lost = True
             raise
-        except KeyboardInterrupt:  # a signal (ablate.signals): the next run re-queues the cell
+        except KeyboardInterrupt:  # a signal (ablate.runs.signals): the next run re-queues the cell
             settle()
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", f"stopped by {describe(received() or signal.SIGINT)}; "

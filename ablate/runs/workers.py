@@ -1,4 +1,4 @@
-"""Running a grid: its cells go through the grid's Optuna queue (:mod:`ablate.queue`), claimed by one
+"""Running a grid: its cells go through the grid's Optuna queue (:mod:`ablate.runs.queue`), claimed by one
 worker in this process (a plain ``run``, or ``--workers 1``) or by N worker processes on this machine.
 
 - A plain run is a queue with one worker: the same claim, heartbeat, reclaim, complete or fail as
@@ -7,7 +7,7 @@ worker in this process (a plain ``run``, or ``--workers 1``) or by N worker proc
 - ``--workers N`` starts N processes (from a forkserver that imported ablate once), spread over the
   visible GPUs, each with an even share of the CPUs (:mod:`ablate.threads`). A worker killed by a
   signal is replaced (its cell is reclaimed after the grace period and resumes from its checkpoint).
-- SIGINT or SIGTERM to the main process (:mod:`ablate.signals`) sends SIGTERM to every worker, which
+- SIGINT or SIGTERM to the main process (:mod:`ablate.runs.signals`) sends SIGTERM to every worker, which
   marks its cell interrupted (re-queued by the next run) and exits; the main process waits for them
   (SIGKILL after ``STOP_TIMEOUT_S``) and then reports the signal. A worker whose main process died
   stops itself the same way, so no worker outlives its run.
@@ -31,13 +31,14 @@ import optuna
 import torch
 from rich.console import Console
 
-from ablate import logs, threads
+from ablate import threads
+from ablate.runs import logs
 from ablate.errors import AblateError, ConfigError
-from ablate.grid import Grid
-from ablate.queue import Worker, cell_states, queue_cells
-from ablate.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
-from ablate.runner import RunContext, check_results_writable, run_cell
-from ablate.signals import stop_on_signals
+from ablate.config.grid import Grid
+from ablate.runs.queue import Worker, cell_states, queue_cells
+from ablate.runs.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
+from ablate.engine.runner import RunContext, check_results_writable, run_cell
+from ablate.runs.signals import stop_on_signals
 
 STOP_TIMEOUT_S = 60.0
 
@@ -50,7 +51,7 @@ class WorkerOptions:
     workers: int | None = None          # None: one per GPU group x workers_per_gpu on GPUs, else 1
     workers_per_gpu: int = 1
     retry_failed: bool = False
-    verbose: bool = False               # third-party output on the console too (see ablate.logs)
+    verbose: bool = False               # third-party output on the console too (see ablate.runs.logs)
 
 
 def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions()) -> Counter[str]:
@@ -130,7 +131,7 @@ def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gp
     _load_builtin()
     modules = sorted({_REGISTRY[s].__module__ for s in grid.eval.scorers if s in _REGISTRY})
     spawn = mp.get_context("forkserver")  # workers fork from a server that imported ablate once: fast starts
-    spawn.set_forkserver_preload(["ablate.workers", *modules])
+    spawn.set_forkserver_preload(["ablate.runs.workers", *modules])
     count = len(gpus)
 
     def start(i: int) -> mp.process.BaseProcess:
@@ -205,7 +206,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
     """Entry point of a local worker process (forked from the forkserver, which never touches CUDA)."""
     import importlib
 
-    from ablate import signals
+    from ablate.runs import signals
 
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus

@@ -6,7 +6,7 @@ and noise its samples are scored on, so seed resampling carries that variation t
 *within* a setting are not resampled: a record holds the setting's Frechet distance, not per-sample
 features, and FD is not a mean over samples, so it cannot be resampled from records.
 
-Per replicate the pipeline is the point estimate's (:mod:`ablate.ranking`): seed-mean metrics per
+Per replicate the pipeline is the point estimate's (:mod:`ablate.report.ranking`): seed-mean metrics per
 (variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
 records at a setting is left out of that setting), repeated non-dominated sorting per setting, ranks
 averaged over the settings of a column. Intervals are percentile intervals of the replicates.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablate.ranking import SETTING_KEYS
+from ablate.report.ranking import SETTING_KEYS
 
 DEFAULT_REPLICATES = 1000
 LEVEL = 0.95            # confidence level of average-rank and statistic intervals
@@ -75,7 +75,7 @@ def weighted_means(values: np.ndarray, present: np.ndarray, counts: np.ndarray) 
 def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Non-dominated ranks along the last axis (alignment up, fidelity down) for a batch of rows.
 
-    Same rule as :func:`ablate.ranking.non_dominated_ranks` for the ``active`` entries (a NaN ranks
+    Same rule as :func:`ablate.report.ranking.non_dominated_ranks` for the ``active`` entries (a NaN ranks
     after the last front); inactive entries get NaN.
     """
     c1, c2 = -alignment, fidelity

@@ -8,15 +8,15 @@ The module is built from typed pieces: the formulation and timestep density (one
 the network's :class:`DiTConfig` (see :func:`network_config`) and the grid's :class:`TrainConfig`;
 it saves them as plain data (``save_hyperparameters``), so every checkpoint says what trained it.
 
-EMA (:class:`ablate.ema.EMA`) is updated every ``train.ema.every`` optimizer steps with decay
+EMA (:class:`ablate.engine.ema.EMA`) is updated every ``train.ema.every`` optimizer steps with decay
 ``train.ema.decay``. Validation (spec sections 4 and 6), on fixed data, noise and levels for every
 variant: the native loss at 8 equally spaced t, and the cross-formulation x0-MSE at 8 fixed log-SNR
-levels, for the raw and the EMA weights (names in :mod:`ablate.metric_keys`). The checkpoint kept
+levels, for the raw and the EMA weights (names in :mod:`ablate.engine.metric_keys`). The checkpoint kept
 for evaluation is the one with the lowest EMA validation loss (the paper's rule).
 
 Determinism and resumption: every random draw of optimizer step k is a function of (cell seed, k,
-rank) alone: the batch (:class:`ablate.batches.StepBatches`) and the conditioning dropout, t and
-noise (a generator seeded by :func:`ablate.batches.mix_seed`). A run resumed from a checkpoint at
+rank) alone: the batch (:class:`ablate.engine.batches.StepBatches`) and the conditioning dropout, t and
+noise (a generator seeded by :func:`ablate.engine.batches.mix_seed`). A run resumed from a checkpoint at
 step k therefore reads the same batches and noise as an uninterrupted one, and gives bit-identical
 weights on the CPU.
 """
@@ -29,16 +29,16 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ablate.accel import forward_fn, fused_adamw
-from ablate.batches import mix_seed
+from ablate.engine.accel import forward_fn, fused_adamw
+from ablate.engine.batches import mix_seed
 from ablate.data.base import DatasetInfo
 from ablate.data.conditioning import null_conditioning
-from ablate.ema import EMA
+from ablate.engine.ema import EMA
 from ablate.formulations import Formulation, TimestepDensity, level_times, matched_times, variant_name
-from ablate.grid import ModelConfig, TrainConfig
-from ablate.metric_keys import KINDS, WEIGHTS, level_key, mean_key
+from ablate.config.grid import ModelConfig, TrainConfig
+from ablate.engine.metric_keys import KINDS, WEIGHTS, level_key, mean_key
 from ablate.models.dit import DiT, DiTConfig
-from ablate.schema import plain
+from ablate.config.schema import plain
 
 VAL_NOISE_SEED = 1234  # the same validation noise for every variant and seed
 
@@ -59,10 +59,10 @@ class DiffusionModule(L.LightningModule):
 
     No host-device synchronisation happens inside a training step: the loss sum and the first
     non-finite loss are kept on the device and read every ``check_every`` steps and at each
-    validation by :class:`ablate.monitor.TrainingMonitor`, which reports the exact step of a
+    validation by :class:`ablate.engine.monitor.TrainingMonitor`, which reports the exact step of a
     non-finite loss. ``compiled``: the network runs through the process's shared compiled forward
-    (:func:`ablate.accel.compiled_call`); ``fused``: AdamW's fused kernel (None: ask
-    :func:`ablate.accel.fused_adamw` at fit time). Clipping (``train.grad_clip``) is done here,
+    (:func:`ablate.engine.accel.compiled_call`); ``fused``: AdamW's fused kernel (None: ask
+    :func:`ablate.engine.accel.fused_adamw` at fit time). Clipping (``train.grad_clip``) is done here,
     before the optimizer step, which works with fused optimizers and mixed precision alike.
     ``hparams``: ``variant`` (the name), ``network``, ``train`` and ``seed``, as plain data.
     """

@@ -3,7 +3,7 @@
 A grid crosses variants (formulation names, see :mod:`ablate.formulations.names`), datasets and
 seeds, with one data/model/train/eval configuration shared by every cell. Every key but ``name``
 and ``variants`` is optional; the defaults are the dataclass defaults below (the only place they
-live); reading and checking them against these dataclasses is :mod:`ablate.schema`. Conventions:
+live); reading and checking them against these dataclasses is :mod:`ablate.config.schema`. Conventions:
 
 - Variants are stored in canonical spelling (``rf/uniform`` -> ``rf``); two spellings of one
   variant in a grid are an error.
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ablate.errors import ConfigError, VariantError
-from ablate.schema import KeyPath, Reader, opt, plain, read_yaml
-from ablate.setting import Setting
+from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
+from ablate.config.setting import Setting
 
-GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
+GRIDS_DIR = Path(__file__).resolve().parents[2] / "grids"
 PAPER_SETTINGS = ((50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0))  # (steps, cfg), SD3 sec. 5.1
 _YAML_HINT = '; variant names with commas need quotes, e.g. "rf/lognorm(0.00, 1.00)"'
 
@@ -102,7 +102,7 @@ class TrainConfig:
     grad_clip: float | None = opt(1.0, gt=0)
     cond_dropout: float = opt(0.1, ge=0, lt=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
-    compile: Literal["auto", True, False] = "auto"  # auto: compiled on CUDA (see ablate.accel)
+    compile: Literal["auto", True, False] = "auto"  # auto: compiled on CUDA (see ablate.engine.accel)
     ema: EMAConfig = field(default_factory=EMAConfig)
     val_every: int = opt(100, ge=1)
     devices: int = opt(1, ge=1)
@@ -113,7 +113,7 @@ class TrainConfig:
 class EvalConfig:
     """Each (steps, cfg) item of ``settings`` is sampled with each of ``weights`` (ema, raw) on
     ``time_grid`` (``own``: uniform in the formulation's t; ``rf``: uniform in rf-equivalent noise
-    level); :meth:`all_settings` gives the resulting :class:`~ablate.setting.Setting` values.
+    level); :meth:`all_settings` gives the resulting :class:`~ablate.config.setting.Setting` values.
     ``scorer_options`` maps a scorer name from ``scorers`` to its options."""
 
     num_samples: int = opt(1000, ge=1)

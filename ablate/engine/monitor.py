@@ -1,7 +1,7 @@
 """Watching a cell train without stalling the GPU: loss checks, the loss log and one progress line.
 
 The training step keeps its loss statistics on the device (see
-:meth:`ablate.train.DiffusionModule.read_loss_window`); this callback reads them every
+:meth:`ablate.engine.train.DiffusionModule.read_loss_window`); this callback reads them every
 ``check_every`` optimizer steps and before each validation, one host-device synchronisation per
 read. A non-finite loss raises :class:`FloatingPointError` whose ``step`` attribute is the exact
 optimizer step at which it first appeared (the message ends ``at step <k>`` too).
@@ -16,7 +16,7 @@ import lightning as L
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.metric_keys import SELECTION, TRAIN_LOSS
+from ablate.engine.metric_keys import SELECTION, TRAIN_LOSS
 
 CHECK_EVERY = 50       # optimizer steps between reads of the on-device loss statistics
 PRINT_EVERY_S = 30.0   # at most one progress line per this many seconds (plus one per validation)
@@ -26,7 +26,7 @@ def non_finite_loss(step: int) -> FloatingPointError:
     """The error for a training loss that is nan or infinite at step ``step``, which it carries as
     ``.step`` (a plain :class:`FloatingPointError`, the type people and the queue see). Step k is the
     training step run at the trainer's global step k, i.e. after k optimizer steps (as in
-    :func:`ablate.batches.mix_seed`'s keys)."""
+    :func:`ablate.engine.batches.mix_seed`'s keys)."""
     err = FloatingPointError(f"training loss is not finite (nan or inf) at step {step}")
     err.step = step  # type: ignore[attr-defined]
     return err

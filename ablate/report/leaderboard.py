@@ -2,10 +2,10 @@
 the paper, Table 2, validation loss, convergence, deviations from the paper, Figure 3 and a rank plot.
 
 Reads the results store (:meth:`ablate.results.ResultsStore.frame`) and nothing else. The ranking
-itself lives in :mod:`ablate.ranking`; this module gathers the provenance every number needs
+itself lives in :mod:`ablate.report.ranking`; this module gathers the provenance every number needs
 (scorer model, weights, feature layer, reference set, resolution, sample count, seeds, settings)
-and renders it: rich tables, markdown, CSV, and the figures of :mod:`ablate.plots`. The statistics
-are :mod:`ablate.rank_stats` (seed bootstrap), the self-checks :mod:`ablate.diagnostics`. The
+and renders it: rich tables, markdown, CSV, and the figures of :mod:`ablate.report.plots`. The statistics
+are :mod:`ablate.report.rank_stats` (seed bootstrap), the self-checks :mod:`ablate.report.diagnostics`. The
 document opens with what to know before reading a number: a smoke grid says it is one, then one line
 on convergence, then how uncertainty was measured. :func:`write_outputs` writes ``<out>/<grid>.md``,
 ``<out>/<grid>-fidelity-vs-steps.png`` and ``<out>/<grid>-ranks.png`` atomically.
@@ -26,10 +26,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ablate import diagnostics, ranking, rank_stats
+from ablate.report import diagnostics
+from ablate.report import ranking
+from ablate.report import rank_stats
 from ablate.io import write_bytes_atomic, write_text_atomic
-from ablate.plots import plot_average_ranks, plot_fidelity_vs_steps
-from ablate.rank_stats import RankStats
+from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps
+from ablate.report.rank_stats import RankStats
 
 TABLE2_STEPS = 25
 VALIDATION_NOTE = (
@@ -294,7 +296,7 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
          lb.table2),
         ("Validation loss", VALIDATION_NOTE if not lb.validation.empty
          else "No validation losses in these records.", lb.validation),
-        ("Convergence", "Flags (see ablate/diagnostics.py): still improving = the best EMA validation was the last "
+        ("Convergence", "Flags (see ablate/report/diagnostics.py): still improving = the best EMA validation was the last "
          "one; EMA val > raw = at the kept checkpoint; EMA samples worse = EMA fidelity worse than raw in most "
          "settings.", _convergence_shown(lb)),
         ("Solver: last network call", "rf-equivalent noise level b/(a+b) at the solver's last network call (the "

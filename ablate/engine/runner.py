@@ -6,10 +6,10 @@ training summary, written once training finished), ``records/*.json`` (one per s
 each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). A cell with
 ``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting; a
 cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
-EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.train`).
+EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.engine.train`).
 Checkpoints are written atomically, the last step is always validated, and the training summary is
-read from the checkpoints (see :mod:`ablate.checkpointing`); temp files of a killed writer are removed
-when the cell starts (whoever runs a cell owns it: :mod:`ablate.queue`).
+read from the checkpoints (see :mod:`ablate.engine.checkpointing`); temp files of a killed writer are removed
+when the cell starts (whoever runs a cell owns it: :mod:`ablate.runs.queue`).
 With ``train.devices`` x ``train.num_nodes`` > 1 one cell trains with Lightning's ``ddp_spawn``
 (gloo on the CPU); the training summary records world size and effective batch size.
 """
@@ -33,21 +33,21 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.accel import compile_for, precision_for
-from ablate.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
+from ablate.engine.accel import compile_for, precision_for
+from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
-from ablate.evaluate import draw_prompts, evaluate_setting
+from ablate.engine.evaluate import draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
-from ablate.grid import Cell, Grid
-from ablate.metric_keys import summary as validation_summary
+from ablate.config.grid import Cell, Grid
+from ablate.engine.metric_keys import summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
-from ablate.monitor import TrainingMonitor
-from ablate.batches import LatentDataModule
-from ablate.train import DiffusionModule, network_config
+from ablate.engine.monitor import TrainingMonitor
+from ablate.engine.batches import LatentDataModule
+from ablate.engine.train import DiffusionModule, network_config
 
 
 @dataclass
@@ -60,7 +60,7 @@ class RunContext:
     console: Console = field(default_factory=Console)
     progress: bool = True
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
-    fused: bool | None = None  # fused AdamW; None: ablate.accel.fused_adamw decides
+    fused: bool | None = None  # fused AdamW; None: ablate.engine.accel.fused_adamw decides
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
 

@@ -6,7 +6,7 @@ Conventions:
   it saves for the smoke models), ``True`` or ``False``.
 - ``precision`` is Lightning's; ``"auto"`` is ``bf16-mixed`` on CUDA, ``32-true`` on the CPU.
 - Gradient clipping is done by ablate itself, before the optimizer step (see
-  :meth:`ablate.train.DiffusionModule.on_before_optimizer_step`), never by Lightning: Lightning
+  :meth:`ablate.engine.train.DiffusionModule.on_before_optimizer_step`), never by Lightning: Lightning
   refuses to clip for a fused optimizer under mixed precision. So AdamW is fused wherever torch
   has a fused kernel, except under ``16-mixed``, whose gradient scaler a fused step would unscale
   only after our clipping.

@@ -1,9 +1,9 @@
 """The leaderboard's statistics: Table 1 with intervals, who beats whom, agreement with the paper,
-and the test of Figure 3's claim, all from one seed bootstrap (:mod:`ablate.statistics`).
+and the test of Figure 3's claim, all from one seed bootstrap (:mod:`ablate.report.statistics`).
 
 - Table 1 columns: ``all``, ``5 steps``, ``50 steps`` (every 50-step setting) and ``50 steps
-  cfg5`` (the paper-faithful reading, :data:`ablate.paper.PAPER_50_STEP_CFG`), each the point
-  estimate of :mod:`ablate.ranking`; ``all 95% CI`` (percentile, seeds resampled); ``rank 90%``
+  cfg5`` (the paper-faithful reading, :data:`ablate.report.paper.PAPER_50_STEP_CFG`), each the point
+  estimate of :mod:`ablate.report.ranking`; ``all 95% CI`` (percentile, seeds resampled); ``rank 90%``
   (the interval of the variant's position); ``P(beats next)`` (that it beats the next row).
 - Paper agreement: the paper's variants are re-ranked among themselves only (the paper's pool), so
   variants it never ran cannot move the comparison; Spearman rho against Table 1 per column, with a
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ablate import paper, statistics
-from ablate.statistics import SeedArray
+from ablate.report import paper
+from ablate.report import statistics
+from ablate.report.statistics import SeedArray
 
 COLUMNS = ("all", "5 steps", "50 steps", "50 steps cfg5")
 

@@ -1,4 +1,4 @@
-"""Evaluation of a trained cell: each :class:`~ablate.setting.Setting` -> samples -> scores.
+"""Evaluation of a trained cell: each :class:`~ablate.config.setting.Setting` -> samples -> scores.
 
 Samples come from the formulation core's Euler sampler (:func:`ablate.formulations.euler_sample`),
 batched. Every variant and setting of a cell's seed draws the same prompts and the same initial
@@ -18,13 +18,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ablate.accel import forward_fn
+from ablate.engine.accel import forward_fn
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampling_times, solver_metadata
 from ablate.io import write_bytes_atomic
 from ablate.scorers.base import Scorer
 from ablate.data.conditioning import conditioning_of, null_conditioning
-from ablate.setting import Setting
+from ablate.config.setting import Setting
 
 PROMPT_SEED_OFFSET = 10_000  # prompts/noise seed = cell seed + this, distinct from training's
 
@@ -57,7 +57,7 @@ def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompt
              cfg: float, time_grid: str, batch_size: int, device: torch.device,
              on_batch: Callable[[int], None] | None = None, compiled: bool = False) -> tuple[Tensor, int]:
     """Samples (N, C, H, W) on the CPU, and the NFE per sample; ``compiled``: through the process's
-    shared compiled forward (:func:`ablate.accel.compiled_call`)."""
+    shared compiled forward (:func:`ablate.engine.accel.compiled_call`)."""
     net.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     forward = forward_fn(compiled)

@@ -1,7 +1,7 @@
 """A control setting: how one set of samples is drawn from a trained cell (the paper's "setting").
 
 One frozen value, :class:`Setting` (solver, steps, cfg, time grid, weights), passed whole from the
-grid (:meth:`ablate.grid.EvalConfig.all_settings`) to evaluation, into the record and to the
+grid (:meth:`ablate.config.grid.EvalConfig.all_settings`) to evaluation, into the record and to the
 leaderboard. Words: the *solver* is the Euler loop; a *setting* is one group of its options; the
 distribution of training times is the *timestep density* (never "sampler").
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from ablate.errors import ConfigError
-from ablate.schema import opt
+from ablate.config.schema import opt
 
 SOLVERS = ("euler",)
 TIME_GRIDS = ("own", "rf")

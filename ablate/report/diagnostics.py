@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import paper
+from ablate.report import paper
 
 
 def is_smoke(grid: str) -> bool:

@@ -4,13 +4,13 @@
 - **plain step**: a minimal compiled bf16 training step of the same DiT (``torch.compile`` of the
   network, bf16 autocast with the fp32 residual stream every reference DiT keeps, fused AdamW, an
   rf loss on random data already on the device): the standard recipe, no Lightning, no EMA.
-- **cell path**: ablate's own training of a cell, through :func:`ablate.runner.make_trainer` and
-  :class:`ablate.train.DiffusionModule` (the Lightning trainer, EMA, clipping, warm-up schedule,
+- **cell path**: ablate's own training of a cell, through :func:`ablate.engine.runner.make_trainer` and
+  :class:`ablate.engine.train.DiffusionModule` (the Lightning trainer, EMA, clipping, warm-up schedule,
   loss monitor, data loader); timed over ``steps`` optimizer steps after ``warmup`` steps; then a
   validation (after the one that ended training, which paid its compile) and the two checkpoints
   of a validation, timed on their own and amortised at the grid's ``val_every``.
 - **evaluation**: every setting x weights of the grid on ``num_samples`` prompts, through
-  :func:`ablate.evaluate.evaluate_setting` (sampling and scoring), after one warm-up per batch
+  :func:`ablate.engine.evaluate.evaluate_setting` (sampling and scoring), after one warm-up per batch
   shape (the compile a worker pays once).
 
 MFU counts 2 FLOPs per multiply-add: training 3 x 2 x the DiT-paper forward MACs per image.
@@ -30,9 +30,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ablate.accel import compile_for, precision_for, synchronize
+from ablate.engine.accel import compile_for, precision_for, synchronize
 from ablate.data.base import DatasetInfo, LatentSplit
-from ablate.grid import Grid
+from ablate.config.grid import Grid
 from ablate.models.dit import DIT_PRESETS, DiT, DiTConfig
 
 
@@ -142,8 +142,8 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
     """Images/s of ablate's real training path (module doc); returns the numbers and the trained module."""
     from rich.console import Console
 
-    from ablate.batches import LatentDataModule
-    from ablate.runner import RunContext, cell_module, make_trainer
+    from ablate.engine.batches import LatentDataModule
+    from ablate.engine.runner import RunContext, cell_module, make_trainer
 
     total = warmup + steps
     train = dataclasses.replace(grid.train, max_steps=total, val_every=total)
@@ -197,8 +197,8 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     sampling and scoring, after a warm-up of each batch shape (the once-per-worker compile)."""
     from rich.console import Console
 
-    from ablate.evaluate import draw_prompts, evaluate_setting, generate
-    from ablate.runner import RunContext, cell_module
+    from ablate.engine.evaluate import draw_prompts, evaluate_setting, generate
+    from ablate.engine.runner import RunContext, cell_module
 
     ctx = RunContext(device=device, cache_dir=ctx_cache, console=Console(quiet=True), progress=False)
     info, splits = ctx.dataset(grid, grid.datasets[0])
@@ -242,7 +242,7 @@ def kernel_profile(grid: Grid, info: DatasetInfo, device: torch.device, batch: i
     limits it"."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ablate.accel import compiled_call
+    from ablate.engine.accel import compiled_call
 
     m = grid.model
     net = DiT(DiTConfig(input_size=info.resolution, in_channels=info.channels, patch_size=m.patch_size,

@@ -1,4 +1,4 @@
-"""The grid's Optuna storage and study: where the queue of cells (:mod:`ablate.queue`) lives.
+"""The grid's Optuna storage and study: where the queue of cells (:mod:`ablate.runs.queue`) lives.
 
 One study per grid (named like the grid) in an Optuna RDB storage: by default
 ``sqlite:///<results>/<grid>/optuna.sqlite3``; ``postgresql://`` or ``mysql://`` URLs let workers on
@@ -27,8 +27,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ablate.errors import ConfigError
-from ablate.grid import Grid
-from ablate.storage_urls import sqlite_file
+from ablate.config.grid import Grid
+from ablate.runs.storage_urls import sqlite_file
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 MAX_STALE_RETRIES = 3

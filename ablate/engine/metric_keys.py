@@ -1,6 +1,6 @@
 """The names of the numbers a cell's training logs, spelled here once.
 
-Validation (see :meth:`ablate.train.DiffusionModule.validation_step`) measures, for the ``raw`` and the
+Validation (see :meth:`ablate.engine.train.DiffusionModule.validation_step`) measures, for the ``raw`` and the
 ``ema`` weights, two kinds of number at 8 levels k: ``loss``, the variant's own training loss at
 t_k = (k + 0.5)/8, and ``x0_mse``, the cross-formulation x0-MSE at the k-th fixed log-SNR level
 (t = 0 is data, t = 1 is noise). Each is logged per level and as the mean over the levels; the EMA

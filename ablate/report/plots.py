@@ -24,7 +24,7 @@ def plot_fidelity_vs_steps(grid: str, means: pd.DataFrame, fidelity: str, order:
 
     Uses EMA weights, the ``own`` time grid when present (else the most common), and the largest
     cfg that has several step counts; a panel says so when no cfg has several step counts. ``means``:
-    seed means per (variant, setting) (:func:`ablate.ranking.seed_means`); ``order``: the legend's order.
+    seed means per (variant, setting) (:func:`ablate.report.ranking.seed_means`); ``order``: the legend's order.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

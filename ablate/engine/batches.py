@@ -2,7 +2,7 @@
 
 Every random draw of training is a function of (cell seed, step, rank) alone, through
 :func:`mix_seed`: the batch of step k (:class:`StepBatches`), and the conditioning dropout, t and
-noise of step k (:class:`ablate.train.DiffusionModule`). A run resumed at step k therefore reads the
+noise of step k (:class:`ablate.engine.train.DiffusionModule`). A run resumed at step k therefore reads the
 same batches as an uninterrupted one.
 """
 

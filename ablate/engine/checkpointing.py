@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ablate.errors import ResultsError
 from ablate.io import atomic_file
-from ablate.metric_keys import SELECTION, is_validation_key
+from ablate.engine.metric_keys import SELECTION, is_validation_key
 
 VALIDATION_KEY = "ablate_validation"
 CURVE_KEY = "ablate_validation_curve"
