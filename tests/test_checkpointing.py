@@ -63,7 +63,7 @@ def test_a_metrics_log_cut_short_does_not_stop_a_resume(tmp_path):
     logs.mkdir()
     (logs / EARLIER_LOG).write_text("epoch,step,train/loss\n0,1,0.5\n0,9,0.4\n")
     (logs / "metrics.csv").write_text('epoch,step,train/loss\n0,5,0.3\n0,6,0.2,7,8\n0,7,"0.1\n')
-    _keep_earlier_log(logs, resumed_step=8)  # the unclosed quote makes metrics.csv unreadable: left out
-    assert pd.read_csv(logs / EARLIER_LOG)["step"].tolist() == [1]
+    _keep_earlier_log(logs, resumed_step=8)  # rows before step 8 that parse are kept; the row with extra fields is not
+    assert pd.read_csv(logs / EARLIER_LOG)["step"].tolist() == [1, 5, 7]
     (logs / "metrics.csv").write_bytes(b"epoch,step,train/loss\n0,5,0.3\n\xff\xfe\x00")
     _keep_earlier_log(logs, resumed_step=8)

@@ -117,21 +117,21 @@ def test_plain_run_marks_a_crashed_cell_failed_and_retry_resumes_its_evaluation(
     """A full disk while writing a record fails that cell (step and reason kept, the grid goes on);
     --retry-failed then evaluates it without training it again. Checkpoints go through the atomic writer."""
     import ablate.engine.checkpointing
-    import ablate.engine.runner
+    from ablate.results import ResultsStore
 
     for key, value in workers_kit.worker_env().items():
         if key.startswith("ABLATE_"):
             monkeypatch.setenv(key, value)
     grid = load_grid(workers_kit.write_grid(tmp_path, max_steps=12), GridOverrides(results=tmp_path / "results"))
     ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
-    real_write, atomic, written = ablate.engine.runner.write_record, ablate.engine.checkpointing.atomic_file, []
+    real_write, atomic, written = ResultsStore.write_record, ablate.engine.checkpointing.atomic_file, []
 
-    def full_disk(root, record):  # type: ignore[no-untyped-def]
+    def full_disk(store, record):  # type: ignore[no-untyped-def]
         if record["variant"] == "eps/linear":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(root, record)
+        return real_write(store, record)
 
-    monkeypatch.setattr(ablate.engine.runner, "write_record", full_disk)
+    monkeypatch.setattr(ResultsStore, "write_record", full_disk)
     monkeypatch.setattr(ablate.engine.checkpointing, "atomic_file", lambda path: written.append(path.name) or atomic(path))
     assert run_grid(grid, ctx) == {"done": 2, "failed": 1}
     assert {"best.ckpt", "last.ckpt"} <= set(written)
@@ -141,7 +141,7 @@ def test_plain_run_marks_a_crashed_cell_failed_and_retry_resumes_its_evaluation(
     assert trial.user_attrs["fail_reason"] == "OSError: [Errno 28] No space left on device (during evaluation)"
     summary = cell_dir(tmp_path / "results", "tiny", "fashion-mnist", "eps/linear", 0) / "train.json"
     trained_at = summary.stat().st_mtime_ns
-    monkeypatch.setattr(ablate.engine.runner, "write_record", real_write)
+    monkeypatch.setattr(ResultsStore, "write_record", real_write)
     assert run_grid(grid, ctx) == {"done": 2, "failed": 1}  # a failed cell stays failed ...
     assert run_grid(grid, ctx, WorkerOptions(retry_failed=True)) == {"done": 3}  # ... until --retry-failed
     assert summary.stat().st_mtime_ns == trained_at  # evaluated, not trained again

@@ -71,7 +71,7 @@ def test_interrupted_and_resumed_cell_is_bit_identical_to_an_uninterrupted_one(t
     # what trained it, as plain data
     assert json.loads(json.dumps(a["hyper_parameters"])) == a["hyper_parameters"]
     assert a["hyper_parameters"]["variant"] == VARIANT and a["hyper_parameters"]["seed"] == cell.seed
-    assert a["hyper_parameters"]["train"]["ema"] == {"every": 3, "decay": 0.9}
+    assert a["hyper_parameters"]["train"]["ema"] == {"every": 3, "decay": 0.9, "start": 0}
     assert a["hyper_parameters"]["network"]["hidden_size"] == grid.model.hidden_size
     # the rows logged before the resumed step are kept beside the new log, as written
     with (tmp_path / "whole" / "logs" / "metrics.csv").open(newline="") as fh:

@@ -136,9 +136,9 @@ def test_diverging_cell_fails_then_retry(tmp_path, monkeypatch, one_thread):
     assert run_grid(grid, ctx, WorkerOptions(storage=url, retry_failed=True)) == {"done": 2}
     states = [t.state for t in trials_by_cell(_study(url, "nan"))["fashion-mnist--eps+linear--seed0"]]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
-    from ablate.commands.leaderboard import records_from_storage
+    from ablate.results import ResultsStore
 
-    assert sorted(records_from_storage(url, "nan")["variant"]) == ["eps/linear", "rf"]
+    assert sorted(ResultsStore(tmp_path / "results").frame("nan")["variant"]) == ["eps/linear", "rf"]
 
 
 def test_status_table_shows_every_state(tmp_path):
