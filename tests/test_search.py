@@ -18,7 +18,6 @@ import workers_kit
 from optuna.trial import TrialState
 
 from ablate.cli import main
-from ablate.config.setting import Setting
 from ablate.results import ResultsStore, cell_dir, new_record
 from ablate.runs.queue import trials_by_cell
 from ablate.runs.storage import open_storage

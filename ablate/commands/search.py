@@ -9,14 +9,13 @@ where the last one stopped (finished trials are not retrained).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.commands.run import _positive
+from ablate.commands.run import _positive, add_device_arguments
 from ablate.devices import resolve_device
 from ablate.errors import ConfigError
 
@@ -31,10 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: search.trials of the file); a rerun with a larger N goes on")
     p.add_argument("--results", metavar="DIR", help="results root; trials go to DIR/<name>/ (default: results/)")
     p.add_argument("--out", metavar="DIR", help="where the report goes (default: <results>/<name>/leaderboard)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
+    add_device_arguments(p)
     p.add_argument("--storage", metavar="URL", help="Optuna RDB storage of the queue and the search study "
                    "(default: sqlite:///<results>/<name>/optuna.sqlite3)")
     p.add_argument("--workers", type=_positive, metavar="N", help="worker processes training a round's cells")

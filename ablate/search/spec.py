@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.config.grid import GRIDS_DIR, Grid, load_grid, resolve_grid_path
-from ablate.config.schema import Reader, opt, read_yaml
-from ablate.errors import ConfigError, VariantError
+from ablate.config.grid import GRIDS_DIR, Grid, load_grid, read_with_section
+from ablate.config.schema import Reader, opt
+from ablate.errors import VariantError
 from ablate.formulations import canonical_variant
 from ablate.formulations.timesteps import format_number
 
@@ -117,15 +117,8 @@ class Search:
 
 def load_search(path: str | Path, results: Path | None = None) -> Search:
     """Read and check a search file; every problem is one :class:`ConfigError` naming file, line and key."""
-    file = resolve_grid_path(path)
-    raw, lines = read_yaml(file, "search file", _HINT)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Search file {file} is {'empty' if raw is None else 'not a mapping'}; it needs the keys "
-                          "`name` and `search` (a grid file without `variants`, plus a search section).")
-    reader = Reader(str(file), lines, {}, "the search file")
-    if "search" not in raw:
-        reader.fail((), "the required key `search` is missing; allowed: a mapping with keys "
-                        f"{', '.join(f.name for f in dataclasses.fields(SearchConfig))} (see ablate/search/spec.py).")
+    file, raw, reader = read_with_section(path, "search", "search", SearchConfig, "`name` and `search` (a grid "
+                                          "file without `variants`, plus a search section)", _HINT)
     if "variants" in raw:
         reader.fail(("variants",), "`variants` is set by the search (one variant per trial, from `search.variant`); "
                                    "remove it, and list fixed points to run first under `search.enqueue`.")
