@@ -264,3 +264,13 @@ def test_a_rerun_with_another_space_is_refused(capsys, tmp_path) -> None:
     assert main(["search", str(file), "--report-only", "--results", str(tmp_path / "results")]) == 2
     message = " ".join(capsys.readouterr().err.split())
     assert "already holds search 'tiny-search' with another params" in message and "rename it" in message
+
+
+def test_gpu_search_file_fits_its_budget() -> None:
+    """grids/search-fashion-mnist.yaml: the cost note's arithmetic (18 cells of 4000 x 256 images at the measured
+    6,528 img/s, 3 s of evaluation and 5 s of start each, plus compile and probe) stays within one GPU-hour."""
+    search = load_search(SMOKE.parent / "search-fashion-mnist.yaml")
+    s, train = search.search, search.base.train
+    cells = s.trials + s.confirm.top * 2 * len(s.confirm.seeds)
+    seconds = cells * (train.max_steps * train.batch_size / 6528 + 3 + 5) + 80 + 120
+    assert len(s.enqueue) < s.trials and seconds < 3600, seconds
