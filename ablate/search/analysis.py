@@ -141,5 +141,6 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
                     study, evaluator=evaluator, params=names, target=lambda t, i=i: t.values[i])
     except (ValueError, RuntimeError) as err:
         return {}, f"PED-ANOVA failed on {len(complete)} trials: {err}"
+    caution = "; with under 20 trials these shares are noise" if len(complete) < 20 else ""
     return out, (f"Optuna's PED-ANOVA over {len(complete)} trials (fANOVA needs scikit-learn, not installed "
-                 "with ablate); 0 = no effect on where the best 10% of trials lie")
+                 f"with ablate); 0 = no effect on where the best 10% of trials lie{caution}")
