@@ -129,8 +129,8 @@ def _tell(study: optuna.Study, search: Search, trials: list[optuna.trial.FrozenT
         if all(math.isfinite(v) for v in values):
             study.tell(trial.number, list(values))
         else:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "no finite objective: the cell failed "
-                                               f"(see `python -m ablate status {name}`)")
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"no finite objective: the cell of grid "
+                                               f"{name} failed (its traceback is in the cell's logs/output.log)")
             study.tell(trial.number, state=TrialState.FAIL)
 
 
