@@ -21,10 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "setting with EMA and raw weights, scored, and ranked. Finished cells are skipped.")
     p.add_argument("grid", help="a grid file (grids/smoke.yaml) or the name of a shipped grid (smoke)")
     add_override_arguments(p)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
+    add_device_arguments(p)
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     p.add_argument("--verbose", action="store_true", help="also show third-party messages, warnings and the "
                    "tracebacks of failed cells on the console (they always go to the log files, see ablate/runs/logs.py)")
@@ -40,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--devices", type=_positive, metavar="N", help="GPUs (or CPU processes) per run (train.devices)")
     d.add_argument("--num-nodes", type=_positive, metavar="M", help="machines per run (train.num_nodes)")
     p.set_defaults(func=main)
+
+
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """--device, --cache-dir and --weights-dir: where cells train and where their scorers' files are."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
+                   help="probe weights and reference statistics (default: cache/)")
+    p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
 
 
 def _positive(text: str) -> int:

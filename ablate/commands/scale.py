@@ -8,7 +8,6 @@ isoFLOP parabolas and power laws, trains the extrapolation cells the fits call f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
+from ablate.commands.run import add_device_arguments
 from ablate.devices import resolve_device
 from ablate.errors import ConfigError
 
@@ -36,10 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="a scaling file (grids/scaling-smoke.yaml) or the name of a shipped one")
     p.add_argument("--results", metavar="DIR", help="results root; the study's cells go to DIR/<name>.<cell>/")
     p.add_argument("--out", metavar="DIR", default="leaderboard", help="where the report goes (default: leaderboard/)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
+    add_device_arguments(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print the cells (steps, FLOPs) and train nothing")
     mode.add_argument("--report-only", action="store_true", help="fit and report the finished cells; train nothing")

@@ -264,6 +264,23 @@ def resolve_grid_path(path: str | Path) -> Path:
                       f"one in {GRIDS_DIR}: {', '.join(available_grids()) or '(none found)'}.")
 
 
+def read_with_section(path: str | Path, kind: str, section: str, section_type: type, needs: str,
+                      hint: str = _YAML_HINT) -> tuple[Path, dict[str, Any], Reader]:
+    """A grid file plus one section of its own (a ``scaling`` or ``search`` file): the file, its document
+    and a :class:`Reader` naming it; errors say it is a ``kind`` file needing the keys ``needs``."""
+    file = resolve_grid_path(path)
+    raw, lines = read_yaml(file, f"{kind} file", hint)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{kind.capitalize()} file {file} is {'empty' if raw is None else 'not a mapping'}; it needs "
+                          f"the keys {needs}.")
+    reader = Reader(str(file), lines, {}, f"the {kind} file")
+    if section not in raw:
+        reader.fail((), f"the required key `{section}` is missing; allowed: a mapping with keys "
+                        f"{', '.join(f.name for f in dataclasses.fields(section_type))} "
+                        f"(see {section_type.__module__.replace('.', '/')}.py).")
+    return file, raw, reader
+
+
 def load_grid(path: str | Path, overrides: GridOverrides | None = None) -> Grid:
     """Read, validate and resolve a grid file; every problem is one :class:`ConfigError` paragraph
     naming the file (and line), the key path, the bad value and what is allowed."""

@@ -28,6 +28,7 @@ TABLE1: dict[str, tuple[float, float, float]] = {
     "edm/rf": (13.04, 15.25, 13.25),
     "edm(-1.20, 1.20)": (15.58, 20.25, 15.00),
 }
+PAPER_CHOICES = ("rf/lognorm(0.00, 1.00)", "rf/mode(1.29)", "rf/cosmap")  # the timestep densities the paper recommends
 PAPER_50_STEP_CFG = 5.0
 PAPER_EVAL = "COCO-2014 val prompts and reference (paper); 1000 samples per setting; CLIP score and CLIP-feature FID"
 PAPER_CFG_DROPOUT = "three text encoders each dropped independently, 46.4% of samples without any text (paper)"

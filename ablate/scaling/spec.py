@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.config.grid import Grid, resolve_grid_path
-from ablate.config.schema import Reader, opt, read_yaml
+from ablate.config.grid import Grid, read_with_section
+from ablate.config.schema import Reader, opt
 from ablate.scaling.family import canonical_size
 
-_HINT = '; variant names with commas need quotes, e.g. "rf/lognorm(0.00, 1.00)"'
 FAMILY_KEYS = ("patch_size", "hidden_size", "depth", "num_heads")  # set by the family, not the file
 
 
@@ -64,15 +63,8 @@ class Study:
 
 def load_study(path: str | Path, results: Path | None = None) -> Study:
     """Read and check a scaling file; every problem is one :class:`ConfigError` naming file, line and key."""
-    file = resolve_grid_path(path)
-    raw, lines = read_yaml(file, "scaling file", _HINT)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Scaling file {file} is {'empty' if raw is None else 'not a mapping'}; it needs the keys "
-                          "`name`, `variants` and `scaling` (a grid file plus a scaling section).")
-    reader = Reader(str(file), lines, {}, "the scaling file")
-    if "scaling" not in raw:
-        reader.fail((), "the required key `scaling` is missing; allowed: a mapping with keys "
-                        f"{', '.join(f.name for f in dataclasses.fields(ScalingConfig))} (see ablate/scaling/spec.py).")
+    file, raw, reader = read_with_section(path, "scaling", "scaling", ScalingConfig,
+                                          "`name`, `variants` and `scaling` (a grid file plus a scaling section)")
     grid_raw: dict[str, Any] = {k: v for k, v in raw.items() if k != "scaling"}
     model = grid_raw.get("model")
     for key in FAMILY_KEYS:
