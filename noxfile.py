@@ -57,7 +57,7 @@ def gpu(session: nox.Session) -> None:
                 "'nox -s gpu needs a CUDA GPU: torch ' + torch.__version__ + ' sees none')")
     variants = [arg for v in GPU_VARIANTS for arg in ("--variant", v)]
     session.run("python", "benchmarks/gpu_busy.py", "--json", f"{GPU_RESULTS}/busy.json", "--mark", FIRST_CELL_DONE, "--",
-                "python", "-m", "ablate", "run", "grids/fashion-mnist.yaml", *variants, "--max-steps", "400",
+                "python", "-m", "ablate", "run", "grids/fashion-mnist.yaml", *variants, "--max-steps", "400", "--seeds", "0",
                 "--results", GPU_RESULTS, "--device", "cuda", *session.posargs, env=ENV)
     session.run("python", "-m", "pytest", "-m", "gpu", "tests/e2e/test_gpu_check.py", "-q",
                 env={**ENV, "ABLATE_GPU_RESULTS": GPU_RESULTS})

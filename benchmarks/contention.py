@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = smoke_variants()[: args.variants] if args.variants else []
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
-    base.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    base.update(HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
         warm = argparse.Namespace(**{**vars(args), "max_steps": 2, "num_samples": 8, "workers": None})
         run_grid(Path(tmp) / "warm-up", warm, base, smoke_variants()[:1])  # scorer cache, file cache: untimed

@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
                                     num_nodes=args.num_nodes or grid.train.num_nodes)
         grid = dataclasses.replace(grid, train=train)
     device = resolve_device(args.device)
-    console = Console()
+    console = Console(soft_wrap=True)  # a line per event, also in log files (no wrapping at 80 columns)
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
                   f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)

@@ -57,7 +57,7 @@ class RunContext:
     device: torch.device
     cache_dir: Path = Path("cache")
     weights_dir: Path | None = None
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=lambda: Console(soft_wrap=True))  # log lines are not cut at 80 columns
     progress: bool = True
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
     fused: bool | None = None  # fused AdamW; None: ablate.engine.accel.fused_adamw decides
