@@ -38,6 +38,11 @@ def smoke(session: nox.Session) -> None:
                 "--no-leaderboard", env={**ENV, "OMP_NUM_THREADS": "1"})
     session.run("python", "-m", "ablate", "leaderboard", "--results", SMOKE_RESULTS, "--grid", "smoke",
                 "--out", "leaderboard", env=ENV)
+    # the CPU-sized studies, through the same grid machinery: an isoFLOP scaling study and a search
+    session.run("python", "-m", "ablate", "scale", "grids/scaling-smoke.yaml", "--results", SMOKE_RESULTS,
+                "--out", f"{SMOKE_RESULTS}/reports", env={**ENV, "OMP_NUM_THREADS": "1"})
+    session.run("python", "-m", "ablate", "search", "grids/search-smoke.yaml", "--results", SMOKE_RESULTS,
+                "--out", f"{SMOKE_RESULTS}/reports", env={**ENV, "OMP_NUM_THREADS": "1"})
     session.run("pytest", "-m", "smoke", *session.posargs, env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS})
 
 

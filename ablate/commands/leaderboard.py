@@ -77,6 +77,8 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
 
     store = ResultsStore(results)
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough that the tables keep their columns
+        console = Console(width=max(console.width, 200))
     err = Console(stderr=True)
     csv_parts: list[str] = []
     for grid in grids:

@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("Command-line option --out is empty; allowed: a directory path (default: leaderboard/).")
     study = load_study(args.file, Path(args.results) if args.results else None)
     device = resolve_device(args.device)
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per event, also in log files
     ctx = _context(device, args, console)
     info, _ = ctx.dataset(study.base, study.base.datasets[0])
     caption = study.base.data.conditioning == "caption"

@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     search = load_search(args.file, Path(args.results) if args.results else None)
     trials = args.trials or search.search.trials
     device = resolve_device(args.device)
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per event, also in log files
     console.print(f"[bold]ablate search[/] {search.name}: {escape(search.search.variant)}, {trials} trials "
                   f"({search.search.batch} per round, {search.search.sampler}) on {device}, results in "
                   f"{escape(str(search.base.results_dir))}", highlight=False, soft_wrap=True)

@@ -3,8 +3,9 @@ paper's protocol, both read from the records (their training summary, config and
 
 Convergence flags (a variant is flagged when any of its cells is):
 
-- ``still improving``: the best EMA validation is the cell's last validation (from the record's
-  validation curve ``train.val_curve``; records without one: ``best_step == max_steps``).
+- ``still improving``: the best EMA validation is the cell's last validation and it is more than 1%
+  below the validation a quarter of the steps earlier (from the record's validation curve
+  ``train.val_curve``; records without one: ``best_step == max_steps``).
 - ``EMA val > raw``: at the kept checkpoint the EMA weights' validation loss is above the raw
   weights' (``train.val_loss`` vs ``train.val_loss_raw``).
 - ``EMA samples worse``: the EMA weights' fidelity is worse than the raw weights' in most of the
@@ -28,11 +29,25 @@ def is_smoke(grid: str) -> bool:
     return grid == "smoke" or grid.startswith("smoke-")
 
 
+TAIL, TOLERANCE = 0.25, 0.01  # still improving: > 1% lower EMA validation loss over the last quarter of the steps
+
+
 def _still_improving(train: dict[str, Any]) -> bool | None:
-    curve = [p for p in train.get("val_curve") or [] if isinstance(p.get("val/ema_loss"), (int, float))]
+    """Whether a cell was still improving when it stopped: its best EMA validation is its last one and
+    that is more than ``TOLERANCE`` (relative) below the validation at or before the last ``TAIL`` of its
+    steps. A curve has to flatten, not merely stop going down (any finite run's last validation can be
+    its best by noise alone)."""
+    curve = sorted((p for p in train.get("val_curve") or [] if isinstance(p.get("val/ema_loss"), (int, float))),
+                   key=lambda p: p["step"])
     if curve:
         best = min(curve, key=lambda p: (p["val/ema_loss"], p["step"]))
-        return best["step"] == max(p["step"] for p in curve)
+        last = curve[-1]
+        if best["step"] != last["step"]:
+            return False
+        earlier = [p for p in curve if p["step"] <= (1 - TAIL) * last["step"]]
+        if not earlier:
+            return True  # too few validations to tell: counted as still improving
+        return last["val/ema_loss"] < (1 - TOLERANCE) * earlier[-1]["val/ema_loss"]
     if "best_step" in train and "max_steps" in train:
         return int(train["best_step"]) >= int(train["max_steps"])
     return None

@@ -4,6 +4,7 @@ points ABLATE_SMOKE_RESULTS at it; without that variable these tests are skipped
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,19 @@ def test_leaderboard_files_were_written():
     assert md.exists() and "Table 1" in md.read_text()
     png = Path("leaderboard/smoke-fidelity-vs-steps.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("report, sections", [
+    ("scaling-smoke.md", ("## Exponents across formulations", "## IsoFLOP fits by formulation", "## Cells")),
+    ("search-smoke.md", ("## Pareto front", "## Best point per objective", "## Every trial")),
+])
+def test_study_reports_were_written(report, sections):
+    """`nox -s smoke` also runs the CPU scaling study and the CPU search into RESULTS/reports."""
+    if not RESULTS:
+        pytest.skip("ABLATE_SMOKE_RESULTS is not set")
+    text = (Path(RESULTS) / "reports" / report).read_text()
+    for section in sections:
+        assert section in text, (report, section)
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (Path(RESULTS) / "reports" / image).is_file(), image
