@@ -93,9 +93,9 @@ def test_ctrl_c_during_training_is_a_clear_message(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(grid), "--results", str(tmp_path / "r")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "r").rglob("metrics.csv")):
-        time.sleep(0.5)  # the CSV logger's file appears once training runs
-    time.sleep(1.0)
+    while time.time() < deadline and not list((tmp_path / "r").rglob("output.log")):
+        time.sleep(0.5)  # the cell's log file appears as its run starts
+    time.sleep(3.0)  # into training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
