@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    err_console = Console(stderr=True)
+    err_console = Console(stderr=True, soft_wrap=True)  # a path in a message is never broken across lines
     try:
         return int(args.func(args) or 0)
     except AblateError as err:
