@@ -1,5 +1,5 @@
-"""Sessions: ``tests`` (unit tests), ``smoke`` (the CPU smoke grid end to end, then assertions on
-the leaderboard it produced). ``nox`` runs both. ``nox -s studies`` runs the CPU scaling study and
+"""Sessions: ``ci`` (the default, what ``nox`` and CI run: the unit tests, then the smoke grid and
+its assertions, in one environment), ``tests`` and ``smoke`` (each half alone), ``nox -s studies`` runs the CPU scaling study and
 search and checks their reports. ``nox -s gpu`` (not in the default run) is the GPU
 check: on a machine with a CUDA GPU, in the environment it is started from. Every install keeps the torch pin in
 constraints.txt (a different torch would pull several GB of CUDA packages)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "smoke"]
+nox.options.sessions = ["ci"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
@@ -23,18 +23,12 @@ def _install(session: nox.Session) -> None:
     session.install("-e", ".[test]", *CONSTRAINTS)
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Unit tests (everything but the smoke grid)."""
-    _install(session)
+def _unit_tests(session: nox.Session) -> None:
     # two processes (pytest-xdist, one test file each at a time): many tests wait on subprocesses
     session.run("pytest", "-m", "not smoke", "-n", "2", "--dist", "loadfile", *session.posargs, env=ENV)
 
 
-@nox.session
-def smoke(session: nox.Session) -> None:
-    """The 24-variant smoke grid on Fashion-MNIST, then tests that assert on its leaderboard."""
-    _install(session)
+def _smoke(session: nox.Session) -> None:
     # two single-threaded workers share the grid through its Optuna storage: ~1.2x faster than one
     # two-threaded process for these tiny models on 2 cores, and it runs the distributed path in CI
     session.run("python", "-m", "ablate", "run", "grids/smoke.yaml", "--results", SMOKE_RESULTS, "--workers", "2",
@@ -42,6 +36,28 @@ def smoke(session: nox.Session) -> None:
     session.run("python", "-m", "ablate", "leaderboard", "--results", SMOKE_RESULTS, "--grid", "smoke",
                 "--out", "leaderboard", env=ENV)
     session.run("pytest", "-m", "smoke", *session.posargs, env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS})
+
+
+@nox.session
+def ci(session: nox.Session) -> None:
+    """Unit tests, then the 24-variant smoke grid and the assertions on its leaderboard (one install)."""
+    _install(session)
+    _unit_tests(session)
+    _smoke(session)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests (everything but the smoke grid)."""
+    _install(session)
+    _unit_tests(session)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """The 24-variant smoke grid on Fashion-MNIST, then tests that assert on its leaderboard."""
+    _install(session)
+    _smoke(session)
 
 
 @nox.session
