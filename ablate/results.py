@@ -115,6 +115,13 @@ def cell_dir(results_dir: Path, grid: str, dataset: str, variant: str, seed: int
     )
 
 
+def preview_path(record_path: Path) -> Path:
+    """The sample preview (an 8-wide PNG grid of the first 64 samples) written beside a record:
+    ``<cell>/samples/<setting key>.png`` for ``<cell>/records/<setting key>.json``."""
+    record_path = Path(record_path)
+    return record_path.parent.parent / "samples" / f"{record_path.stem}.png"
+
+
 def new_record(cell: CellLike, setting: Setting, metrics: dict[str, float], **parts: Any) -> dict[str, Any]:
     """A record of ``cell`` sampled with ``setting``: its names, the setting's fields, ``metrics`` and any
     further ``parts`` (nfe, num_samples, train, eval, solver_details, formulation, scorers, config, stamp)."""
@@ -136,6 +143,9 @@ class ResultsStore:
     def record_path(self, cell: CellLike, setting: Setting) -> Path:
         """Where the record of ``cell`` sampled with ``setting`` lives."""
         return self.cell_dir(cell) / "records" / f"{setting.key}.json"
+
+    def preview_path(self, cell: CellLike, setting: Setting) -> Path:
+        return preview_path(self.record_path(cell, setting))
 
     def has_record(self, cell: CellLike, setting: Setting) -> bool:
         return self.record_path(cell, setting).exists()

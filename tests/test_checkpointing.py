@@ -36,6 +36,7 @@ def test_last_steps_are_validated_when_max_steps_is_not_a_multiple_of_val_every(
     curve = records[0]["train"]["val_curve"]
     assert [p["step"] for p in curve] == [8, 12]
     assert [p["val/ema_loss"] for p in curve] == pytest.approx(list(validated["val/ema_loss"]))
+    assert set(curve[0]) == {"step", "val/ema_loss", "val/raw_loss", "val/ema_x0_mse", "val/raw_x0_mse"}  # no levels
     assert all(0 < r["solver_details"]["last_call_rf_noise"] < 1 for r in records)
 
 

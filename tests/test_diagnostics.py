@@ -25,3 +25,20 @@ def test_records_without_a_curve_fall_back_to_the_best_step():
     assert _still_improving({"best_step": 600, "max_steps": 600}) is True
     assert _still_improving({"best_step": 400, "max_steps": 600}) is False
     assert _still_improving({}) is None
+
+
+def test_an_unfinished_grid_says_how_much_of_it_the_ranks_cover():
+    import pandas as pd
+
+    from ablate.report.diagnostics import completeness_line
+
+    config = {"variants": ["rf", "eps/linear", "v/cos"], "datasets": ["fashion-mnist"], "seeds": [0, 1]}
+    rows = [("rf", 0), ("rf", 1), ("eps/linear", 0)]
+    frame = pd.DataFrame([{"variant": v, "dataset": "fashion-mnist", "seed": s, "created": f"2026-11-30T0{i}",
+                           "config": config} for i, (v, s) in enumerate(rows)])
+    line = completeness_line(frame)
+    assert line is not None and line.startswith("INCOMPLETE GRID: 3 of the 6 cells")
+    assert line.endswith("1 variants have none yet: v/cos.")
+    full = pd.concat([frame, frame.assign(variant="v/cos"), frame.assign(variant="eps/linear", seed=1)])
+    assert completeness_line(full) is None
+    assert completeness_line(frame.assign(config=[{}] * 3)) is None  # no config: nothing to compare with

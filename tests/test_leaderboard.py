@@ -153,7 +153,8 @@ def test_outputs_written(results: Path, tmp_path: Path):
         data = figure.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     text = md.read_text()
-    assert text == render_markdown(lb, figure=png.name, rank_figure=ranks.name)
+    assert text == render_markdown(lb, figure=png.name, rank_figure=ranks.name)  # no previews: no sample sheet
+    assert "## Samples" not in text
     for needle in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Table 2", "## Validation loss",
                    "## Convergence", "## Deviations from the paper", "never across", "smoke-fidelity-vs-steps.png",
                    "smoke-ranks.png", "all 95% CI", "rank 90%", " ± ", "Spearman rho", "Figure 3's claim", *VARIANTS):
@@ -164,6 +165,45 @@ def test_outputs_written(results: Path, tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+
+def test_sample_sheet_shows_each_variant_first_seed_at_fewest_and_most_steps(results: Path, tmp_path: Path):
+    import shutil
+
+    import torch
+
+    from ablate.engine.evaluate import save_preview
+    from ablate.report.plots import sample_sheet
+    from ablate.results import preview_path
+
+    root = tmp_path / "results"
+    shutil.copytree(results, root)
+    frame = ResultsStore(root).frame("smoke")
+    variants = list(VARIANTS)
+
+    def value(i: int, seed: int, steps: int) -> float:  # in [-1, 1]: the preview's pixels
+        return -0.9 + 0.3 * i + 0.1 * (steps == 50) + 0.05 * seed
+
+    for (i, variant), seed, steps, dataset in itertools.product(enumerate(variants[:-1]), (0, 1), (5, 50), DATASETS):
+        hit = frame[(frame["variant"] == variant) & (frame["seed"] == seed) & (frame["steps"] == steps) &
+                    (frame["cfg"] == 5.0) & (frame["weights"] == "ema") & (frame["dataset"] == dataset)]
+        save_preview(torch.full((64, 1, 8, 8), value(i, seed, steps)), preview_path(Path(hit["path"].iloc[0])))
+    lb = build_leaderboard(ResultsStore(root).frame("smoke"), "smoke")
+    assert lb.sample_columns == ["5 steps, cfg 5, EMA", "50 steps, cfg 5, EMA"]
+    assert list(lb.previews) == lb.table1["variant"].tolist()
+    assert lb.previews[variants[-1]] == [None, None]
+    assert all(p is not None and p.parts[-5] == sorted(DATASETS)[0] and p.parts[-3] == "seed0"
+               for v in variants[:-1] for p in lb.previews[v])
+    sheet, (height, width) = sample_sheet(lb.previews)
+    assert height == 10 and width == 8 * 9 + 1  # one row of 8 tiles of 8 px with 1-px padding
+    for row, variant in enumerate(lb.previews):
+        for col, steps in enumerate((5, 50)):
+            tile = sheet[row * height + 1: row * height + 9, col * (width + 8) + 1: col * (width + 8) + 9]
+            want = 1.0 if variant == variants[-1] else (value(variants.index(variant), 0, steps) + 1) / 2
+            assert np.allclose(tile, want, atol=1 / 255), (variant, steps)
+    md, _, _, samples = write_outputs(lb, tmp_path / "lb")
+    assert samples.name == "smoke-samples.png" and samples.read_bytes().startswith(b"\x89PNG")
+    assert "## Samples" in md.read_text() and "(smoke-samples.png)" in md.read_text()
+
 
 def test_cli_table_markdown_csv(results: Path, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")

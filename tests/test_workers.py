@@ -226,3 +226,28 @@ def test_sqlite_claims_are_exclusive(tmp_path):
     for p in procs:
         p.join()
     assert len(claimed) == len(set(claimed)) == 40
+
+
+def test_cells_tried_before_go_to_the_head_of_the_queue(tmp_path):
+    """A run cut by a deadline (a device call) re-queues its interrupted cells ahead of the cells that
+    were still waiting, so the next run resumes them from their checkpoints before starting new ones."""
+    variants = ["rf", "eps/linear", "v/cos", "edm/rf", "rf/cosmap"]
+    grid = load_grid(workers_kit.write_grid(tmp_path, "order", variants), GridOverrides(results=tmp_path))
+    study = open_study(grid, open_storage(f"sqlite:///{tmp_path / 'order.sqlite3'}", heartbeat=False))
+    assert queue_cells(study, grid) == 5
+    done, cut, lost = study.ask(), study.ask(), study.ask()  # rf, eps/linear, v/cos; edm/rf and rf/cosmap wait
+    study.tell(done, 0.5)
+    cut.set_user_attr("interrupted", True)
+    cut.set_user_attr("fail_reason", "stopped by SIGTERM; the next run resumes it")
+    study.tell(cut, state=TrialState.FAIL)
+    study.tell(lost, state=TrialState.FAIL)  # its worker was lost (no reason recorded)
+    assert queue_cells(study, grid) == 2  # the two cut cells are new in the queue; the waiting two move behind
+    claims = []
+    while (trial := study.ask()).user_attrs.get("cell"):
+        claims.append(trial.user_attrs["variant"])
+        study.tell(trial, 0.0)
+    assert claims == ["eps/linear", "v/cos", "edm/rf", "rf/cosmap"]
+    assert queue_cells(study, grid) == 0
+    # the waiting trial of edm/rf was failed (unattributed) and replaced behind the cut cells
+    assert {c: [t.state for t in ts] for c, ts in trials_by_cell(study).items()}[grid.cells()[3].id] == [
+        TrialState.FAIL, TrialState.COMPLETE]

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rank the variants of a grid by repeated non-dominated sorting per control setting "
             "(alignment up, fidelity down), averaged over settings as in the paper's Table 1. "
-            "Prints the tables and writes <out>/<grid>.md, <out>/<grid>-fidelity-vs-steps.png and "
-            "<out>/<grid>-ranks.png, "
+            "Prints the tables and writes <out>/<grid>.md, <out>/<grid>-fidelity-vs-steps.png, "
+            "<out>/<grid>-ranks.png and (where sample previews exist) <out>/<grid>-samples.png, "
             "<out> being <results>/<grid>/leaderboard unless --out is given."
         ),
     )
@@ -72,7 +72,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
          fidelity: str | None = None, replicates: int = 1000) -> int:
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
     defaults to ``<results>/<grid>/leaderboard``."""
-    from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown, table1_csv, write_outputs
+    from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)
@@ -95,7 +95,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
         if fmt == "table":
             render_console(lb, console)
         elif fmt == "markdown":
-            sys.stdout.write(render_markdown(lb, figure=written[1].name, rank_figure=written[2].name) + "\n")
+            sys.stdout.write(render_markdown_for(lb, written) + "\n")
         else:
             text = table1_csv(lb)
             csv_parts.append(text if not csv_parts else text.split("\n", 1)[1])

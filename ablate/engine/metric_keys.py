@@ -39,6 +39,13 @@ def is_validation_key(key: str) -> bool:
     return key.startswith((_MEAN, _LEVEL))
 
 
+def curve_point(numbers: Mapping[str, float]) -> dict[str, float]:
+    """One point of the validation curve a record carries: the step and the means over the levels (the
+    per-level numbers stay in the checkpoint and the cell's ``logs/metrics.csv``; a record is one of 24 per
+    cell, each carrying the whole curve)."""
+    return {k: v for k, v in numbers.items() if k == "step" or k.startswith(_MEAN)}
+
+
 def levels(numbers: Mapping[str, float], weights: Weights, kind: Kind) -> list[float]:
     """The :data:`NUM_LEVELS` per-level numbers of one weights and kind, level 0 first."""
     return [numbers[level_key(weights, kind, k)] for k in range(NUM_LEVELS)]

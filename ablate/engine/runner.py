@@ -41,7 +41,7 @@ from ablate.errors import ResultsError
 from ablate.engine.evaluate import draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
 from ablate.config.grid import Cell, Grid
-from ablate.engine.metric_keys import summary as validation_summary
+from ablate.engine.metric_keys import curve_point, summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
 from ablate.scorers.base import ScoreContext, Scorer, get_scorer
@@ -276,7 +276,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
         last = directory / "checkpoints" / "last.ckpt"
         curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
-        summary = {**summary, "val_curve": curve}
+        summary = {**summary, "val_curve": [curve_point(p) for p in curve]}
     module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
@@ -289,7 +289,7 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
             continue
         result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
                                   grid.eval.batch_size, ctx.device,
-                                  preview=directory / "samples" / f"{setting.key}.png", compiled=module.compiled)
+                                  preview=store.preview_path(cell, setting), compiled=module.compiled)
         provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
         store.write_record(new_record(
             cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],

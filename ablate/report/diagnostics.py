@@ -17,12 +17,14 @@ rendered leaderboard says so first (:func:`is_smoke`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ablate.report import paper
+from ablate.results import preview_path
 
 
 def is_smoke(grid: str) -> bool:
@@ -104,6 +106,24 @@ def convergence_line(table: pd.DataFrame) -> str:
             "reflect training length, not the formulation.")
 
 
+def completeness_line(frame: pd.DataFrame) -> str | None:
+    """A line for the top of the leaderboard when the grid is not finished: how many of the cells its file
+    names (variants x datasets x seeds, from the newest record's config) have records, and which variants
+    have none. None when every cell has records (or no record carries its grid's config)."""
+    configs = frame.sort_values("created")["config"]
+    config = next((c for c in reversed(configs.tolist()) if isinstance(c, dict) and c.get("variants")), None)
+    if config is None:
+        return None
+    expected = {(v, d, int(s)) for v in config["variants"] for d in config.get("datasets", []) for s in config.get("seeds", [])}
+    found = set(zip(frame["variant"], frame["dataset"], frame["seed"].astype(int)))
+    if not expected or expected <= found:
+        return None
+    none = [v for v in config["variants"] if not any(c[0] == v for c in found)]
+    return (f"INCOMPLETE GRID: {len(expected & found)} of the {len(expected)} cells of the grid (variants x datasets x "
+            f"seeds) have results; the ranks cover only those" +
+            (f"; {len(none)} variants have none yet: {', '.join(none)}." if none else "."))
+
+
 def _config_values(frame: pd.DataFrame, *path: str) -> str:
     values = set()
     for config in frame["config"]:
@@ -169,3 +189,25 @@ def deviations(frame: pd.DataFrame, variants: list[str]) -> list[str]:
         "noise level per variant is in 'Solver: last network call'." + worst,
     ]
 
+
+def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], dict[str, list[Path | None]]]:
+    """The sample sheet's columns and, per variant in ``order``, the preview of each (None: none written):
+    EMA weights, the ``own`` time grid, the largest cfg, its fewest and most steps, the first dataset
+    and the lowest seed (every variant's seed draws the same prompts, so a column compares like for like)."""
+    rows = frame[(frame["weights"] == "ema") & (frame["time_grid"] == "own")]
+    if rows.empty:
+        return [], {}
+    rows = rows[(rows["cfg"] == rows["cfg"].max()) & (rows["dataset"] == sorted(rows["dataset"].unique())[0])]
+    steps = sorted({int(rows["steps"].min()), int(rows["steps"].max())})
+    columns = [f"{n} steps, cfg {rows['cfg'].max():g}, EMA" for n in steps]
+    out: dict[str, list[Path | None]] = {}
+    for variant in order:
+        mine = rows[rows["variant"] == variant]
+        mine = mine[mine["seed"] == mine["seed"].min()] if not mine.empty else mine
+        paths: list[Path | None] = []
+        for n in steps:
+            hit = mine[mine["steps"] == n]
+            path = preview_path(Path(hit["path"].iloc[0])) if not hit.empty else None
+            paths.append(path if path is not None and path.is_file() else None)
+        out[variant] = paths
+    return columns, out

@@ -30,7 +30,7 @@ from ablate.report import diagnostics
 from ablate.report import ranking
 from ablate.report import rank_stats
 from ablate.io import write_bytes_atomic, write_text_atomic
-from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps
+from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps, plot_sample_sheet
 from ablate.report.rank_stats import RankStats
 
 TABLE2_STEPS = 25
@@ -59,6 +59,9 @@ class Leaderboard:
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
     last_call: pd.DataFrame = field(default_factory=pd.DataFrame)
     deviations: list[str] = field(default_factory=list)
+    sample_columns: list[str] = field(default_factory=list)  # the sample sheet: diagnostics.sample_previews
+    previews: dict[str, list[Path | None]] = field(default_factory=dict)
+    completeness: str | None = None
 
 
 def build_leaderboard(
@@ -76,11 +79,13 @@ def build_leaderboard(
         table2=ranking.table2(means, alignment, fidelity, order, steps=TABLE2_STEPS),
         validation=ranking.validation_table(frame, order),
     )
+    lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
     lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
     lb.convergence = diagnostics.convergence_table(frame, fidelity)
     lb.last_call = diagnostics.last_call_table(frame)
     lb.deviations = diagnostics.deviations(frame, order)
+    lb.sample_columns, lb.previews = diagnostics.sample_previews(frame, order)
     lb.top = _top(lb)
     return lb
 
@@ -90,6 +95,7 @@ def _top(lb: Leaderboard) -> list[str]:
     if diagnostics.is_smoke(lb.grid):
         lines.append("SMOKE TEST of the machinery, not a result: a short CPU run that checks the pipeline end to "
                      "end; its ranks say nothing about the formulations.")
+    lines += [line for line in [lb.completeness] if line]
     lines.append(diagnostics.convergence_line(lb.convergence))
     seeds = lb.stats.seeds if lb.stats else 1
     lines.append(
@@ -318,7 +324,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(lb: Leaderboard, figure: str | None = None, rank_figure: str | None = None) -> str:
+def render_markdown(lb: Leaderboard, figure: str | None = None, rank_figure: str | None = None,
+                    sample_figure: str | None = None) -> str:
     """All tables with the read-first lines and the provenance header as one markdown document."""
     parts = [f"# Leaderboard: {lb.grid}", "\n\n".join(f"**{line}**" for line in lb.top),
              "\n".join(f"- {line}" for line in lb.header)]
@@ -330,6 +337,8 @@ def render_markdown(lb: Leaderboard, figure: str | None = None, rank_figure: str
         parts += ["## Deviations from the paper", "\n".join(f"- {line}" for line in lb.deviations)]
     if figure:
         parts += [f"## {lb.fidelity} vs sampling steps", f"![{lb.fidelity} vs steps]({figure})"]
+    if sample_figure:
+        parts += ["## Samples", f"![samples per variant]({sample_figure})"]
     return "\n\n".join(parts) + "\n"
 
 
@@ -369,13 +378,21 @@ def table1_csv(lb: Leaderboard) -> str:
 
 
 def write_outputs(lb: Leaderboard, out_dir: Path) -> list[Path]:
-    """Write ``<grid>.md``, ``<grid>-fidelity-vs-steps.png`` and ``<grid>-ranks.png`` under ``out_dir`` atomically."""
-    out_dir = Path(out_dir)
-    png = out_dir / f"{lb.grid}-fidelity-vs-steps.png"
-    ranks = out_dir / f"{lb.grid}-ranks.png"
-    md = out_dir / f"{lb.grid}.md"
+    """Write ``<grid>.md``, ``<grid>-fidelity-vs-steps.png``, ``<grid>-ranks.png`` and, where sample previews
+    exist, ``<grid>-samples.png`` under ``out_dir`` atomically; the .md first in the returned list."""
+    md, png, ranks, samples = (Path(out_dir) / f"{lb.grid}{end}" for end in (".md", "-fidelity-vs-steps.png",
+                                                                           "-ranks.png", "-samples.png"))
     write_bytes_atomic(png, plot_fidelity_vs_steps(lb.grid, lb.means, lb.fidelity, lb.table1["variant"].tolist()))
     table, seeds = (lb.stats.table, lb.stats.seeds) if lb.stats is not None else (lb.table1, 1)
     write_bytes_atomic(ranks, plot_average_ranks(lb.grid, table, seeds))
-    write_text_atomic(md, render_markdown(lb, figure=png.name, rank_figure=ranks.name))
-    return [md, png, ranks]
+    written = [md, png, ranks]
+    if any(p is not None for paths in lb.previews.values() for p in paths):
+        write_bytes_atomic(samples, plot_sample_sheet(lb.grid, lb.sample_columns, lb.previews))
+        written.append(samples)
+    write_text_atomic(md, render_markdown_for(lb, written))
+    return written
+
+
+def render_markdown_for(lb: Leaderboard, written: list[Path]) -> str:
+    """:func:`render_markdown` with the figures :func:`write_outputs` wrote (names relative to the .md)."""
+    return render_markdown(lb, *(p.name for p in written[1:]))

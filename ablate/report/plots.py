@@ -2,12 +2,14 @@
 
 - :func:`plot_fidelity_vs_steps`: the paper's Figure 3, fidelity vs Euler steps, with +- 1 SE bands.
 - :func:`plot_average_ranks`: average rank per variant with its bootstrap 95% interval as error bars.
+- :func:`plot_sample_sheet`: the first row of each variant's sample previews, one column per setting.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 import numpy as np
 import pandas as pd
 
@@ -97,4 +99,48 @@ def plot_average_ranks(grid: str, table: pd.DataFrame, seeds: int) -> bytes:
     ax.set_xlabel("average rank over all settings (lower is better)")
     ax.set_title(f"{grid}: average rank, 95% bootstrap interval over {seeds} seed(s)", fontsize="medium")
     ax.grid(True, axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def sample_sheet(previews: dict[str, list[Path | None]], tile_rows: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+    """The sample sheet as one grey image in [0, 1] and the shape of one cell of it: per variant (a row, in
+    the given order) the first ``tile_rows`` rows of tiles of each of its previews (8-wide grids with
+    1-pixel padding, :func:`ablate.engine.evaluate.save_preview`) side by side, 8 white columns apart; a
+    missing preview is left white."""
+    from matplotlib.image import imread
+
+    def strip(path: Path | None) -> np.ndarray | None:
+        if path is None:
+            return None
+        image = imread(path)
+        image = image[..., 0] if image.ndim == 3 else image
+        tile = (image.shape[0] - 1) // 8  # tile + padding, in pixels
+        return image[: 1 + tile_rows * tile]
+
+    strips = [[strip(p) for p in paths] for paths in previews.values()]
+    shape = next((a.shape for row in strips for a in row if a is not None), (34, 265))
+    gap = np.ones((shape[0], 8))
+    rows = [np.hstack([part for a in row for part in (a if a is not None and a.shape == shape else np.ones(shape), gap)][:-1])
+            for row in strips]
+    return (np.vstack(rows) if rows else np.ones(shape)), shape
+
+
+def plot_sample_sheet(grid: str, columns: list[str], previews: dict[str, list[Path | None]]) -> bytes:
+    """PNG bytes: :func:`sample_sheet` with the variants' names and the columns' settings."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sheet, shape = sample_sheet(previews)
+    height, width = (n * 1.6 / 110 for n in sheet.shape)  # inches at 1.6 screen pixels per image pixel
+    fig = Figure(figsize=(width + 2.6, height + 0.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((2.4 / (width + 2.6), 0.2 / (height + 0.8), width / (width + 2.6), height / (height + 0.8)))
+    ax.imshow(sheet, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([(i + 0.5) * shape[0] for i in range(len(previews))], list(previews), fontsize=8)
+    ax.set_xticks([(j + 0.5) * shape[1] + j * 8 for j in range(len(columns))], columns, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"{grid}: samples (the first seed's prompts, the same for every variant)", fontsize=9, pad=18)
     return _png(fig)

@@ -96,15 +96,32 @@ def cell_failed(trial: FrozenTrial) -> bool:
 
 def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> int:
     """Enqueue each cell that has no trial yet, or whose last trial failed without :func:`cell_failed`
-    (stopped by a signal, worker lost), or failed at all with ``retry_failed``. Returns how many were queued."""
-    existing, queued = trials_by_cell(study), 0
-    for cell in grid.cells():
-        last = existing.get(cell.id, [None])[-1]
-        if last is None or (last.state == TrialState.FAIL and (retry_failed or not cell_failed(last))):
-            study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
-                                                "seed": cell.seed})
-            queued += 1
-    return queued
+    (stopped by a signal, worker lost), or failed at all with ``retry_failed``. Returns how many were queued.
+
+    Cells tried before (they may have a checkpoint) go to the head of the queue: a worker claims the
+    oldest waiting trial, so the cells still waiting from an earlier run are re-queued behind them (their
+    waiting trials are failed, unattributed, and replaced). Otherwise a grid cut by a deadline on every
+    run (a device call, a batch job's time limit) would start new cells and leave the cut ones behind."""
+    existing = trials_by_cell(study)
+    last = {cell.id: existing.get(cell.id, [None])[-1] for cell in grid.cells()}
+    due = [c for c in grid.cells() if last[c.id] is None or (
+        last[c.id].state == TrialState.FAIL and (retry_failed or not cell_failed(last[c.id])))]
+    resumed = [c for c in due if last[c.id] is not None]
+    waiting = [c for c in grid.cells() if last[c.id] is not None and last[c.id].state == TrialState.WAITING]
+    rotated = 0
+    if resumed and waiting:
+        for cell in waiting:  # a worker that claimed one meanwhile loses it (TrialReporter) and moves on
+            try:
+                study._storage.set_trial_state_values(last[cell.id]._trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue  # it finished meanwhile
+            due.append(cell)
+            rotated += 1
+    order = resumed + [c for c in grid.cells() if c in due and c not in resumed]
+    for cell in order:
+        study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
+                                            "seed": cell.seed})
+    return len(order) - rotated
 
 
 def _process_start(pid: int) -> str | None:
