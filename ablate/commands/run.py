@@ -7,12 +7,18 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from ablate.devices import resolve_device
 from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
+
+if TYPE_CHECKING:
+    from ablate.config.grid import Grid
+    from ablate.engine.runner import RunContext
+    from ablate.runs.workers import WorkerOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +79,30 @@ def main(args: argparse.Namespace) -> int:
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
                             retry_failed=args.retry_failed, verbose=args.verbose)
     with stop_on_signals():
+        if grid.train.lr_search is not None:
+            grid = tune_learning_rates(grid, ctx, options)
         run_grid(grid, ctx, options)
     if not args.no_leaderboard:
         from ablate.commands.leaderboard import show
 
         return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
+
+
+def tune_learning_rates(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Grid:
+    """Run the grid's learning-rate tuning (:mod:`ablate.runs.lr_tuning`) and return the grid at the tuned
+    rates, after printing each variant's validation loss per rate."""
+    from ablate.runs.lr_tuning import best_rates, tuned_grid, tuning_grids, validation_losses
+    from ablate.runs.workers import run_grid
+
+    grids = tuning_grids(grid)
+    ctx.console.print(f"learning-rate tuning: {len(grids)} rates x {len(grid.variants)} variants, seed "
+                      f"{grid.seeds[0]}: grids {', '.join(g.name for g in grids)}", highlight=False)
+    for g in grids:
+        run_grid(g, ctx, options)
+    losses = validation_losses(grids)
+    best = best_rates(grid, losses)
+    for variant in grid.variants:
+        tried = "  ".join(f"{rate:.1e}: {loss:.4g}" for rate, loss in sorted(losses[variant].items()))
+        ctx.console.print(f"  {escape(variant)}: lr {best[variant]:.1e} (EMA val loss by rate: {tried})", highlight=False)
+    return tuned_grid(grid, best)

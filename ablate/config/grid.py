@@ -29,6 +29,7 @@ from typing import Any, Literal
 from ablate.errors import ConfigError, VariantError
 from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
 from ablate.config.setting import Setting
+from ablate.config.lr import LrSearch, lr_label, read_lr_search, round_lr  # noqa: F401 (re-exported)
 
 GRIDS_DIR = Path(__file__).resolve().parents[2] / "grids"
 PAPER_SETTINGS = ((50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0))  # (steps, cfg), SD3 sec. 5.1
@@ -96,6 +97,8 @@ class TrainConfig:
     max_steps: int = opt(300, ge=1)
     batch_size: int = opt(64, ge=1)
     lr: float = opt(1.0e-4, gt=0)
+    lr_search: LrSearch | None = None  # written `lr: search(low, high, log)`; see LrSearch
+    lr_by_variant: dict[str, float] = opt(factory=dict, what="a mapping from variant names to learning rates")
     warmup_steps: int = opt(1000, ge=0)
     weight_decay: float = opt(0.0, ge=0)
     betas: tuple[float, float] = opt((0.9, 0.999), ge=0, lt=1)
@@ -107,6 +110,10 @@ class TrainConfig:
     val_every: int = opt(100, ge=1)
     devices: int = opt(1, ge=1)
     num_nodes: int = opt(1, ge=1)
+
+    def for_variant(self, variant: str) -> TrainConfig:
+        """The settings a variant trains with: its rate from ``lr_by_variant`` if there, else ``lr``."""
+        return dataclasses.replace(self, lr=self.lr_by_variant.get(variant, self.lr))
 
 
 @dataclass(frozen=True)
@@ -290,6 +297,7 @@ def load_grid(path: str | Path, overrides: GridOverrides | None = None) -> Grid:
     if raw is None:
         raise ConfigError(f"Grid file {file} is empty; it needs at least the keys `name` and `variants`.")
     reader = Reader(str(file), lines, _apply_overrides(raw, overrides) if isinstance(raw, dict) else {}, "the grid")
+    read_lr_search(raw, str(file))
     grid: Grid = reader.build(Grid, raw, ())
     _check_consistency(grid, reader)
     variants = _select_variants(grid.variants, overrides.variants, str(file)) if overrides.variants else grid.variants

@@ -170,8 +170,8 @@ def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, comp
     """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
     grid's network for the dataset ``info``, and its training settings."""
     formulation, density = parse_variant(variant)
-    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning), grid.train,
-                           seed=seed, compiled=compiled, fused=fused)
+    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning),
+                           grid.train.for_variant(variant), seed=seed, compiled=compiled, fused=fused)
 
 
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:

@@ -187,7 +187,24 @@ def deviations(frame: pd.DataFrame, variants: list[str]) -> list[str]:
         f"Solver time grid: {', '.join(grids)} ('own': uniform in each formulation's t, the paper's literal "
         "reading; 'rf': the same rf noise levels for every formulation). The last network call's rf-equivalent "
         "noise level per variant is in 'Solver: last network call'." + worst,
+        _learning_rate_line(frame),
     ]
+
+
+def _learning_rate_line(frame: pd.DataFrame) -> str:
+    """The learning rate(s): the grid's one rate (the paper: 1e-4 for every formulation), or each variant's own
+    tuned rate (``train.lr_by_variant``, :mod:`ablate.runs.lr_tuning`), which the ranks then compare."""
+    own: dict[str, set[float]] = {}
+    for variant, config in zip(frame["variant"], frame["config"]):
+        rates = ((config or {}).get("train") or {}).get("lr_by_variant") or {}
+        if variant in rates:
+            own.setdefault(variant, set()).add(float(rates[variant]))
+    if not own:
+        return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)."
+    listed = "; ".join(f"{v} {', '.join(f'{r:.1e}' for r in sorted(rs))}" for v, rs in sorted(own.items()))
+    return ("LEARNING RATE TUNED PER VARIANT: each variant ran at its own best rate (lowest EMA validation loss over "
+            "the rates of `train.lr: search(...)`, first seed; the paper used 1e-4 for all), so the ranks compare "
+            f"formulations each at its best rate: {listed}.")
 
 
 def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], dict[str, list[Path | None]]]:

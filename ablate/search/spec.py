@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.config.grid import GRIDS_DIR, Grid, load_grid, read_with_section
+from ablate.config.grid import GRIDS_DIR, Grid, load_grid, lr_label, read_with_section, round_lr  # noqa: F401 (re-exported)
 from ablate.config.schema import Reader, opt
 from ablate.errors import VariantError
 from ablate.formulations import canonical_variant
@@ -189,13 +189,3 @@ def _check(grid: Grid, s: SearchConfig, space: Space, reader: Reader) -> None:
     for name in grid.eval.scorer_options:
         if name not in grid.eval.scorers:
             reader.bad(("eval", "scorer_options", name), name, f"a scorer of `eval.scorers` ({', '.join(grid.eval.scorers)})")
-
-
-def lr_label(lr: float) -> str:
-    """The learning rate rounded to two significant digits, as text for a grid name: ``3.2e-04``."""
-    return f"{lr:.1e}"
-
-
-def round_lr(lr: float) -> float:
-    """The learning rate a trial trains with: :func:`lr_label`'s value."""
-    return float(lr_label(lr)) if math.isfinite(lr) else lr

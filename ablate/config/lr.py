@@ -1,0 +1,58 @@
+"""The learning rate in grid files: its two-significant-digit spelling, and per-variant tuning written
+``train.lr: search(low, high, log)`` (see :class:`LrSearch`; :mod:`ablate.runs.lr_tuning` runs it)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ablate.config.schema import opt
+from ablate.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LrSearch:
+    """Per-variant learning-rate tuning, written ``train.lr: search(low, high, log)`` (and optionally
+    ``train.lr_trials: N``): ``trials`` rates log-spaced over [low, high] at two significant digits; each
+    variant trains at each rate on the grid's first seed, and the rate with its lowest EMA validation
+    loss (the variant's own loss: comparable between rates of one variant) becomes its rate in
+    ``lr_by_variant`` for the grid (:mod:`ablate.runs.lr_tuning`)."""
+
+    low: float = opt(gt=0)
+    high: float = opt(gt=0)
+    trials: int = opt(3, ge=2)
+
+
+
+_LR_SEARCH = re.compile(r"search\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*,\s*log\s*\)")
+
+
+def read_lr_search(raw: Any, file: str) -> None:
+    """``train.lr: search(low, high, log)`` (and ``train.lr_trials``) into ``train.lr_search``; ``train.lr``
+    becomes the geometric mean (the rate of a variant the tuning did not cover)."""
+    train = raw.get("train") if isinstance(raw, dict) else None
+    if not isinstance(train, dict) or not isinstance(train.get("lr"), str):
+        return
+    match = _LR_SEARCH.fullmatch(train["lr"].strip())
+    try:
+        low, high = (float(x) for x in match.groups()) if match else (math.nan, math.nan)
+    except ValueError:
+        low = high = math.nan
+    if not (0 < low < high):
+        raise ConfigError(f"Grid file {file}: `train.lr` is {train['lr']!r}; allowed: a number (1.0e-4) or "
+                          "'search(low, high, log)' with 0 < low < high, e.g. 'search(1e-4, 1e-3, log)': each variant "
+                          "is trained at `train.lr_trials` (default 3) log-spaced rates and keeps its best.")
+    train["lr_search"] = {"low": low, "high": high, **({"trials": train.pop("lr_trials")} if "lr_trials" in train else {})}
+    train["lr"] = round_lr(math.sqrt(low * high))
+
+
+def lr_label(lr: float) -> str:
+    """A learning rate rounded to two significant digits, as text for a grid name: ``3.2e-04``."""
+    return f"{lr:.1e}"
+
+
+def round_lr(lr: float) -> float:
+    """The learning rate a cell trains with: :func:`lr_label`'s value."""
+    return float(lr_label(lr)) if math.isfinite(lr) else lr
