@@ -1,10 +1,15 @@
-"""Sessions: ``ci`` (the default, what ``nox`` and CI run: the unit tests, then the smoke grid and
-its assertions, in one environment), ``tests`` and ``smoke`` (each half alone), ``nox -s studies`` runs the CPU scaling study and
-search and checks their reports. ``nox -s gpu`` (not in the default run) is the GPU
+"""Sessions: ``ci`` (the default, what ``nox`` and CI run, in one environment: the unit tests with the CPU
+scaling study and search running beside them, then the smoke grid, then the assertions on the smoke
+leaderboard and the studies' reports), ``tests`` and ``smoke`` (each part alone), ``studies`` (the CPU
+scaling study and search alone, and their assertions). ``nox -s gpu`` (not in the default run) is the GPU
 check: on a machine with a CUDA GPU, in the environment it is started from. Every install keeps the torch pin in
 constraints.txt (a different torch would pull several GB of CUDA packages)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
 
 import nox
 
@@ -38,12 +43,41 @@ def _smoke(session: nox.Session) -> None:
     session.run("pytest", "-m", "smoke", *session.posargs, env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS})
 
 
+STUDIES = (("scale", "grids/scaling-smoke.yaml"), ("search", "grids/search-smoke.yaml"))
+
+
+def _study_commands() -> list[list[str]]:
+    return [["python", "-m", "ablate", command, grid, "--results", STUDY_RESULTS, "--out", f"{STUDY_RESULTS}/reports"]
+            for command, grid in STUDIES]
+
+
+def _study_assertions(session: nox.Session) -> None:
+    session.run("pytest", "-m", "smoke", "tests/e2e/test_smoke_leaderboard.py", "-k", "study", *session.posargs,
+                env={**ENV, "ABLATE_STUDY_RESULTS": STUDY_RESULTS})
+
+
 @nox.session
 def ci(session: nox.Session) -> None:
-    """Unit tests, then the 24-variant smoke grid and the assertions on its leaderboard (one install)."""
+    """Unit tests with the CPU studies beside them (single-threaded, in the time the tests spend waiting on
+    their subprocesses), then the 24-variant smoke grid, then the assertions on both (one install)."""
     _install(session)
-    _unit_tests(session)
+    log = Path(STUDY_RESULTS) / "studies.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    script = " && ".join(" ".join(f"'{a}'" for a in [f"{session.bin}/python", *cmd[1:]]) for cmd in _study_commands())
+    with log.open("w") as out:
+        studies = subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **ENV, "OMP_NUM_THREADS": "1"})
+    try:
+        _unit_tests(session)
+    except BaseException:
+        studies.terminate()
+        raise
+    code = studies.wait()
+    session.log(f"the CPU studies (beside the unit tests) exited with {code}; their log: {log}")
+    if code:
+        session.error("the CPU studies failed:\n" + "\n".join(log.read_text().splitlines()[-40:]))
     _smoke(session)
+    _study_assertions(session)
 
 
 @nox.session
@@ -62,15 +96,12 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def studies(session: nox.Session) -> None:
-    """The CPU-sized studies through the same grid machinery, then assertions on their reports: an isoFLOP
-    scaling study (about 3.5 min on a slow 2-core VM) and a formulation search (about 45 s). Not in the
-    default run: CI's 20 minutes hold the unit tests and the smoke grid only."""
+    """The CPU-sized studies alone (``ci`` runs them beside the unit tests), then assertions on their reports:
+    an isoFLOP scaling study (about 3.5 min on a slow 2-core VM) and a formulation search (about 45 s)."""
     _install(session)
-    for command, grid in (("scale", "grids/scaling-smoke.yaml"), ("search", "grids/search-smoke.yaml")):
-        session.run("python", "-m", "ablate", command, grid, "--results", STUDY_RESULTS, "--out",
-                    f"{STUDY_RESULTS}/reports", env={**ENV, "OMP_NUM_THREADS": "1"})
-    session.run("pytest", "-m", "smoke", "tests/e2e/test_smoke_leaderboard.py", "-k", "study", *session.posargs,
-                env={**ENV, "ABLATE_STUDY_RESULTS": STUDY_RESULTS})
+    for command in _study_commands():
+        session.run(*command, env={**ENV, "OMP_NUM_THREADS": "1"})
+    _study_assertions(session)
 
 
 GPU_RESULTS = ".nox/gpu-results"

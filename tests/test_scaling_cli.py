@@ -78,3 +78,20 @@ def test_plan_of_the_smoke_file(capsys, tmp_path) -> None:
     assert "study.d3-p8-c6e10" not in result.out  # named after the study's `name`, not the file
     assert "scaling-smoke.d3-p8-c6e10" in result.out and "scaling-smoke.d1-p16-s40" in result.out
     assert not (tmp_path / "results").exists()  # --plan trains nothing
+
+
+def test_shards_partition_the_cells_and_share_the_flops(capsys, tmp_path) -> None:
+    import re
+
+    def planned(*extra: str) -> dict[str, float]:
+        result = scale(capsys, tmp_path, SMOKE.read_text(), *extra)
+        assert result.code == 0, result.message
+        return {m[0]: float(m[1]) for m in re.findall(r"^  (\S+): N=\S+ steps=\d+ FLOPs=(\S+)", result.out, re.M)}
+
+    whole = planned()
+    shares = [planned("--shard", f"{k}/3") for k in (1, 2, 3)]
+    assert sorted(name for s in shares for name in s) == sorted(whole)  # each grid in exactly one share
+    costs = [sum(s.values()) for s in shares]
+    assert max(costs) - min(costs) <= max(whole.values())  # round robin by cost: within one grid of each other
+    for bad in ("0/3", "4/3", "1", "a/b"):
+        expect_error(scale(capsys, tmp_path, SMOKE.read_text(), "--shard", bad), f"--shard {bad!r}", "K/N")

@@ -198,6 +198,13 @@ def test_gpu_assignment_spreads_workers_over_gpu_groups():
     assert gpu_assignment(2, 1, 4, ["5", "7"]) == ["5,7", "5,7"]  # fewer GPUs than devices: share what there is
 
 
+def test_gpu_hours_count_a_workers_share_of_its_gpus():
+    from ablate.runs.workers import gpu_assignment, gpu_shares
+
+    assert gpu_shares(gpu_assignment(8, 4, 1, ["0", "1"])) == [0.25] * 8  # the issue-12 grid's layout
+    assert gpu_shares(["0", "0", "1"]) == [0.5, 0.5, 1.0] and gpu_shares([None, None]) == [1.0, 1.0]
+
+
 def _pop_all(url: str, start: float, queue) -> None:  # type: ignore[no-untyped-def]
     study = _study(url, "race")
     while time.time() < start:

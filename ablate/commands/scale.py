@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", metavar="DIR", help="results root; the study's cells go to DIR/<name>.<cell>/")
     p.add_argument("--out", metavar="DIR", default="leaderboard", help="where the report goes (default: leaderboard/)")
     add_device_arguments(p)
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="train only the K-th of N shares of the study's isoFLOP and quality cells (balanced by FLOPs) "
+                        "and stop, no fits or report: N processes (one per GPU or CPU share, e.g. with "
+                        "CUDA_VISIBLE_DEVICES) train the study together; then run without --shard to fit, train the "
+                        "extrapolation cells and report (finished cells are skipped)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print the cells (steps, FLOPs) and train nothing")
     mode.add_argument("--report-only", action="store_true", help="fit and report the finished cells; train nothing")
@@ -61,6 +66,8 @@ def main(args: argparse.Namespace) -> int:
     caption = study.base.data.conditioning == "caption"
     data = DataShape(info.resolution, info.channels, 0 if caption else info.num_classes, info.cond_dim if caption else 0)
     points = isoflop_points(study, data) + quality_points(study, data)
+    if args.shard is not None:
+        points = shard(points, args.shard)
     cells = sum(len(p.grid.variants) * len(p.grid.seeds) for p in points)
     flops = sum(p.spend.flops * len(p.grid.variants) * len(p.grid.seeds) for p in points)
     console.print(f"[bold]ablate scale[/] {study.name}: {len(points)} grids, {cells} cells, {flops:.3g} training "
@@ -71,7 +78,28 @@ def main(args: argparse.Namespace) -> int:
                       f"({p.spend.error:.2%} off)", highlight=False, soft_wrap=True)
     if args.plan:
         return 0
+    if args.shard is not None:
+        if args.report_only:
+            raise ConfigError("--shard trains a share of the cells and --report-only trains none; use one of them.")
+        _run(points, ctx)
+        console.print(f"shard {args.shard}: {len(points)} grids done; run `python -m ablate scale {args.file}` "
+                      "without --shard once every shard is done, to fit, extrapolate and report", highlight=False)
+        return 0
     return _run_and_report(study, data, points, ctx, args, console)
+
+
+def shard(points: list[Point], spec: str) -> list[Point]:
+    """The ``K/N``-th share of ``points``: sorted by training FLOPs (largest first) and dealt round robin, so
+    the N shares cost about the same; every point is in exactly one share."""
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise ConfigError(f"Command-line option --shard {spec!r} is not allowed: K/N with 1 <= K <= N, e.g. 1/4 "
+                          "(the first of four shares).")
+    ranked = sorted(points, key=lambda p: (-p.spend.flops * len(p.grid.variants) * len(p.grid.seeds), p.grid.name))
+    return ranked[k - 1::n]
 
 
 def _context(device: torch.device, args: argparse.Namespace, console: Console) -> RunContext:

@@ -88,9 +88,10 @@ def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> d
 def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
                      scorers: list[Scorer], setting: Setting, batch_size: int, device: torch.device,
                      preview: Path | None = None, on_batch: Callable[[int], None] | None = None,
-                     compiled: bool = False) -> dict:
+                     compiled: bool = False, gpu_share: float = 1.0) -> dict:
     """One setting, sampled with ``net`` (the caller picks it by ``setting.weights``): the record's
-    ``metrics``, ``nfe``, ``num_samples``, ``solver_details`` and ``eval`` (timing) parts."""
+    ``metrics``, ``nfe``, ``num_samples``, ``solver_details`` and ``eval`` (timing) parts; ``gpu_share``: the
+    share of the GPU this process holds (1 / processes sharing it), by which its GPU-hours are counted."""
     start = time.perf_counter()
     samples, nfe = generate(net, formulation, info, prompts, setting.steps, setting.cfg, setting.time_grid,
                             batch_size, device, on_batch, compiled)
@@ -106,7 +107,7 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
         "metrics": metrics, "nfe": nfe, "num_samples": len(samples),
         "solver_details": solver_details(formulation, setting),
         "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s, "nonfinite_samples": nonfinite,
-                 "gpu_hours": (time.perf_counter() - start) / 3600 if device.type == "cuda" else 0.0},
+                 "gpu_hours": (time.perf_counter() - start) * gpu_share / 3600 if device.type == "cuda" else 0.0},
     }
 
 

@@ -61,6 +61,7 @@ class RunContext:
     progress: bool = True
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
     fused: bool | None = None  # fused AdamW; None: ablate.engine.accel.fused_adamw decides
+    gpu_share: float = 1.0  # the share of its GPUs a cell holds (1 / workers per GPU): GPU-hours count only it
     _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
 
@@ -204,7 +205,8 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
-        "wall_s": wall, "gpu_hours": wall * world / 3600 if ctx.device.type == "cuda" else 0.0,
+        "wall_s": wall, "gpu_hours": wall * world * ctx.gpu_share / 3600 if ctx.device.type == "cuda" else 0.0,
+        "gpu_share": ctx.gpu_share,
         "threads": torch.get_num_threads(),
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
@@ -289,7 +291,8 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
             continue
         result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
                                   grid.eval.batch_size, ctx.device,
-                                  preview=store.preview_path(cell, setting), compiled=module.compiled)
+                                  preview=store.preview_path(cell, setting), compiled=module.compiled,
+                                  gpu_share=ctx.gpu_share)
         provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
         store.write_record(new_record(
             cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],

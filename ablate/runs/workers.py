@@ -137,7 +137,7 @@ def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gp
     def start(i: int) -> mp.process.BaseProcess:
         proc = spawn.Process(target=_worker_process, name=f"ablate-w{i}", args=(
             grid, ctx.device.type, ctx.cache_dir, ctx.weights_dir, url, f"w{i}", gpus[i], modules, count,
-            options.verbose, os.getpid()))
+            options.verbose, os.getpid(), gpu_shares(gpus)[i]))
         proc.start()
         return proc
 
@@ -188,6 +188,11 @@ def _stop(procs: dict[int, mp.process.BaseProcess], console: Console) -> None:
                   highlight=False)
 
 
+def gpu_shares(gpus: list[str | None]) -> list[float]:
+    """Each worker's share of its GPUs: 1 / the workers given the same GPUs (1 for a CPU worker)."""
+    return [1.0 if g is None else 1 / gpus.count(g) for g in gpus]
+
+
 def _stop_with_parent(parent: int) -> None:
     """SIGTERM to this process once ``parent`` (the run's main process) is gone."""
     while True:
@@ -202,8 +207,10 @@ def _stop_with_parent(parent: int) -> None:
 
 
 def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path | None, url: str, name: str,
-                    gpus: str | None, modules: list[str], processes: int, verbose: bool, parent: int) -> None:
-    """Entry point of a local worker process (forked from the forkserver, which never touches CUDA)."""
+                    gpus: str | None, modules: list[str], processes: int, verbose: bool, parent: int,
+                    gpu_share: float = 1.0) -> None:
+    """Entry point of a local worker process (forked from the forkserver, which never touches CUDA);
+    ``gpu_share``: 1 / the workers sharing its GPUs (for the records' GPU-hours)."""
     import importlib
 
     from ablate.runs import signals
@@ -215,7 +222,8 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
         importlib.import_module(module)
     logs.route_output(grid.results_dir / "run.log", verbose)
     threading.Thread(target=_stop_with_parent, args=(parent,), daemon=True).start()
-    ctx = RunContext(device=torch.device(device), cache_dir=cache_dir, weights_dir=weights_dir, progress=False)
+    ctx = RunContext(device=torch.device(device), cache_dir=cache_dir, weights_dir=weights_dir, progress=False,
+                     gpu_share=gpu_share)
     try:
         with stop_on_signals():
             Worker(grid, ctx, url, name).run()

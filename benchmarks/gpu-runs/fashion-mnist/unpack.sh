@@ -1,9 +1,10 @@
 #!/bin/bash
-# Unpack a chunk call's results.tgz (argument) into leaderboard/results/, keeping only finished cells
-# (done.json): a cell cut by a call's deadline has no checkpoint here and starts again in the next cold call.
+# Unpack a device call's results.tgz (argument; from this folder's chunk.sh or ../studies/chunk.sh) into
+# leaderboard/results/, keeping only finished cells (done.json) of every grid in it: a cell cut by a call's
+# deadline has no checkpoint here and starts again in the next cold call.
 set -eu
 tar xzf "$1" -C leaderboard/
-cd leaderboard/results/fashion-mnist/fashion-mnist
-for d in */seed*; do [ -f "$d/done.json" ] || rm -rf "$d"; done
+cd leaderboard/results
+for d in */*/*/seed*; do [ -f "$d/done.json" ] || rm -rf "$d"; done
 find . -type d -empty -delete
-echo "$(find . -name done.json | wc -l) finished cells in leaderboard/results/fashion-mnist"
+for g in */; do [ "$g" = cache/ ] || echo "${g%/}: $(find "$g" -name done.json | wc -l) finished cells"; done
