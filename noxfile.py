@@ -30,7 +30,7 @@ def _install(session: nox.Session) -> None:
 
 def _unit_tests(session: nox.Session) -> None:
     # two processes (pytest-xdist, one test file each at a time): many tests wait on subprocesses
-    session.run("pytest", "-m", "not smoke", "-n", "2", "--dist", "loadfile", *session.posargs, env=ENV)
+    session.run("pytest", "-m", "not smoke and not slow", "-n", "2", "--dist", "loadfile", *session.posargs, env=ENV)
 
 
 def _smoke(session: nox.Session) -> None:
@@ -97,11 +97,13 @@ def smoke(session: nox.Session) -> None:
 @nox.session
 def studies(session: nox.Session) -> None:
     """The CPU-sized studies alone (``ci`` runs them beside the unit tests), then assertions on their reports:
-    an isoFLOP scaling study (about 3.5 min on a slow 2-core VM) and a formulation search (about 45 s)."""
+    an isoFLOP scaling study (about 3.5 min on a slow 2-core VM) and a formulation search (about 45 s); then
+    the ``slow`` tests (the probe's full recipe trained from scratch, about 2.5 min)."""
     _install(session)
     for command in _study_commands():
         session.run(*command, env={**ENV, "OMP_NUM_THREADS": "1"})
     _study_assertions(session)
+    session.run("pytest", "-m", "slow", *session.posargs, env=ENV)
 
 
 GPU_RESULTS = ".nox/gpu-results"
