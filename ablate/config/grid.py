@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ablate.errors import ConfigError, VariantError
 from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
 from ablate.config.setting import Setting
-from ablate.config.lr import LrSearch, lr_label, read_lr_search, round_lr  # noqa: F401 (re-exported)
+from ablate.config.lr import LrSearch, read_lr_search
 
 GRIDS_DIR = Path(__file__).resolve().parents[2] / "grids"
 PAPER_SETTINGS = ((50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0))  # (steps, cfg), SD3 sec. 5.1

@@ -53,6 +53,12 @@ def lr_label(lr: float) -> str:
     return f"{lr:.1e}"
 
 
+def lr_grid_name(name: str, lr: float) -> str:
+    """The grid that trains at ``lr`` instead of the file's rate: ``<name>.lr<rate>`` (e.g. ``sd3.lr3.2e-04``);
+    a grid's cells share one rate, so each tried rate is a grid (searches and per-variant tuning alike)."""
+    return f"{name}.lr{lr_label(lr)}"
+
+
 def round_lr(lr: float) -> float:
     """The learning rate a cell trains with: :func:`lr_label`'s value."""
     return float(lr_label(lr)) if math.isfinite(lr) else lr

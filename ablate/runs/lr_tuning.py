@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ablate.config.grid import Grid, LrSearch, lr_label, round_lr
+from ablate.config.grid import Grid
+from ablate.config.lr import LrSearch, lr_grid_name, round_lr
 from ablate.errors import ConfigError
 from ablate.results import ResultsStore
 
@@ -35,7 +36,7 @@ def rates(search: LrSearch) -> list[float]:
 def tuning_grids(grid: Grid) -> list[Grid]:
     """One grid per tried rate: ``<grid>.lr<rate>``, every variant, the first seed."""
     assert grid.train.lr_search is not None
-    return [dataclasses.replace(grid, name=f"{grid.name}.lr{lr_label(rate)}", seeds=grid.seeds[:1],
+    return [dataclasses.replace(grid, name=lr_grid_name(grid.name, rate), seeds=grid.seeds[:1],
                                 train=dataclasses.replace(grid.train, lr=rate, lr_search=None, lr_by_variant={}))
             for rate in rates(grid.train.lr_search)]
 

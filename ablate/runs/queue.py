@@ -102,12 +102,12 @@ def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> 
     oldest waiting trial, so the cells still waiting from an earlier run are re-queued behind them (their
     waiting trials are failed, unattributed, and replaced). Otherwise a grid cut by a deadline on every
     run (a device call, a batch job's time limit) would start new cells and leave the cut ones behind."""
-    existing = trials_by_cell(study)
-    last = {cell.id: existing.get(cell.id, [None])[-1] for cell in grid.cells()}
-    due = [c for c in grid.cells() if last[c.id] is None or (
+    existing, cells = trials_by_cell(study), grid.cells()
+    last = {cell.id: existing.get(cell.id, [None])[-1] for cell in cells}
+    due = [c for c in cells if last[c.id] is None or (
         last[c.id].state == TrialState.FAIL and (retry_failed or not cell_failed(last[c.id])))]
     resumed = [c for c in due if last[c.id] is not None]
-    waiting = [c for c in grid.cells() if last[c.id] is not None and last[c.id].state == TrialState.WAITING]
+    waiting = [c for c in cells if last[c.id] is not None and last[c.id].state == TrialState.WAITING]
     rotated = 0
     if resumed and waiting:
         for cell in waiting:  # a worker that claimed one meanwhile loses it (TrialReporter) and moves on
@@ -117,7 +117,7 @@ def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> 
                 continue  # it finished meanwhile
             due.append(cell)
             rotated += 1
-    order = resumed + [c for c in grid.cells() if c in due and c not in resumed]
+    order = resumed + [c for c in cells if c in due and c not in resumed]
     for cell in order:
         study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
                                             "seed": cell.seed})

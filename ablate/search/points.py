@@ -13,14 +13,15 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from ablate.config.grid import Grid
 from ablate.errors import ConfigError
 from ablate.report import ranking
-from ablate.search.spec import STEP, Search, lr_label
+from ablate.config.lr import lr_grid_name
+from ablate.search.spec import STEP, Search
 
 Point = tuple[str, float | None]  # (variant, learning rate or None: the file's)
 
 
 def grid_name(search: Search, lr: float | None) -> str:
     """``<name>`` for the file's learning rate (None), else ``<name>.lr<lr>`` (two significant digits)."""
-    return search.name if lr is None else f"{search.name}.lr{lr_label(lr)}"
+    return search.name if lr is None else lr_grid_name(search.name, lr)
 
 
 def grid_for(search: Search, variants: Iterable[str], lr: float | None, seeds: tuple[int, ...] = ()) -> Grid:

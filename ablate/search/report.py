@@ -21,7 +21,8 @@ from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.paper import PAPER_CHOICES
 from ablate.search.analysis import (OBJECTIVES, best_points, density_distances, importances,
                                     parameter_distances, seed_estimates, trial_table)
-from ablate.search.spec import Search, lr_label
+from ablate.config.lr import lr_label
+from ablate.search.spec import Search
 
 MARKERS = {"search": "o", "enqueued": "s", "paper lattice": "D"}  # anything else (warm start): "^"
 

@@ -13,13 +13,12 @@ is the template with its numbers and the same point always names the same cell.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.config.grid import GRIDS_DIR, Grid, load_grid, lr_label, read_with_section, round_lr  # noqa: F401 (re-exported)
+from ablate.config.grid import GRIDS_DIR, Grid, load_grid, read_with_section
 from ablate.config.schema import Reader, opt
 from ablate.errors import VariantError
 from ablate.formulations import canonical_variant

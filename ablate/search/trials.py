@@ -35,7 +35,8 @@ from ablate.results import ResultsStore
 from ablate.runs.storage import default_storage, open_storage, shared_config
 from ablate.runs.workers import WorkerOptions, run_grid
 from ablate.search.points import Point, distributions, grid_for, grid_name, objectives
-from ablate.search.spec import STEP, Search, lr_label, round_lr
+from ablate.config.lr import lr_label, round_lr
+from ablate.search.spec import STEP, Search
 from ablate.search.warm import warm_start
 
 DIRECTIONS = ("maximize", "minimize")  # (alignment, fidelity)

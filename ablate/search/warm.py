@@ -16,7 +16,8 @@ import optuna
 
 from ablate.results import ResultsStore
 from ablate.runs.storage import shared_config
-from ablate.search.spec import Search, round_lr
+from ablate.config.lr import round_lr
+from ablate.search.spec import Search
 from ablate.search.points import distributions, objectives
 
 
