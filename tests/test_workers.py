@@ -5,6 +5,7 @@ More failure cases (issue 10) are in test_failures.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -188,6 +189,21 @@ def test_joining_with_another_config_is_refused(tmp_path):
         open_study(other, open_storage(url, heartbeat=False))
     subset = load_grid(workers_kit.write_grid(tmp_path, "cfg", ["rf"]), GridOverrides(results=tmp_path))
     open_study(subset, open_storage(url, heartbeat=False))  # other cells, same config: joins
+
+
+def test_a_study_stored_before_an_option_existed_is_joined_at_its_default(tmp_path):
+    from ablate.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    grid = load_grid(workers_kit.write_grid(tmp_path, "old"), GridOverrides(results=tmp_path))
+    study = open_study(grid, open_storage(url, heartbeat=False))
+    config = study.user_attrs["config"]
+    del config["train"]["lr_by_variant"]  # as stored by a version without the option
+    study.set_user_attr("config", config)
+    open_study(grid, open_storage(url, heartbeat=False))  # the option at its default: the same study
+    tuned = dataclasses.replace(grid, train=dataclasses.replace(grid.train, lr_by_variant={"rf": 1e-3}))
+    with pytest.raises(ConfigError, match=r"train\.lr_by_variant\.rf \(None in the storage, 0\.001 here\)"):
+        open_study(tuned, open_storage(url, heartbeat=False))
 
 
 def test_gpu_assignment_spreads_workers_over_gpu_groups():

@@ -10,6 +10,7 @@ must have the same (its cells may differ). ``ABLATE_HEARTBEAT_INTERVAL`` (s, def
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ablate.errors import ConfigError
 from ablate.config.grid import Grid
+from ablate.config.schema import plain
 from ablate.runs.storage_urls import sqlite_file
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -116,6 +118,24 @@ def shared_config(grid: Grid) -> dict[str, Any]:
     return config
 
 
+def _with_added_options(stored: dict[str, Any], mine: dict[str, Any], grid: Grid) -> dict[str, Any]:
+    """A stored config read with the options the schema gained since it was stored at their defaults, so
+    that adding an option (e.g. ``train.lr_by_variant``) does not orphan the studies already run."""
+    out = dict(stored)
+    for section in dataclasses.fields(grid):
+        value = getattr(grid, section.name)
+        if not (dataclasses.is_dataclass(value) and isinstance(out.get(section.name), dict)
+                and isinstance(mine.get(section.name), dict)):
+            continue
+        fields = {f.name: f for f in dataclasses.fields(value)
+                  if f.name in mine[section.name] and f.name not in out[section.name]}
+        defaults = {name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for name, f in fields.items()
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        out[section.name] = {**out[section.name], **json.loads(json.dumps(plain(defaults)))}
+    return out
+
+
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{path}.{k}".lstrip("."))]
@@ -128,6 +148,8 @@ def open_study(grid: Grid, storage: RDBStorage) -> optuna.Study:
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     mine = json.loads(json.dumps(shared_config(grid)))
     stored = study.user_attrs.get("config")
+    if stored is not None:
+        stored = _with_added_options(stored, mine, grid)
     if stored is None:
         study.set_user_attr("config", mine)
     elif stored != mine:
