@@ -169,3 +169,19 @@ def test_ema_start_restarts_the_average_until_then():
     torch.nn.init.constant_(net.weight, 4.0)
     ema.update_parameters(net)  # from ema.start: averaging, starting from the last copy
     assert torch.allclose(ema.module.weight, torch.full((2, 3), 3.0))
+
+
+def test_a_variant_with_fewer_seeds_is_not_ranked_missing_in_replicates_without_them():
+    """A grid part-way through its seeds: 'best' has seed 0 only, the others seeds 0-2. A replicate that draws
+    no seed 0 must not rank 'best' as missing (last): it takes the mean of the seeds it has, so it stays first
+    in every replicate and its interval is its point."""
+    frame = _frame({"best": 10.0, "mid": 5.0, "low": 0.0}, seeds=(0, 1, 2), noise=0.1)
+    frame = frame[(frame["variant"] != "best") | (frame["seed"] == 0)]
+    data = statistics.seed_array(frame, "align", "fd")
+    masks = {"all": np.ones(len(data.settings), bool)}
+    counts = statistics.seed_counts(len(data.seeds), 200, np.random.default_rng(0))
+    assert (counts[:, 0] == 0).sum() > 10  # replicates without seed 0 are drawn
+    boot = statistics.average_ranks(data, counts, masks)["all"]
+    assert np.all(boot[:, data.variants.index("best")] == 1.0)
+    means = statistics.weighted_means(data.fidelity, data.present, counts)
+    assert np.all(np.isfinite(means))

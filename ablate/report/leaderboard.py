@@ -104,6 +104,10 @@ def _top(lb: Leaderboard) -> list[str]:
         f"are not resampled ({lb.fidelity} is a distance between feature sets, not a per-sample mean, and records "
         "keep only its value). " + ("With one seed there are no intervals." if seeds < 2 else
                                     "Metrics are shown as seed mean ± standard error."))
+    if seeds > 1 and lb.means["seeds"].min() < seeds:
+        lines[-1] += (f" Unequal seeds: some variants have only {int(lb.means['seeds'].min())} of the {seeds}; "
+                      "a replicate that draws none of a variant's seeds uses the mean of those it has, so that "
+                      "variant's own seed variation is only partly in its intervals (not at all with one seed).")
     return lines
 
 

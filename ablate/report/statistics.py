@@ -8,7 +8,8 @@ features, and FD is not a mean over samples, so it cannot be resampled from reco
 
 Per replicate the pipeline is the point estimate's (:mod:`ablate.report.ranking`): seed-mean metrics per
 (variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
-records at a setting is left out of that setting), repeated non-dominated sorting per setting, ranks
+records at a setting is left out of that setting; one with records but none of the drawn seeds, in a grid
+not yet complete, takes the mean of the seeds it has), repeated non-dominated sorting per setting, ranks
 averaged over the settings of a column. Intervals are percentile intervals of the replicates.
 """
 
@@ -63,8 +64,13 @@ def seed_counts(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.n
 
 
 def weighted_means(values: np.ndarray, present: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(B, V, S) seed means with seed weights ``counts`` (B, K); NaN where a drawn seed is NaN or none is present."""
+    """(B, V, S) seed means with seed weights ``counts`` (B, K); NaN where a drawn seed is NaN or no seed is
+    present. Where a (variant, setting) has records but none of a replicate's drawn seeds (a grid not yet
+    complete: fewer seeds for some variants), it contributes the mean of the seeds it has, so it is not
+    ranked as missing; its own seed-to-seed variation is then only partly in the intervals (not at all
+    with one seed)."""
     w = present[None] * counts[:, None, None, :].astype(float)          # (B, V, S, K)
+    w = np.where((w.sum(-1) == 0)[..., None], present[None].astype(float), w)
     total = w.sum(-1)
     clean = np.where(np.isnan(values), 0.0, values)
     means = (w * clean[None]).sum(-1) / np.where(total > 0, total, 1.0)
