@@ -58,6 +58,10 @@ def test_interrupted_and_resumed_cell_is_bit_identical_to_an_uninterrupted_one(t
     resumed = train_cell(grid, cell, ctx(), tmp_path / "cut")
 
     assert resumed["resumed_from_step"] == 8 and whole["resumed_from_step"] == 0
+    # the cut run's time counts: the cell trained in two runs, the summary's totals are their sums
+    runs = json.loads((tmp_path / "cut" / "train-runs.json").read_text())
+    assert [r["from_step"] for r in runs] == [0, 8] and resumed["runs"] == 2 and whole["runs"] == 1
+    assert runs[0]["wall_s"] > 0 and resumed["total_wall_s"] == pytest.approx(runs[0]["wall_s"] + resumed["wall_s"])
     for key in ("best_step", "val_loss", "val_loss_raw", "val_x0_mse", "val_loss_by_t", "val_x0_mse_by_t", "final_val"):
         assert resumed[key] == whole[key], key
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (tmp_path / "whole", tmp_path / "cut"))

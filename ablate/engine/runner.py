@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,9 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
-    wall = time.perf_counter() - start
+    finally:  # an interrupted run's time counts too: the cell's cost is the sum of its runs
+        wall = time.perf_counter() - start
+        segments = _record_segment(directory, resumed_step, wall, trainer.world_size, ctx)
     best_path, last_path = Path(best.best_model_path), directory / "checkpoints" / "last.ckpt"
     best_ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     best_val = validation_of(best_ckpt, best_path)
@@ -205,8 +208,8 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
-        "wall_s": wall, "gpu_hours": wall * world * ctx.gpu_share / 3600 if ctx.device.type == "cuda" else 0.0,
-        "gpu_share": ctx.gpu_share,
+        "wall_s": wall, "gpu_hours": sum(seg["gpu_hours"] for seg in segments), "gpu_share": ctx.gpu_share,
+        "runs": len(segments), "total_wall_s": sum(seg["wall_s"] for seg in segments),
         "threads": torch.get_num_threads(),
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
@@ -217,6 +220,23 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     }
     write_json_atomic(directory / "train.json", summary)
     return summary
+
+
+SEGMENTS = "train-runs.json"
+
+
+def _record_segment(directory: Path, resumed_step: int, wall: float, world: int, ctx: RunContext) -> list[dict]:
+    """Append this training run (from ``resumed_step``, ``wall`` seconds) to the cell's ``train-runs.json``
+    and return the runs so far: a cell cut by a deadline and resumed trains in several runs, and its
+    ``gpu_hours`` is their sum (a run killed by SIGKILL leaves no entry, so that sum is a lower bound).
+    A run from step 0 starts the list again."""
+    path = directory / SEGMENTS
+    earlier = json.loads(path.read_text()) if resumed_step > 0 and path.exists() else []
+    run = {"from_step": resumed_step, "wall_s": wall, "world_size": world, "gpu_share": ctx.gpu_share,
+           "gpu_hours": wall * world * ctx.gpu_share / 3600 if ctx.device.type == "cuda" else 0.0}
+    runs = [r for r in earlier if r["from_step"] < resumed_step] + [run]
+    write_json_atomic(path, runs)
+    return runs
 
 
 EARLIER_LOG = "metrics-before-resume.csv"
