@@ -274,3 +274,27 @@ def test_cells_tried_before_go_to_the_head_of_the_queue(tmp_path):
     # the waiting trial of edm/rf was failed (unattributed) and replaced behind the cut cells
     assert {c: [t.state for t in ts] for c, ts in trials_by_cell(study).items()}[grid.cells()[3].id] == [
         TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_no_cell_is_claimed_after_the_time_limit(tmp_path, monkeypatch, one_thread):
+    """--stop-claiming-after: a run claims no cell once its limit has passed, finishing the one it runs; the
+    cells it left stay queued and the next run does them."""
+    from ablate.runs import queue
+
+    grid = load_grid(workers_kit.write_grid(tmp_path, "limit", ["rf", "eps/linear"], max_steps=4),
+                     GridOverrides(results=tmp_path / "results"))
+    url = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
+    assert run_grid(grid, ctx, WorkerOptions(storage=url, claim_until=time.time())) == {"pending": 2}
+    until = time.time() + 10.0  # claimed before this, and still running when it passes
+    real = queue.run_cell
+
+    def run_past_the_limit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        outcome = real(*args, **kwargs)
+        time.sleep(max(until - time.time(), 0.0))
+        return outcome
+
+    monkeypatch.setattr(queue, "run_cell", run_past_the_limit)
+    assert run_grid(grid, ctx, WorkerOptions(storage=url, claim_until=until)) == {"done": 1, "pending": 1}
+    monkeypatch.setattr(queue, "run_cell", real)
+    assert run_grid(grid, ctx, WorkerOptions(storage=url)) == {"done": 2}

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "per GPU x --workers-per-gpu)")
     w.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K", help="workers sharing one GPU")
     w.add_argument("--retry-failed", action="store_true", help="re-queue the cells that failed (diverged or crashed)")
+    w.add_argument("--stop-claiming-after", type=_positive, metavar="SECONDS", help="workers claim no new cell after "
+                   "SECONDS from the start and stop once their cell is done; the rest stays queued for the next run "
+                   "(a batch job's or a device call's time limit: no cell is started that cannot finish)")
     d = p.add_argument_group("one run on several devices (Lightning DDP)")
     d.add_argument("--devices", type=_positive, metavar="N", help="GPUs (or CPU processes) per run (train.devices)")
     d.add_argument("--num-nodes", type=_positive, metavar="M", help="machines per run (train.num_nodes)")
@@ -77,7 +81,8 @@ def main(args: argparse.Namespace) -> int:
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
-                            retry_failed=args.retry_failed, verbose=args.verbose)
+                            retry_failed=args.retry_failed, verbose=args.verbose,
+                            claim_until=time.time() + args.stop_claiming_after if args.stop_claiming_after else None)
     with stop_on_signals():
         if grid.train.lr_search is not None:
             grid = tune_learning_rates(grid, ctx, options)

@@ -227,8 +227,10 @@ class _ClaimSampler(optuna.samplers.RandomSampler):
 class Worker:
     """Claims and runs cells of one grid until none is waiting or running anywhere."""
 
-    def __init__(self, grid: Grid, ctx: RunContext, url: str, name: str = "") -> None:
-        self.grid, self.ctx, self.url, self.name = grid, ctx, url, name
+    def __init__(self, grid: Grid, ctx: RunContext, url: str, name: str = "", claim_until: float | None = None) -> None:
+        """``claim_until``: a ``time.time()`` after which this worker claims no new cell and stops (a time
+        limit: a batch job's, a device call's); the cell it runs then finishes first."""
+        self.grid, self.ctx, self.url, self.name, self.claim_until = grid, ctx, url, name, claim_until
         self.study = optuna.load_study(study_name=grid.name, storage=open_storage(url), sampler=_ClaimSampler())
         self.counts: Counter[str] = Counter()
         self.lost = False
@@ -322,6 +324,10 @@ class Worker:
             reclaim_stale(self.study)
             states = {t.state for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,
                                                                                       TrialState.RUNNING))}
+            if TrialState.WAITING in states and self.claim_until is not None and time.time() >= self.claim_until:
+                self.say("no new cell: the time limit for claiming (--stop-claiming-after) has passed; the "
+                         "cells still waiting are left for the next run")
+                return self.counts
             if TrialState.WAITING in states:
                 self.lost = False
                 try:

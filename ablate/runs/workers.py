@@ -52,6 +52,7 @@ class WorkerOptions:
     workers_per_gpu: int = 1
     retry_failed: bool = False
     verbose: bool = False               # third-party output on the console too (see ablate.runs.logs)
+    claim_until: float | None = None    # time.time() after which no worker claims a new cell (a time limit)
 
 
 def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions()) -> Counter[str]:
@@ -76,7 +77,7 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
         gpus = list(gpu_assignment(workers, options.workers_per_gpu, grid.train.devices, visible))
     if workers <= 1:
         threads.apply(1)
-        Worker(grid, ctx, url).run()
+        Worker(grid, ctx, url, claim_until=options.claim_until).run()
     else:
         _supervise(grid, ctx, url, options, gpus)
     return _report(grid, ctx, study)
@@ -137,7 +138,7 @@ def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gp
     def start(i: int) -> mp.process.BaseProcess:
         proc = spawn.Process(target=_worker_process, name=f"ablate-w{i}", args=(
             grid, ctx.device.type, ctx.cache_dir, ctx.weights_dir, url, f"w{i}", gpus[i], modules, count,
-            options.verbose, os.getpid(), gpu_shares(gpus)[i]))
+            options.verbose, os.getpid(), gpu_shares(gpus)[i], options.claim_until))
         proc.start()
         return proc
 
@@ -208,7 +209,7 @@ def _stop_with_parent(parent: int) -> None:
 
 def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path | None, url: str, name: str,
                     gpus: str | None, modules: list[str], processes: int, verbose: bool, parent: int,
-                    gpu_share: float = 1.0) -> None:
+                    gpu_share: float = 1.0, claim_until: float | None = None) -> None:
     """Entry point of a local worker process (forked from the forkserver, which never touches CUDA);
     ``gpu_share``: 1 / the workers sharing its GPUs (for the records' GPU-hours)."""
     import importlib
@@ -226,7 +227,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
                      gpu_share=gpu_share)
     try:
         with stop_on_signals():
-            Worker(grid, ctx, url, name).run()
+            Worker(grid, ctx, url, name, claim_until).run()
     except AblateError as err:
         Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
         raise SystemExit(2) from None

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Unpack a device call's results.tgz (argument; from this folder's chunk.sh or ../studies/chunk.sh) into
+# Unpack a device call's results.tgz (argument; from chunk.sh in this folder) into
 # leaderboard/results/, keeping only finished cells (done.json) of every grid in it: a cell cut by a call's
 # deadline has no checkpoint here and starts again in the next cold call.
 set -eu

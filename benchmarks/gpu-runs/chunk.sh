@@ -1,0 +1,63 @@
+#!/bin/bash
+# One device call (nvidia-h200-x2, run from the repository root with the wheels of .whl carried: optuna and
+# its needs) of a long GPU job, as whole cells, for `unpack.sh <files_at>/results.tgz` afterwards:
+#   bash benchmarks/gpu-runs/chunk.sh grid      issue 12: grids/fashion-mnist.yaml, 8 workers, 4 per GPU
+#   bash benchmarks/gpu-runs/chunk.sh scaling   issue 13: 8 `ablate scale --shard k/8` (4 per GPU, 4 threads
+#                                               each); once all are done, `ablate scale` fits, trains the
+#                                               extrapolation cells and reports
+#   bash benchmarks/gpu-runs/chunk.sh search    issue 14: `ablate search --workers 4`, then its report
+# Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
+# machine and kept between calls made back to back (within the 30 s a machine stays warm), so a cell cut by
+# a call resumes from its checkpoint; the probe is leaderboard/results/cache's (the one that scored every
+# GPU record). The job gets a SIGTERM at DEADLINE seconds (default 570) so that finished cells always come
+# back. CLAIM_FOR=SECONDS (grid only): no new cell is started after that many seconds, for a session's
+# last call, whose cut cells would be lost with the machine.
+set -u
+MODE=${1:?grid, scaling or search}
+DEADLINE=${DEADLINE:-570}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+R=/tmp/results
+[ -d $R/cache ] || { mkdir -p $R; cp -r leaderboard/results/. $R/ 2>/dev/null; }
+{ date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)"; \
+  python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__)'; } > $OUT/machine.txt 2>&1
+nvidia-smi dmon -s u -d 15 > $OUT/dmon.log 2>&1 &
+DMON=$!
+stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date -u +%T)" "$line"; done; }
+left() { echo $((DEADLINE - SECONDS)); }
+case $MODE in
+grid)
+  timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
+    --workers 8 --workers-per-gpu 4 --no-leaderboard ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
+  KEEP=grid ;;
+scaling)
+  F=grids/scaling-fashion-mnist.yaml
+  for k in 1 2 3 4 5 6 7 8; do
+    CUDA_VISIBLE_DEVICES=$(( (k - 1) % 2 )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
+      --results $R --cache-dir $R/cache --out $R/reports --shard $k/8 2>&1 | stamp > $OUT/shard$k.log &
+  done
+  wait
+  if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = 8 ] && [ $(left) -gt 60 ]; then
+    timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
+  fi
+  KEEP=study ;;
+search)
+  timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
+    --out $R/reports --workers 4 2>&1 | stamp > $OUT/search.log
+  KEEP=study ;;
+*) echo "unknown mode $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
+esac
+kill $DMON 2>/dev/null
+# what comes back and is committed (leaderboard/results/README.md): no checkpoints or TensorBoard files; for
+# the grid the sample sheets of seed 0 at 5 and 50 steps (cfg 5, EMA) only, for a study none (and not the grid)
+rm -rf /tmp/pack && mkdir -p /tmp/pack
+if [ $KEEP = grid ]; then
+  tar cf - --exclude='*.ckpt' --exclude='tb' -C /tmp results | tar xf - -C /tmp/pack
+  find /tmp/pack -name '*.png' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
+else
+  tar cf - --exclude='*.ckpt' --exclude='tb' --exclude='results/fashion-mnist' -C /tmp results | tar xf - -C /tmp/pack
+  find /tmp/pack -name '*.png' -path '*/samples/*' -delete
+fi
+tar czf $OUT/results.tgz -C /tmp/pack results
+tail -n 20 $OUT/*.log | tail -n 60
+ls -la $OUT; echo "call took ${SECONDS} s"
