@@ -185,3 +185,5 @@ def test_a_variant_with_fewer_seeds_is_not_ranked_missing_in_replicates_without_
     assert np.all(boot[:, data.variants.index("best")] == 1.0)
     means = statistics.weighted_means(data.fidelity, data.present, counts)
     assert np.all(np.isfinite(means))
+    line = diagnostics.uncertainty_line(len(data.seeds), 200, "fd", fewest=1)
+    assert "only 1 of the 3" in line and "Unequal" not in diagnostics.uncertainty_line(3, 200, "fd", fewest=3)

@@ -228,3 +228,18 @@ def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], d
             paths.append(path if path is not None and path.is_file() else None)
         out[variant] = paths
     return columns, out
+
+
+def uncertainty_line(seeds: int, replicates: int, fidelity: str, fewest: int) -> str:
+    """How the leaderboard's intervals were made: ``seeds`` training seeds (``fewest`` for some variant),
+    ``replicates`` bootstrap replicates (:mod:`ablate.report.statistics`)."""
+    line = (f"Uncertainty: {seeds} training seed(s), {replicates} bootstrap replicates resampling the seeds jointly "
+            "(each seed also draws its own prompts and noise); samples within a setting are not resampled "
+            f"({fidelity} is a distance between feature sets, not a per-sample mean, and records keep only its "
+            "value). " + ("With one seed there are no intervals." if seeds < 2 else
+                          "Metrics are shown as seed mean ± standard error."))
+    if 1 < seeds and fewest < seeds:
+        line += (f" Unequal seeds: some variants have only {fewest} of the {seeds}; a replicate drawing none of a "
+                 "variant's seeds takes the mean of those it has, so their intervals miss some of that variant's "
+                 "seed variation (all of it with one seed).")
+    return line

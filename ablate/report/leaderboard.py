@@ -97,17 +97,8 @@ def _top(lb: Leaderboard) -> list[str]:
                      "end; its ranks say nothing about the formulations.")
     lines += [line for line in [lb.completeness] if line]
     lines.append(diagnostics.convergence_line(lb.convergence))
-    seeds = lb.stats.seeds if lb.stats else 1
-    lines.append(
-        f"Uncertainty: {seeds} training seed(s), {lb.stats.replicates if lb.stats else 0} bootstrap replicates "
-        "resampling the seeds jointly (each seed also draws its own prompts and noise); samples within a setting "
-        f"are not resampled ({lb.fidelity} is a distance between feature sets, not a per-sample mean, and records "
-        "keep only its value). " + ("With one seed there are no intervals." if seeds < 2 else
-                                    "Metrics are shown as seed mean ± standard error."))
-    if seeds > 1 and lb.means["seeds"].min() < seeds:
-        lines[-1] += (f" Unequal seeds: some variants have only {int(lb.means['seeds'].min())} of the {seeds}; "
-                      "a replicate that draws none of a variant's seeds uses the mean of those it has, so that "
-                      "variant's own seed variation is only partly in its intervals (not at all with one seed).")
+    lines.append(diagnostics.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.stats.replicates if lb.stats else 0,
+                                              lb.fidelity, int(lb.means["seeds"].min())))
     return lines
 
 
