@@ -34,7 +34,7 @@ def test_the_search_spelling_is_read_and_checked(tmp_path: Path):
     assert [(g.name, g.train.lr, g.seeds) for g in tuning_grids(grid)] == [("tune.lr1.0e-03", 1e-3, (0,)),
                                                                          ("tune.lr1.0e-02", 1e-2, (0,))]
     for bad in ("search(1e-3, 1e-2)", "search(1e-2, 1e-3, log)", "grid(1, 2)"):
-        with pytest.raises(ConfigError, match=r"tune\.yaml: `train\.lr` is .*allowed: a number .* 'search\(low, high, log\)'"):
+        with pytest.raises(ConfigError, match=r"tune\.yaml, line \d+: `train\.lr` is .*allowed: a number .* 'search\(low, high, log\)'"):
             load_grid(_grid_file(tmp_path, f"lr: '{bad}'"))
 
 

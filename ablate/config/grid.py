@@ -297,7 +297,7 @@ def load_grid(path: str | Path, overrides: GridOverrides | None = None) -> Grid:
     if raw is None:
         raise ConfigError(f"Grid file {file} is empty; it needs at least the keys `name` and `variants`.")
     reader = Reader(str(file), lines, _apply_overrides(raw, overrides) if isinstance(raw, dict) else {}, "the grid")
-    read_lr_search(raw, str(file))
+    read_lr_search(raw, reader.where(("train", "lr")))
     grid: Grid = reader.build(Grid, raw, ())
     _check_consistency(grid, reader)
     variants = _select_variants(grid.variants, overrides.variants, str(file)) if overrides.variants else grid.variants

@@ -29,9 +29,10 @@ class LrSearch:
 _LR_SEARCH = re.compile(r"search\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*,\s*log\s*\)")
 
 
-def read_lr_search(raw: Any, file: str) -> None:
+def read_lr_search(raw: Any, where: str) -> None:
     """``train.lr: search(low, high, log)`` (and ``train.lr_trials``) into ``train.lr_search``; ``train.lr``
-    becomes the geometric mean (the rate of a variant the tuning did not cover)."""
+    becomes the geometric mean (the rate of a variant the tuning did not cover). ``where``: the file and line
+    of ``train.lr`` (or the command-line option that set it), for the error."""
     train = raw.get("train") if isinstance(raw, dict) else None
     if not isinstance(train, dict) or not isinstance(train.get("lr"), str):
         return
@@ -41,7 +42,7 @@ def read_lr_search(raw: Any, file: str) -> None:
     except ValueError:
         low = high = math.nan
     if not (0 < low < high):
-        raise ConfigError(f"Grid file {file}: `train.lr` is {train['lr']!r}; allowed: a number (1.0e-4) or "
+        raise ConfigError(f"{where}: `train.lr` is {train['lr']!r}; allowed: a number (1.0e-4) or "
                           "'search(low, high, log)' with 0 < low < high, e.g. 'search(1e-4, 1e-3, log)': each variant "
                           "is trained at `train.lr_trials` (default 3) log-spaced rates and keeps its best.")
     train["lr_search"] = {"low": low, "high": high, **({"trials": train.pop("lr_trials")} if "lr_trials" in train else {})}
