@@ -108,11 +108,12 @@ def test_killed_worker_resumes_from_checkpoint(shared_run, tmp_path, one_thread)
     reference = cell_dir(tmp_path, "tiny", "fashion-mnist", VICTIM, 0)
     (mine,), (ref,) = ([json.loads(p.read_text()) for p in (d / "records").glob("*.json")] for d in (directory, reference))
     assert mine["metrics"] == ref["metrics"]
-    volatile = ("wall_s", "gpu_hours", "resumed_from_step", "train_img_per_s")  # what a resumed run may record differently
+    volatile = ("wall_s", "total_wall_s", "gpu_hours", "resumed_from_step", "train_img_per_s")  # may differ
     uninterrupted = json.loads((reference / "train.json").read_text())
     assert {k: v for k, v in resumed.items() if k not in volatile} == {
         k: v for k, v in uninterrupted.items() if k not in volatile}  # the same provenance, validation included
     assert resumed["final_val"] and resumed["max_steps"] == 20
+    assert resumed["runs"] == 1  # a SIGKILLed run leaves no entry in train-runs.json: its time is not counted
     a, b = (torch.load(d / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"] for d in (directory, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights, EMA included
     assert not any(k.startswith("record:") for k in trials[-1].user_attrs)  # records live in the results store only
