@@ -198,7 +198,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         raise
     finally:  # an interrupted run's time counts too: the cell's cost is the sum of its runs
         wall = time.perf_counter() - start
-        segments = _record_segment(directory, resumed_step, wall, trainer.world_size, ctx)
+        runs = _record_run(directory, resumed_step, wall, trainer.world_size, ctx)
     best_path, last_path = Path(best.best_model_path), directory / "checkpoints" / "last.ckpt"
     best_ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     best_val = validation_of(best_ckpt, best_path)
@@ -208,8 +208,8 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "batch_size": cfg.batch_size, "world_size": world,
         "effective_batch_size": cfg.batch_size * world, "devices": cfg.devices, "num_nodes": cfg.num_nodes,
         "strategy": "ddp_spawn" if distributed else "single", "resumed_from_step": resumed_step,
-        "wall_s": wall, "gpu_hours": sum(seg["gpu_hours"] for seg in segments), "gpu_share": ctx.gpu_share,
-        "runs": len(segments), "total_wall_s": sum(seg["wall_s"] for seg in segments),
+        "wall_s": wall, "gpu_hours": sum(r["gpu_hours"] for r in runs), "gpu_share": ctx.gpu_share,
+        "runs": len(runs), "total_wall_s": sum(r["wall_s"] for r in runs),
         "threads": torch.get_num_threads(),
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
@@ -222,15 +222,15 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     return summary
 
 
-SEGMENTS = "train-runs.json"
+TRAIN_RUNS = "train-runs.json"
 
 
-def _record_segment(directory: Path, resumed_step: int, wall: float, world: int, ctx: RunContext) -> list[dict]:
+def _record_run(directory: Path, resumed_step: int, wall: float, world: int, ctx: RunContext) -> list[dict]:
     """Append this training run (from ``resumed_step``, ``wall`` seconds) to the cell's ``train-runs.json``
     and return the runs so far: a cell cut by a deadline and resumed trains in several runs, and its
     ``gpu_hours`` is their sum (a run killed by SIGKILL leaves no entry, so that sum is a lower bound).
     A run from step 0 starts the list again."""
-    path = directory / SEGMENTS
+    path = directory / TRAIN_RUNS
     earlier = json.loads(path.read_text()) if resumed_step > 0 and path.exists() else []
     run = {"from_step": resumed_step, "wall_s": wall, "world_size": world, "gpu_share": ctx.gpu_share,
            "gpu_hours": wall * world * ctx.gpu_share / 3600 if ctx.device.type == "cuda" else 0.0}

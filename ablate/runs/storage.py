@@ -148,11 +148,9 @@ def open_study(grid: Grid, storage: RDBStorage) -> optuna.Study:
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     mine = json.loads(json.dumps(shared_config(grid)))
     stored = study.user_attrs.get("config")
-    if stored is not None:
-        stored = _with_added_options(stored, mine, grid)
     if stored is None:
         study.set_user_attr("config", mine)
-    elif stored != mine:
+    elif (stored := _with_added_options(stored, mine, grid)) != mine:
         diff = "; ".join(_differences(mine, stored))
         raise ConfigError(f"The storage already holds grid {grid.name!r} with a different configuration: {diff}. "
                           "Every run of a grid must use the same grid file and options; use another --results "
