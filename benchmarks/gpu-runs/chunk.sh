@@ -1,7 +1,8 @@
 #!/bin/bash
 # One device call (nvidia-h200-x2, run from the repository root with the wheels of .whl carried: optuna and
 # its needs) of a long GPU job, as whole cells, for `unpack.sh <files_at>/results.tgz` afterwards:
-#   bash benchmarks/gpu-runs/chunk.sh grid      issue 12: grids/fashion-mnist.yaml, 8 workers, 4 per GPU
+#   bash benchmarks/gpu-runs/chunk.sh grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4)
+#                                               workers per GPU on both GPUs
 #   bash benchmarks/gpu-runs/chunk.sh scaling   issue 13: 8 `ablate scale --shard k/8` (4 per GPU, 4 threads
 #                                               each); once all are done, `ablate scale` fits, trains the
 #                                               extrapolation cells and reports
@@ -28,7 +29,7 @@ left() { echo $((DEADLINE - SECONDS)); }
 case $MODE in
 grid)
   timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
-    --workers 8 --workers-per-gpu 4 --no-leaderboard ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
+    --workers $((2 * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
   KEEP=grid ;;
 scaling)
   F=grids/scaling-fashion-mnist.yaml
