@@ -118,7 +118,7 @@ def shared_config(grid: Grid) -> dict[str, Any]:
     return config
 
 
-def _with_added_options(stored: dict[str, Any], mine: dict[str, Any], grid: Grid) -> dict[str, Any]:
+def with_added_options(stored: dict[str, Any], mine: dict[str, Any], grid: Grid) -> dict[str, Any]:
     """A stored config read with the options the schema gained since it was stored at their defaults, so
     that adding an option (e.g. ``train.lr_by_variant``) does not orphan the studies already run."""
     out = dict(stored)
@@ -150,7 +150,7 @@ def open_study(grid: Grid, storage: RDBStorage) -> optuna.Study:
     stored = study.user_attrs.get("config")
     if stored is None:
         study.set_user_attr("config", mine)
-    elif (stored := _with_added_options(stored, mine, grid)) != mine:
+    elif (stored := with_added_options(stored, mine, grid)) != mine:
         diff = "; ".join(_differences(mine, stored))
         raise ConfigError(f"The storage already holds grid {grid.name!r} with a different configuration: {diff}. "
                           "Every run of a grid must use the same grid file and options; use another --results "

@@ -3,7 +3,8 @@ with a confidence interval over seeds, its distance from the paper's choices, an
 
 Objectives: alignment (higher is better) and fidelity (lower is better), as the trials were told.
 Intervals: Student t 95% over the per-seed objectives of a point (its trial seeds plus the
-``search.confirm`` seeds); one seed gives no interval. Distances: per parameter and Euclidean in the
+``search.confirm`` seeds, read from a warm-start grid trained the same way when it has them); one seed
+gives no interval. Distances: per parameter and Euclidean in the
 template's own units (e.g. lognorm's m and s), to every paper choice of the template's form; and, for
 any rf variant, the total-variation distance between its timestep density pi(t) and each paper
 choice's (t = 0 is data, t = 1 is noise), which puts every density family in the same units.
@@ -27,6 +28,7 @@ from ablate.report.ranking import non_dominated_ranks
 from ablate.results import ResultsStore
 from ablate.search.points import Point, grid_name, objectives
 from ablate.search.spec import Search
+from ablate.search.warm import warm_frames
 
 OBJECTIVES = ("alignment", "fidelity")
 BETTER = {"alignment": "max", "fidelity": "min"}
@@ -82,12 +84,22 @@ def estimate(values: list[float]) -> Estimate:
     return Estimate(float(x.mean()), float(x.mean()) - half, float(x.mean()) + half, len(x))
 
 
-def seed_estimates(search: Search, point: Point) -> dict[str, Estimate]:
-    """Both objectives of ``point`` over its trial seeds and the confirm seeds, from the records."""
+def seed_objectives(search: Search, point: Point, seeds: tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """Both objectives of ``point`` per seed, from the search's records or, for a seed they lack, a
+    warm-start grid's records trained the same way (NaN where neither has it)."""
     variant, lr = point
-    frame = ResultsStore(search.base.results_root).frame(grid_name(search, lr))
-    seeds = tuple(search.base.seeds) + tuple(search.search.confirm.seeds)
-    per_seed = [objectives(frame, variant, (s,), search.search.objective) for s in seeds]
+    frames = [ResultsStore(search.base.results_root).frame(grid_name(search, lr)), *warm_frames(search, lr)]
+    out = {}
+    for seed in seeds:
+        found = [v for v in (objectives(f, variant, (seed,), search.objective_settings) for f in frames)
+                 if all(math.isfinite(x) for x in v)]
+        out[seed] = found[0] if found else (math.nan, math.nan)
+    return out
+
+
+def seed_estimates(search: Search, point: Point) -> dict[str, Estimate]:
+    """Both objectives of ``point`` over its trial seeds and the confirm seeds (:func:`seed_objectives`)."""
+    per_seed = list(seed_objectives(search, point, tuple(search.base.seeds) + tuple(search.search.confirm.seeds)).values())
     return {name: estimate([v[i] for v in per_seed]) for i, name in enumerate(OBJECTIVES)}
 
 

@@ -58,15 +58,14 @@ def metric_names(frame: pd.DataFrame) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def objectives(frame: pd.DataFrame, variant: str, seeds: Iterable[int], objective: str) -> tuple[float, float]:
-    """(alignment, fidelity) of a variant: seed means at the objective's setting, or over every setting
-    (``mean``); NaN when a seed has no records or a metric is NaN."""
+def objectives(frame: pd.DataFrame, variant: str, seeds: Iterable[int], settings: tuple[str, ...]) -> tuple[float, float]:
+    """(alignment, fidelity) of a variant: seed means over the records of ``settings`` (setting keys,
+    :attr:`Search.objective_settings`); NaN when a seed lacks a setting's record or a metric is NaN."""
     if frame.empty:
         return math.nan, math.nan
     alignment, fidelity = metric_names(frame)
-    rows = frame[(frame["variant"] == variant) & frame["seed"].isin(list(seeds))]
-    if objective != "mean":
-        rows = rows[rows["setting"] == objective]
-    if rows.empty or set(rows["seed"].astype(int)) != set(seeds):
+    seeds = list(seeds)
+    rows = frame[(frame["variant"] == variant) & frame["seed"].isin(seeds) & frame["setting"].isin(settings)]
+    if len(rows[["seed", "setting"]].drop_duplicates()) != len(set(seeds)) * len(set(settings)):
         return math.nan, math.nan
     return float(rows[alignment].astype(float).mean()), float(rows[fidelity].astype(float).mean())

@@ -89,8 +89,9 @@ def _best_section(search: Search, table: pd.DataFrame) -> list[str]:
     confirm = search.search.confirm
     seeds = list(search.base.seeds) + list(confirm.seeds)
     lines = ["## Best point per objective", "",
-             f"Mean over seeds {seeds} and a Student t 95% interval (extra seeds {list(confirm.seeds)} re-trained "
-             f"for the best {confirm.top} point(s) per objective; `-`: one seed, no interval)."
+             f"Mean over seeds {seeds} and a Student t 95% interval (extra seeds {list(confirm.seeds)} for the best "
+             f"{confirm.top} point(s) per objective, re-trained or read from a warm-start grid trained the same way; "
+             f"`-`: one seed, no interval)."
              if confirm.top else "No re-training with extra seeds (`search.confirm.top` is 0): one seed, no interval.", ""]
     rows, distance_rows, tv_rows = [], [], []
     for objective in OBJECTIVES:

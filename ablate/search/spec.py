@@ -108,6 +108,14 @@ class Search:
     def name(self) -> str:
         return self.base.name
 
+    @property
+    def objective_settings(self) -> tuple[str, ...]:
+        """The setting keys the objectives average over: the one ``search.objective`` names, or every
+        setting of the file (``mean``), never another grid's extra settings."""
+        if self.search.objective != "mean":
+            return (self.search.objective,)
+        return tuple(s.key for s in self.base.eval.all_settings())
+
     def lattice(self) -> list[str]:
         """The paper's lattice points of this form inside the ranges (from ``grids/sd3-full.yaml``)."""
         paper = load_grid(GRIDS_DIR / f"{PAPER_LATTICE_GRID}.yaml").variants

@@ -126,7 +126,7 @@ def _tell(study: optuna.Study, search: Search, trials: list[optuna.trial.FrozenT
         name = grid_name(search, lr)
         if name not in frames:
             frames[name] = ResultsStore(search.base.results_root).frame(name)
-        values = objectives(frames[name], variant, search.base.seeds, search.search.objective)
+        values = objectives(frames[name], variant, search.base.seeds, search.objective_settings)
         if all(math.isfinite(v) for v in values):
             study.tell(trial.number, list(values))
         else:
@@ -165,18 +165,25 @@ def run_search(search: Search, ctx: RunContext, options: WorkerOptions, trials: 
 
 def confirm(search: Search, study: optuna.Study, ctx: RunContext, options: WorkerOptions) -> list[Point]:
     """Re-train the ``search.confirm.top`` best points of each objective with the extra seeds (for the
-    report's intervals); cells already trained are skipped like any grid's. Returns the points."""
-    from ablate.search.analysis import OBJECTIVES, best_points, trial_table
+    report's intervals); seeds whose records exist (the search's cells, or a warm-start grid trained the
+    same way) are not trained again. Returns the points."""
+    from ablate.search.analysis import OBJECTIVES, best_points, seed_objectives, trial_table
 
     c = search.search.confirm
     if not c.top:
         return []
     table = trial_table(study, search)
     points = list(dict.fromkeys(p for objective in OBJECTIVES for p in best_points(table, objective, c.top)))
-    if points:
-        ctx.console.print(f"search {search.name}: confirming {'; '.join(map(_label, points))} with seeds "
-                          f"{', '.join(map(str, c.seeds))}", highlight=False, markup=False)
-        run_points(search, points, ctx, options, seeds=c.seeds)
+    missing: dict[tuple[int, ...], list[Point]] = {}
+    for point in points:
+        have = seed_objectives(search, point, c.seeds)
+        seeds = tuple(s for s in c.seeds if not all(math.isfinite(v) for v in have[s]))
+        if seeds:
+            missing.setdefault(seeds, []).append(point)
+    for seeds, todo in missing.items():
+        ctx.console.print(f"search {search.name}: confirming {'; '.join(map(_label, todo))} with seeds "
+                          f"{', '.join(map(str, seeds))}", highlight=False, markup=False)
+        run_points(search, todo, ctx, options, seeds=seeds)
     return points
 
 

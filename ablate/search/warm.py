@@ -3,7 +3,9 @@
 A grid's records count when they were trained like the search's trials (the same model, data and
 training, the learning rate aside when it is searched, and the same number of samples and scorers)
 and their variant is of the template's form inside the ranges; the objectives are read the same way
-as a trial's, over the search's seeds. Added trials have ``source`` ``warm start from <grid>`` and do
+as a trial's, over the search's seeds and only the search's settings (the grid may sample more). The
+extra seeds of a warm-start point (``search.confirm``) are read from the same records when they are
+there (:func:`warm_frames`). Added trials have ``source`` ``warm start from <grid>`` and do
 not spend the trial budget. Each returned note says what a grid gave, or why it gave nothing.
 """
 
@@ -13,18 +15,20 @@ import math
 from typing import Any
 
 import optuna
+import pandas as pd
 
 from ablate.results import ResultsStore
-from ablate.runs.storage import shared_config
+from ablate.runs.storage import shared_config, with_added_options
 from ablate.config.lr import round_lr
 from ablate.search.spec import Search
 from ablate.search.points import distributions, objectives
 
 
-def _comparable(search: Search, config: dict[str, Any]) -> list[str]:
+def config_differences(search: Search, config: dict[str, Any]) -> list[str]:
     """The keys in which a record's grid config differs from the search's trials ([] if none)."""
     mine = shared_config(search.base)
-    theirs = {**config, "data": {k: v for k, v in (config.get("data") or {}).items() if k != "data_dir"}}
+    theirs = with_added_options(config, mine, search.base)
+    theirs = {**theirs, "data": {k: v for k, v in (theirs.get("data") or {}).items() if k != "data_dir"}}
     differ = []
     for section in ("data", "model", "train", "eval"):
         a, b = dict(mine.get(section) or {}), dict(theirs.get(section) or {})
@@ -34,6 +38,26 @@ def _comparable(search: Search, config: dict[str, Any]) -> list[str]:
             b.pop(skip, None)
         differ += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return differ
+
+
+def _usable(search: Search, frame: pd.DataFrame, lr: float | None) -> tuple[pd.DataFrame, set[str]]:
+    """The records of a warm-start grid trained like the search's trials at ``lr`` (the searched rate;
+    None: the file's, which the config comparison covers), and the keys in which the others differ."""
+    keep, differ = [], set()
+    for config in frame["config"]:
+        problems = config_differences(search, config or {})
+        differ.update(problems)
+        same_lr = lr is None or round_lr(float(config["train"]["lr"])) == lr
+        keep.append(not problems and same_lr)
+    return frame[keep], differ
+
+
+def warm_frames(search: Search, lr: float | None) -> list[pd.DataFrame]:
+    """Each ``search.warm_start`` grid's records trained like the search's trials at ``lr``: the other
+    seeds of a warm-start point are read from them rather than trained again."""
+    store = ResultsStore(search.base.results_root)
+    frames = [store.frame(name) for name in search.search.warm_start]
+    return [_usable(search, frame, lr)[0] for frame in frames if not frame.empty]
 
 
 def warm_start(study: optuna.Study, search: Search) -> list[str]:
@@ -46,22 +70,18 @@ def warm_start(study: optuna.Study, search: Search) -> list[str]:
         if frame.empty:
             notes.append(f"warm start: grid {grid_name!r} has no records under {store.root}")
             continue
-        added, differ = 0, set()
-        for variant, rows in frame.groupby("variant", sort=True):
+        usable, differ = _usable(search, frame, None)
+        added = 0
+        for variant, rows in usable.groupby("variant", sort=True):
             params = search.space.params(str(variant))
             if params is None:
                 continue
-            config = rows.iloc[0]["config"] or {}
-            problems = _comparable(search, config)
-            if problems:
-                differ.update(problems)
-                continue
-            lr = round_lr(float(config["train"]["lr"])) if search.space.lr is not None else None
+            lr = round_lr(float(rows.iloc[0]["config"]["train"]["lr"])) if search.space.lr is not None else None
             if lr is not None:
                 if not search.space.lr.low <= lr <= search.space.lr.high:
                     continue
                 params["lr"] = lr
-            values = objectives(frame, str(variant), search.base.seeds, search.search.objective)
+            values = objectives(rows, str(variant), search.base.seeds, search.objective_settings)
             if (variant, lr) in known or not all(math.isfinite(v) for v in values):
                 continue
             study.add_trial(optuna.trial.create_trial(
@@ -70,6 +90,6 @@ def warm_start(study: optuna.Study, search: Search) -> list[str]:
                             "source": f"warm start from {grid_name}"}))
             known.add((variant, lr))
             added += 1
-        why = f"; skipped variants trained otherwise ({', '.join(sorted(differ))} differ)" if differ else ""
+        why = f"; skipped records trained otherwise ({', '.join(sorted(differ))} differ)" if differ else ""
         notes.append(f"warm start: {added} trials from grid {grid_name!r}{why}")
     return notes

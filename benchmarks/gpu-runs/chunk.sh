@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu-runs/chunk.sh scaling   issue 13: 8 `ablate scale --shard k/8` (4 per GPU, 4 threads
 #                                               each); once all are done, `ablate scale` fits, trains the
 #                                               extrapolation cells and reports
-#   bash benchmarks/gpu-runs/chunk.sh search    issue 14: `ablate search --workers 4`, then its report
+#   bash benchmarks/gpu-runs/chunk.sh search    issue 14: `ablate search --workers 8` (4 per GPU; warm-started
+#                                               from the committed fashion-mnist grid), then its report
 # Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
 # machine and kept between calls made back to back (within the 30 s a machine stays warm), so a cell cut by
 # a call resumes from its checkpoint; the probe is leaderboard/results/cache's (the one that scored every
@@ -44,7 +45,7 @@ scaling)
   KEEP=study ;;
 search)
   timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
-    --out $R/reports --workers 4 2>&1 | stamp > $OUT/search.log
+    --out $R/reports --workers 8 2>&1 | stamp > $OUT/search.log
   KEEP=study ;;
 *) echo "unknown mode $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
 esac
