@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ablate.engine.accel import compile_for, compiled_call, fused_adamw, precision_for
+from ablate.engine.accel import compile_for, compiled_call, fused_adamw, gpu_hours, precision_for
 from ablate.engine.benchmark import synthetic_info, synthetic_splits
 from ablate.config.grid import load_grid
 from ablate.models.dit import DiT, DiTConfig
@@ -202,3 +202,4 @@ def test_accelerator_policy():
     assert precision_for("16-mixed", cpu) == "16-mixed"
     assert compile_for("auto", cuda) and not compile_for("auto", cpu) and compile_for(True, cpu)
     assert fused_adamw("bf16-mixed", cuda) and not fused_adamw("16-mixed", cuda) and not fused_adamw("32-true", cpu)
+    assert gpu_hours(3600, cuda, share=0.25, gpus=2) == 0.5 and gpu_hours(3600, cpu) == 0.0

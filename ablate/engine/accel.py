@@ -76,3 +76,9 @@ def forward_fn(compiled: bool) -> Any:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def gpu_hours(seconds: float, device: torch.device, share: float = 1.0, gpus: int = 1) -> float:
+    """GPU-hours of ``seconds`` of wall clock on ``gpus`` GPUs, each held at ``share`` (1 / the processes
+    sharing it); 0 off CUDA. The one formula of every cost in the records."""
+    return seconds * gpus * share / 3600 if device.type == "cuda" else 0.0

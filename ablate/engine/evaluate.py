@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ablate.engine.accel import forward_fn
+from ablate.engine.accel import forward_fn, gpu_hours
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampling_times, solver_metadata
 from ablate.io import write_bytes_atomic
@@ -103,11 +103,12 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
         metrics = score_samples(scorers, samples, prompts)
     if preview is not None and info.autoencoder == "identity":
         save_preview(samples[:64], preview)
+    wall = time.perf_counter() - start
     return {
         "metrics": metrics, "nfe": nfe, "num_samples": len(samples),
         "solver_details": solver_details(formulation, setting),
-        "eval": {"wall_s": time.perf_counter() - start, "sample_s": sample_s, "nonfinite_samples": nonfinite,
-                 "gpu_hours": (time.perf_counter() - start) * gpu_share / 3600 if device.type == "cuda" else 0.0},
+        "eval": {"wall_s": wall, "sample_s": sample_s, "nonfinite_samples": nonfinite,
+                 "gpu_hours": gpu_hours(wall, device, gpu_share)},
     }
 
 

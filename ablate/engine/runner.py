@@ -34,7 +34,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.engine.accel import compile_for, precision_for
+from ablate.engine.accel import compile_for, gpu_hours, precision_for
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
@@ -233,7 +233,7 @@ def _record_run(directory: Path, resumed_step: int, wall: float, world: int, ctx
     path = directory / TRAIN_RUNS
     earlier = json.loads(path.read_text()) if resumed_step > 0 and path.exists() else []
     run = {"from_step": resumed_step, "wall_s": wall, "world_size": world, "gpu_share": ctx.gpu_share,
-           "gpu_hours": wall * world * ctx.gpu_share / 3600 if ctx.device.type == "cuda" else 0.0}
+           "gpu_hours": gpu_hours(wall, ctx.device, ctx.gpu_share, world)}
     runs = [r for r in earlier if r["from_step"] < resumed_step] + [run]
     write_json_atomic(path, runs)
     return runs
