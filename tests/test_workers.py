@@ -210,15 +210,29 @@ def test_a_study_stored_before_an_option_existed_is_joined_at_its_default(tmp_pa
 def test_gpu_assignment_spreads_workers_over_gpu_groups():
     from ablate.runs.workers import gpu_assignment
 
-    assert gpu_assignment(4, 2, 1, ["0", "1"]) == ["0", "0", "1", "1"]
-    assert gpu_assignment(3, 1, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3", "0,1"]
-    assert gpu_assignment(2, 1, 4, ["5", "7"]) == ["5,7", "5,7"]  # fewer GPUs than devices: share what there is
+    assert gpu_assignment(4, 1, ["0", "1"]) == ["0", "1", "0", "1"]
+    assert gpu_assignment(3, 1, ["0", "1"]) == ["0", "1", "0"]  # fewer workers than slots: still both GPUs
+    assert gpu_assignment(3, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3", "0,1"]
+    assert gpu_assignment(2, 4, ["5", "7"]) == ["5,7", "5,7"]  # fewer GPUs than devices: share what there is
+
+
+def test_no_more_workers_than_unfinished_cells(tmp_path, monkeypatch):
+    """--workers 8 on a grid with 3 cells left starts 3 workers: the others would only start and wait."""
+    from ablate.runs import workers
+
+    grid = load_grid(workers_kit.write_grid(tmp_path, "few", ["rf", "eps/linear", "v/cos"], max_steps=4),
+                     GridOverrides(results=tmp_path / "results"))
+    started = []
+    monkeypatch.setattr(workers, "_supervise", lambda grid, ctx, url, options, gpus: started.append(len(gpus)))
+    ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
+    assert run_grid(grid, ctx, WorkerOptions(storage=f"sqlite:///{tmp_path / 'q.db'}", workers=8)) == {"pending": 3}
+    assert started == [3]
 
 
 def test_gpu_hours_count_a_workers_share_of_its_gpus():
     from ablate.runs.workers import gpu_assignment, gpu_shares
 
-    assert gpu_shares(gpu_assignment(8, 4, 1, ["0", "1"])) == [0.25] * 8  # the issue-12 grid's layout
+    assert gpu_shares(gpu_assignment(8, 1, ["0", "1"])) == [0.25] * 8  # the issue-12 grid's layout
     assert gpu_shares(["0", "0", "1"]) == [0.5, 0.5, 1.0] and gpu_shares([None, None]) == [1.0, 1.0]
 
 

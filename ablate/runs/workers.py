@@ -69,12 +69,15 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     study = open_study(grid, open_storage(url))
     queued = queue_cells(study, grid, options.retry_failed)
     ctx.console.print(f"queue {url}: study {grid.name!r}, {queued} cells queued", highlight=False)
-    workers, gpus = options.workers or 1, [None] * (options.workers or 1)
+    workers, visible = options.workers or 1, []
     if ctx.device.type == "cuda":
         env = os.environ.get("CUDA_VISIBLE_DEVICES")
         visible = env.split(",") if env else [str(i) for i in range(torch.cuda.device_count())]
         workers = options.workers or max(len(visible) // grid.train.devices, 1) * options.workers_per_gpu
-        gpus = list(gpu_assignment(workers, options.workers_per_gpu, grid.train.devices, visible))
+    states = cell_states(study, grid)
+    unfinished = sum(states[cell.id][0] not in ("done", "failed") for cell in grid.cells())
+    workers = min(workers, max(unfinished, 1))  # a worker with no cell to claim would only start and wait
+    gpus = gpu_assignment(workers, grid.train.devices, visible) if visible else [None] * workers
     if workers <= 1:
         threads.apply(1)
         Worker(grid, ctx, url, claim_until=options.claim_until).run()
@@ -119,10 +122,11 @@ def _run_in_order(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Counte
     return counts
 
 
-def gpu_assignment(workers: int, per_gpu: int, devices: int, visible: list[str]) -> list[str]:
-    """CUDA_VISIBLE_DEVICES for each worker: ``per_gpu`` workers share each group of ``devices`` GPUs."""
+def gpu_assignment(workers: int, devices: int, visible: list[str]) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each worker: the groups of ``devices`` GPUs taken in turn, so that workers
+    spread evenly over the GPUs whatever their number (``--workers-per-gpu`` sets how many there are)."""
     groups = [visible[i:i + devices] for i in range(0, len(visible) - devices + 1, devices)] or [visible]
-    return [",".join(groups[(i // per_gpu) % len(groups)]) for i in range(workers)]
+    return [",".join(groups[i % len(groups)]) for i in range(workers)]
 
 
 def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gpus: list[str | None]) -> None:
