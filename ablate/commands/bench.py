@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true", help="also break GPU kernel time down by kind (matmul, "
                    "attention, fused elementwise) for a training step and a sampling forward")
     p.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
+    p.add_argument("--verbose", action="store_true", help="also show third-party messages (Lightning's notices, "
+                   "library warnings); by default they are dropped and only the tables are printed")
     p.set_defaults(func=main)
 
 
@@ -53,7 +55,9 @@ def main(args: argparse.Namespace) -> int:
     from ablate.errors import ConfigError
     from ablate.config.grid import GridOverrides, load_grid
     from ablate.models.dit import DIT_PRESETS
+    from ablate.runs.logs import route_output
 
+    route_output(None, args.verbose)  # no run log: third-party messages are dropped unless --verbose
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     for preset in args.model or ():
