@@ -1,6 +1,8 @@
 #!/bin/bash
 # One device call (nvidia-h200-x2, run from the repository root with the wheels of .whl carried: optuna and
-# its needs) of a long GPU job, as whole cells, for `unpack.sh <files_at>/results.tgz` afterwards:
+# its needs) of long GPU jobs, as whole cells, for `unpack.sh <files_at>/results.tgz` afterwards. Each
+# argument is a job, run in turn while the call has more than a minute left (`chunk.sh grid search`: the
+# grid's last cells, then the search in the time they leave):
 #   bash benchmarks/gpu-runs/chunk.sh grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4)
 #                                               workers per GPU on both GPUs
 #   bash benchmarks/gpu-runs/chunk.sh scaling   issue 13: 8 `ablate scale --shard k/8` (4 per GPU, 4 threads
@@ -13,9 +15,11 @@
 # a call resumes from its checkpoint; the probe is leaderboard/results/cache's (the one that scored every
 # GPU record). The job gets a SIGTERM at DEADLINE seconds (default 570) so that finished cells always come
 # back. CLAIM_FOR=SECONDS (grid only): no new cell is started after that many seconds, for a session's
-# last call, whose cut cells would be lost with the machine.
+# last call, whose cut cells would be lost with the machine. What comes back: every grid's records and
+# logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
+# (cfg 5, EMA), as leaderboard/results/README.md says.
 set -u
-MODE=${1:?grid, scaling or search}
+[ $# -gt 0 ] || { echo "usage: chunk.sh grid|scaling|search [...]" >&2; exit 2; }
 DEADLINE=${DEADLINE:-570}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -27,39 +31,34 @@ nvidia-smi dmon -s u -d 15 > $OUT/dmon.log 2>&1 &
 DMON=$!
 stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date -u +%T)" "$line"; done; }
 left() { echo $((DEADLINE - SECONDS)); }
-case $MODE in
-grid)
-  timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
-    --workers $((2 * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
-  KEEP=grid ;;
-scaling)
-  F=grids/scaling-fashion-mnist.yaml
-  for k in 1 2 3 4 5 6 7 8; do
-    CUDA_VISIBLE_DEVICES=$(( (k - 1) % 2 )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
-      --results $R --cache-dir $R/cache --out $R/reports --shard $k/8 2>&1 | stamp > $OUT/shard$k.log &
-  done
-  wait
-  if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = 8 ] && [ $(left) -gt 60 ]; then
-    timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
-  fi
-  KEEP=study ;;
-search)
-  timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
-    --out $R/reports --workers 8 2>&1 | stamp > $OUT/search.log
-  KEEP=study ;;
-*) echo "unknown mode $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
-esac
+for MODE in "$@"; do
+  [ $(left) -gt 60 ] || { echo "no time left for $MODE" >> $OUT/chunk.log; break; }
+  echo "$(date -u +%T) $MODE: $(left) s left" >> $OUT/chunk.log
+  case $MODE in
+  grid)
+    timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
+      --workers $((2 * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
+      ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log ;;
+  scaling)
+    F=grids/scaling-fashion-mnist.yaml
+    for k in 1 2 3 4 5 6 7 8; do
+      CUDA_VISIBLE_DEVICES=$(( (k - 1) % 2 )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
+        --results $R --cache-dir $R/cache --out $R/reports --shard $k/8 2>&1 | stamp > $OUT/shard$k.log &
+    done
+    wait
+    if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = 8 ] && [ $(left) -gt 60 ]; then
+      timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
+    fi ;;
+  search)
+    timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
+      --out $R/reports --workers 8 2>&1 | stamp > $OUT/search.log ;;
+  *) echo "unknown job $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
+  esac
+done
 kill $DMON 2>/dev/null
-# what comes back and is committed (leaderboard/results/README.md): no checkpoints or TensorBoard files; for
-# the grid the sample sheets of seed 0 at 5 and 50 steps (cfg 5, EMA) only, for a study none (and not the grid)
 rm -rf /tmp/pack && mkdir -p /tmp/pack
-if [ $KEEP = grid ]; then
-  tar cf - --exclude='*.ckpt' --exclude='tb' -C /tmp results | tar xf - -C /tmp/pack
-  find /tmp/pack -name '*.png' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
-else
-  tar cf - --exclude='*.ckpt' --exclude='tb' --exclude='results/fashion-mnist' -C /tmp results | tar xf - -C /tmp/pack
-  find /tmp/pack -name '*.png' -path '*/samples/*' -delete
-fi
+tar cf - --exclude='*.ckpt' --exclude='tb' -C /tmp results | tar xf - -C /tmp/pack
+find /tmp/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
 tar czf $OUT/results.tgz -C /tmp/pack results
 tail -n 20 $OUT/*.log | tail -n 60
 ls -la $OUT; echo "call took ${SECONDS} s"
