@@ -15,7 +15,8 @@
 # a call resumes from its checkpoint; the probe is leaderboard/results/cache's (the one that scored every
 # GPU record). The job gets a SIGTERM at DEADLINE seconds (default 570) so that finished cells always come
 # back. CLAIM_FOR=SECONDS (grid only): no new cell is started after that many seconds, for a session's
-# last call, whose cut cells would be lost with the machine. What comes back: every grid's records and
+# last call, whose cut cells would be lost with the machine; SEARCH_TRIALS=N (search only): stop after N
+# trials in all (`--trials N`), so a session's last call starts no round it cannot finish. What comes back: every grid's records and
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
 set -u
@@ -51,7 +52,7 @@ for MODE in "$@"; do
     fi ;;
   search)
     timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
-      --out $R/reports --workers 8 2>&1 | stamp > $OUT/search.log ;;
+      --out $R/reports --workers 8 ${SEARCH_TRIALS:+--trials $SEARCH_TRIALS} 2>&1 | stamp > $OUT/search.log ;;
   *) echo "unknown job $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
   esac
 done
