@@ -1,15 +1,14 @@
 #!/bin/bash
-# One device call (nvidia-h200-x2, run from the repository root with the wheels of .whl carried: optuna and
-# its needs) of long GPU jobs, as whole cells, for `unpack.sh <files_at>/results.tgz` afterwards. Each
-# argument is a job, run in turn while the call has more than a minute left (`chunk.sh grid search`: the
-# grid's last cells, then the search in the time they leave):
-#   bash benchmarks/gpu-runs/chunk.sh grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4)
-#                                               workers per GPU on both GPUs
-#   bash benchmarks/gpu-runs/chunk.sh scaling   issue 13: 8 `ablate scale --shard k/8` (4 per GPU, 4 threads
-#                                               each); once all are done, `ablate scale` fits, trains the
-#                                               extrapolation cells and reports
-#   bash benchmarks/gpu-runs/chunk.sh search    issue 14: `ablate search --workers 8` (4 per GPU; warm-started
-#                                               from the committed fashion-mnist grid), then its report
+# One device call (any nvidia-h200 kind, run from the repository root with the wheels of .whl carried:
+# optuna and its needs) of long GPU jobs, as whole cells, for `unpack.sh <files_at>/results.tgz`
+# afterwards. Each argument is a step, run in turn while the call has more than a minute left; a step
+# of jobs joined by "+" runs them at once on all the GPUs (`chunk.sh grid+scaling+search`: the GPUs,
+# time-sliced, stay busy while one job waits on its last cells). With G GPUs (nvidia-smi -L):
+#   grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4) workers per GPU on every GPU
+#   scaling   issue 13: 4 G `ablate scale --shard k/4G` (4 per GPU, 4 threads each); once all are done,
+#             `ablate scale` fits, trains the extrapolation cells (one worker per GPU) and reports
+#   search    issue 14: `ablate search --workers 4G` (no more workers than a round's trials, dealt over
+#             the GPUs; warm-started from the committed fashion-mnist grid), then its report
 # Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
 # machine and kept between calls made back to back (within the 30 s a machine stays warm), so a cell cut by
 # a call resumes from its checkpoint; the probe is leaderboard/results/cache's (the one that scored every
@@ -20,7 +19,7 @@
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
 set -u
-[ $# -gt 0 ] || { echo "usage: chunk.sh grid|scaling|search [...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: chunk.sh STEP [STEP...], a step: grid, scaling, search or jobs joined by +" >&2; exit 2; }
 DEADLINE=${DEADLINE:-570}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -32,29 +31,41 @@ nvidia-smi dmon -s u -d 15 > $OUT/dmon.log 2>&1 &
 DMON=$!
 stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date -u +%T)" "$line"; done; }
 left() { echo $((DEADLINE - SECONDS)); }
-for MODE in "$@"; do
-  [ $(left) -gt 60 ] || { echo "no time left for $MODE" >> $OUT/chunk.log; break; }
-  echo "$(date -u +%T) $MODE: $(left) s left" >> $OUT/chunk.log
-  case $MODE in
-  grid)
-    timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
-      --workers $((2 * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
-      ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log ;;
-  scaling)
-    F=grids/scaling-fashion-mnist.yaml
-    for k in 1 2 3 4 5 6 7 8; do
-      CUDA_VISIBLE_DEVICES=$(( (k - 1) % 2 )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
-        --results $R --cache-dir $R/cache --out $R/reports --shard $k/8 2>&1 | stamp > $OUT/shard$k.log &
-    done
-    wait
-    if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = 8 ] && [ $(left) -gt 60 ]; then
-      timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
-    fi ;;
-  search)
-    timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
-      --out $R/reports --workers 8 ${SEARCH_TRIALS:+--trials $SEARCH_TRIALS} 2>&1 | stamp > $OUT/search.log ;;
-  *) echo "unknown job $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
-  esac
+G=$(nvidia-smi -L | grep -c '^GPU')
+S=$((4 * G))  # scaling shards
+echo "$G GPUs" >> $OUT/chunk.log
+grid() {
+  timeout -k 15 $(left) python3 -m ablate run grids/fashion-mnist.yaml --results $R --cache-dir $R/cache \
+    --workers $((G * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
+    ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
+}
+scaling() {
+  local F=grids/scaling-fashion-mnist.yaml k
+  for k in $(seq 1 $S); do
+    CUDA_VISIBLE_DEVICES=$(( (k - 1) % G )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
+      --results $R --cache-dir $R/cache --out $R/reports --shard $k/$S 2>&1 | stamp > $OUT/shard$k.log &
+  done
+  wait
+  if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = $S ] && [ $(left) -gt 60 ]; then
+    timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
+  fi
+}
+search() {
+  timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
+    --out $R/reports --workers $S ${SEARCH_TRIALS:+--trials $SEARCH_TRIALS} 2>&1 | stamp > $OUT/search.log
+}
+for STEP in "$@"; do
+  [ $(left) -gt 60 ] || { echo "no time left for $STEP" >> $OUT/chunk.log; break; }
+  echo "$(date -u +%T) $STEP: $(left) s left" >> $OUT/chunk.log
+  PIDS=()
+  for MODE in ${STEP//+/ }; do
+    case $MODE in
+    grid|scaling|search) $MODE & PIDS+=($!) ;;
+    *) echo "unknown job $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
+    esac
+  done
+  wait "${PIDS[@]}"  # not the dmon
+  echo "$(date -u +%T) $STEP ended: $(left) s left" >> $OUT/chunk.log
 done
 kill $DMON 2>/dev/null
 rm -rf /tmp/pack && mkdir -p /tmp/pack
