@@ -191,6 +191,42 @@ def test_warm_start_reads_the_search_settings_and_the_extra_seeds_of_its_grid(tm
     assert estimates["fidelity"].mean == pytest.approx(1.1)
 
 
+def test_a_resumed_search_draws_new_points_after_a_failed_trial(tmp_path, monkeypatch) -> None:
+    """The GPU search's bug: a failed cell left NSGA-II's first generation one trial short, and the next
+    process, its sampler seeded as the first, re-drew the first round's points (no cell trained). Each
+    `run_search` call here is a new process's (a new study object and sampler)."""
+    import io
+
+    from rich.console import Console
+
+    import ablate.search.trials as trials_module
+    from ablate.runs.workers import WorkerOptions
+
+    fail = {"rf/lognorm(0.00, 1.00)"}  # the enqueued point's cell fails: no records
+
+    def train(search, points, ctx, options, seeds=()):
+        points = [v for v, _ in points if v not in fail]
+        if points:
+            name = grid_for(search, points, None).name
+            _records(search.base.results_root, name, 1e-3, {v: (-len(v) / 100, 1.0) for v in points}, search)
+
+    monkeypatch.setattr(trials_module, "run_points", train)
+    ctx = SimpleNamespace(console=Console(file=io.StringIO()))
+
+    def made_points(where: str, *budgets: int) -> list[str]:
+        (tmp_path / where).mkdir()
+        search = load_search(tiny(tmp_path / where), tmp_path / where / "results")
+        options = WorkerOptions(storage=f"sqlite:///{tmp_path / where / 'search.db'}")
+        for trials in budgets:
+            study = trials_module.run_search(search, ctx, options, trials=trials)
+        assert [t.state for t in made(study)].count(TrialState.FAIL) == 1
+        return [t.user_attrs["variant"] for t in made(study)]
+
+    resumed = made_points("resumed", 2, 6)
+    assert len(resumed) == 6 and len(set(resumed)) == 6, resumed
+    assert made_points("unbroken", 6) == resumed  # a resumed search draws what an unbroken one would
+
+
 def test_report_of_known_trials(tmp_path) -> None:
     search = load_search(SMOKE, tmp_path / "results")
     study = open_search_study(search, f"sqlite:///{tmp_path / 'search.db'}")

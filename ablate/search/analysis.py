@@ -34,11 +34,35 @@ OBJECTIVES = ("alignment", "fidelity")
 BETTER = {"alignment": "max", "fidelity": "min"}
 
 
+def point_key(trial: optuna.trial.FrozenTrial) -> tuple[str, float | None]:
+    """The point a trial trained: (variant, learning rate or None)."""
+    return trial.user_attrs["variant"], trial.user_attrs.get("lr")
+
+
+def repeats(study: optuna.Study) -> set[int]:
+    """Numbers of the trials at a point an earlier trial holds: a sampler's repeated draws (a resumed
+    NSGA-II re-drew a round before draws were checked; now a repeat is told failed and drawn again).
+    They spend no budget and are no result of their own."""
+    seen, out = set(), set()
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if "variant" in t.user_attrs:
+            if point_key(t) in seen:
+                out.add(t.number)
+            seen.add(point_key(t))
+    return out
+
+
+def told(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials, less the repeats."""
+    again = repeats(study)
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number not in again]
+
+
 def trial_table(study: optuna.Study, search: Search) -> pd.DataFrame:
     """One row per told trial: number, source, variant, lr, each parameter, the objectives and ``front``
     (1 = Pareto front, by repeated non-dominated sorting over all told trials)."""
     rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in told(study):
         rows.append({"number": t.number, "source": t.user_attrs.get("source", "search"),
                      "variant": t.user_attrs["variant"], "lr": t.user_attrs.get("lr"),
                      **{k: t.params.get(k, math.nan) for k in search.space.names},
@@ -139,7 +163,7 @@ def density_distances(variant: str) -> dict[str, float]:
 
 def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
     """PED-ANOVA importance of each parameter per objective, and a note (why none, when none)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = told(study)
     names = sorted({k for t in complete for k in t.params})
     if len(names) < 2:
         return {}, f"one parameter ({', '.join(names) or 'none'}): nothing to apportion"
@@ -148,9 +172,11 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            distinct = optuna.create_study(directions=study.directions)  # in memory: the told trials only
+            distinct.add_trials(complete)
             for i, name in enumerate(OBJECTIVES):
                 out[name] = optuna.importance.get_param_importances(
-                    study, evaluator=evaluator, params=names, target=lambda t, i=i: t.values[i])
+                    distinct, evaluator=evaluator, params=names, target=lambda t, i=i: t.values[i])
     except (ValueError, RuntimeError) as err:
         return {}, f"PED-ANOVA failed on {len(complete)} trials: {err}"
     caution = "; with under 20 trials these shares are noise" if len(complete) < 20 else ""

@@ -20,7 +20,7 @@ from ablate import __version__
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.paper import PAPER_CHOICES
 from ablate.search.analysis import (OBJECTIVES, best_points, density_distances, importances,
-                                    parameter_distances, seed_estimates, trial_table)
+                                    parameter_distances, repeats, seed_estimates, trial_table)
 from ablate.config.lr import lr_label
 from ablate.search.spec import Search
 
@@ -131,6 +131,8 @@ def write_report(out: Path, search: Search, study: optuna.Study, trials: int) ->
     table = trial_table(study, search)
     stem = report_stem(search.name)
     failed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if "variant" in t.user_attrs]
+    again = repeats(study)
+    failed = [t for t in failed if t.number not in again]
     s = search.search
     ranges = ", ".join(f"{k} in [{r.low:g}, {r.high:g}]" for k, r in search.space.ranges.items())
     lr = (f"; lr in [{s.lr.low:g}, {s.lr.high:g}] (log scale; the trials of one rate are the grid "
@@ -140,7 +142,8 @@ def write_report(out: Path, search: Search, study: optuna.Study, trials: int) ->
              f"template `{s.variant}` with {ranges}{lr}.", "",
              f"Objectives: alignment up, fidelity down, {'averaged over every setting' if s.objective == 'mean' else f'at setting `{s.objective}`'}"
              f", seed means over seeds {list(search.base.seeds)}. Sampler: {s.sampler} (seed {s.seed}), "
-             f"{s.batch} trials per round, budget {trials} trials ({len(table)} told, {len(failed)} failed), "
+             f"{s.batch} trials per round, budget {trials} trials ({len(table)} told, {len(failed)} failed, "
+             f"{len(again)} repeated draws of a point already held), "
              f"points run first: {len(s.enqueue)} enqueued, paper lattice {'on' if s.lattice else 'off'}.", ""]
     if table.empty:
         lines += ["No trial has finished yet."]

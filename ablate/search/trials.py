@@ -34,6 +34,7 @@ from ablate.errors import ConfigError
 from ablate.results import ResultsStore
 from ablate.runs.storage import default_storage, open_storage, shared_config
 from ablate.runs.workers import WorkerOptions, run_grid
+from ablate.search.analysis import point_key, repeats
 from ablate.search.points import Point, distributions, grid_for, grid_name, objectives
 from ablate.config.lr import lr_label, round_lr
 from ablate.search.spec import STEP, Search
@@ -41,6 +42,7 @@ from ablate.search.warm import warm_start
 
 DIRECTIONS = ("maximize", "minimize")  # (alignment, fidelity)
 MADE = ("search", "enqueued", "paper lattice")  # sources that spend the budget
+REDRAWS = 20
 
 
 def run_points(search: Search, points: Iterable[Point], ctx: RunContext, options: WorkerOptions,
@@ -53,11 +55,16 @@ def run_points(search: Search, points: Iterable[Point], ctx: RunContext, options
         run_grid(grid_for(search, variants, lr, seeds), ctx, options)
 
 
-def _sampler(search: Search) -> optuna.samplers.BaseSampler:
+def _sampler(search: Search, told: int = 0) -> optuna.samplers.BaseSampler:
+    """The search's sampler, seeded by ``search.seed`` plus the number of trials the study holds: a
+    sampler's state outside the storage is its random generator, so a resumed search (a new process)
+    seeded as the first would draw the first round's points again (seen on the GPU: NSGA-II's first
+    generation, one trial short after a failed cell, re-drew all 8); seeded by the study's progress, a
+    resumed search draws what an unbroken one would."""
     s = search.search
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.batch, multivariate=True)
-    return optuna.samplers.NSGAIISampler(population_size=max(s.batch, 2), seed=s.seed)
+        return optuna.samplers.TPESampler(seed=s.seed + told, n_startup_trials=s.batch, multivariate=True)
+    return optuna.samplers.NSGAIISampler(population_size=max(s.batch, 2), seed=s.seed + told)
 
 
 def _fingerprint(search: Search) -> dict[str, object]:
@@ -106,17 +113,27 @@ def _enqueue(study: optuna.Study, search: Search) -> None:
 
 
 def _ask(study: optuna.Study, search: Search) -> optuna.trial.FrozenTrial:
-    trial = study.ask()
+    """A new trial at a point no trial holds yet: a draw that repeats one (at the 0.01 lattice of the
+    parameters, NSGA-II's crossover of a small population often does) is told failed, spends no budget
+    (`analysis.repeats`), and is drawn again, up to ``REDRAWS`` times."""
+    held = {point_key(t) for t in study.get_trials(deepcopy=False) if "variant" in t.user_attrs}
     dists = distributions(search)
-    params = {k: round(trial.suggest_float(k, d.low, d.high, step=STEP), 2)
-              for k, d in dists.items() if k != "lr"}
-    lr = round_lr(trial.suggest_float("lr", dists["lr"].low, dists["lr"].high, log=True)) if "lr" in dists else None
-    trial.set_user_attr("variant", search.space.variant(params))
-    trial.set_user_attr("lr", lr)
-    trial.set_user_attr("grid", grid_name(search, lr))
-    if "source" not in trial.user_attrs:
-        trial.set_user_attr("source", "search")
-    return study._storage.get_trial(trial._trial_id)
+    draw = 0
+    while True:
+        trial = study.ask()
+        params = {k: round(trial.suggest_float(k, d.low, d.high, step=STEP), 2)
+                  for k, d in dists.items() if k != "lr"}
+        lr = round_lr(trial.suggest_float("lr", dists["lr"].low, dists["lr"].high, log=True)) if "lr" in dists else None
+        variant = search.space.variant(params)
+        trial.set_user_attr("variant", variant)
+        trial.set_user_attr("lr", lr)
+        trial.set_user_attr("grid", grid_name(search, lr))
+        if "source" not in trial.user_attrs:
+            trial.set_user_attr("source", "search")
+        if (variant, lr) not in held or draw == REDRAWS or trial.user_attrs["source"] != "search":
+            return study._storage.get_trial(trial._trial_id)
+        study.tell(trial.number, state=TrialState.FAIL)
+        draw += 1
 
 
 def _tell(study: optuna.Study, search: Search, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -136,9 +153,11 @@ def _tell(study: optuna.Study, search: Search, trials: list[optuna.trial.FrozenT
 
 
 def made(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The trials that spent the budget: asked (not waiting), from the search or the fixed points."""
+    """The trials that spent the budget: asked (not waiting), from the search or the fixed points, and
+    not repeats of an earlier trial's point."""
+    again = repeats(study)
     return [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING
-            and t.user_attrs.get("source") in MADE and "variant" in t.user_attrs]
+            and t.user_attrs.get("source") in MADE and "variant" in t.user_attrs and t.number not in again]
 
 
 def run_search(search: Search, ctx: RunContext, options: WorkerOptions, trials: int) -> optuna.Study:
@@ -154,6 +173,7 @@ def run_search(search: Search, ctx: RunContext, options: WorkerOptions, trials: 
             study.tell(broken.number, state=TrialState.FAIL)
         pending = [t for t in running if "variant" in t.user_attrs]
         room = trials - len(made(study))
+        study.sampler = _sampler(search, len(study.get_trials(deepcopy=False)))
         batch = pending + [_ask(study, search) for _ in range(max(0, min(search.search.batch - len(pending), room)))]
         if not batch:
             return study
