@@ -227,6 +227,23 @@ def test_a_resumed_search_draws_new_points_after_a_failed_trial(tmp_path, monkey
     assert made_points("unbroken", 6) == resumed  # a resumed search draws what an unbroken one would
 
 
+def test_repeats_stored_by_an_older_search_spend_no_budget() -> None:
+    """The GPU study holds round 1's 8 points twice, told complete (before draws were checked): the
+    second copies are repeats, neither made nor told; a point at another learning rate is no repeat."""
+    from optuna.distributions import FloatDistribution
+
+    from ablate.search.analysis import repeats, told
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for number, (variant, lr) in enumerate([("rf/lognorm(0.10, 1.00)", None), ("rf/lognorm(0.20, 1.00)", None),
+                                            ("rf/lognorm(0.10, 1.00)", None), ("rf/lognorm(0.10, 1.00)", 1e-4)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"m": 0.1}, distributions={"m": FloatDistribution(-1, 1)}, values=[0.9, 10.0 + number],
+            user_attrs={"variant": variant, "lr": lr, "source": "search"}))
+    assert repeats(study) == {2}
+    assert [t.number for t in made(study)] == [0, 1, 3] and [t.number for t in told(study)] == [0, 1, 3]
+
+
 def test_report_of_known_trials(tmp_path) -> None:
     search = load_search(SMOKE, tmp_path / "results")
     study = open_search_study(search, f"sqlite:///{tmp_path / 'search.db'}")

@@ -52,6 +52,8 @@ def plot_isoflop(rows: pd.DataFrame, fits: dict[tuple[str, str], MetricFits], me
                 ax.plot([fit.n_opt.value], [fit.y_opt.value], marker="*", color=color, markersize=10)
                 ax.hlines(fit.y_opt.value, fit.n_opt.low, fit.n_opt.high, color=color, linewidth=2, alpha=0.5)
         ax.set_xscale("log")
+        if (cells[metric].dropna() > 0).all():
+            ax.set_yscale("log")  # a small budget's largest models sit orders of magnitude above the minimum
         ax.set_xlabel("parameters N")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.set_title(variant, fontsize="small")

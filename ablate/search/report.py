@@ -133,6 +133,7 @@ def write_report(out: Path, search: Search, study: optuna.Study, trials: int) ->
     failed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if "variant" in t.user_attrs]
     again = repeats(study)
     failed = [t for t in failed if t.number not in again]
+    searched = int((~table["source"].astype(str).str.startswith("warm start")).sum())
     s = search.search
     ranges = ", ".join(f"{k} in [{r.low:g}, {r.high:g}]" for k, r in search.space.ranges.items())
     lr = (f"; lr in [{s.lr.low:g}, {s.lr.high:g}] (log scale; the trials of one rate are the grid "
@@ -142,8 +143,9 @@ def write_report(out: Path, search: Search, study: optuna.Study, trials: int) ->
              f"template `{s.variant}` with {ranges}{lr}.", "",
              f"Objectives: alignment up, fidelity down, {'averaged over every setting' if s.objective == 'mean' else f'at setting `{s.objective}`'}"
              f", seed means over seeds {list(search.base.seeds)}. Sampler: {s.sampler} (seed {s.seed}), "
-             f"{s.batch} trials per round, budget {trials} trials ({len(table)} told, {len(failed)} failed, "
-             f"{len(again)} repeated draws of a point already held), "
+             f"{s.batch} trials per round, budget {trials} trials; {searched + len(failed)} trials made ({searched} told, "
+             f"{len(failed)} failed), {len(table) - searched} warm-start trials, {len(again)} repeated draws of a "
+             "point already held (no budget spent), "
              f"points run first: {len(s.enqueue)} enqueued, paper lattice {'on' if s.lattice else 'off'}.", ""]
     if table.empty:
         lines += ["No trial has finished yet."]
