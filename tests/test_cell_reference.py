@@ -35,6 +35,7 @@ def test_reference_covers_three_cells_with_every_number():
         assert [v["step"] for v in cell["validations"]] == [4, 8, 10]  # val_every 4 and the last step
         assert all(len(v["numbers"]) == 4 + 4 * 8 for v in cell["validations"])  # 4 means, 4 x 8 levels
         assert len(cell["metrics"]) == 4 and all(set(m) == {"fd_probe", "align_probe"} for m in cell["metrics"].values())
+        assert {key.rsplit(", ", 1)[1] for key in cell["metrics"]} == {"ema", "raw"}  # both weights are sampled
 
 
 @pytest.mark.parametrize("variant", record_reference.VARIANTS)

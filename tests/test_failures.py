@@ -6,6 +6,7 @@ the console stays free of third-party noise. Checkpoints: test_checkpointing.py.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import optuna
 import pytest
 import torch
 import workers_kit
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -28,8 +30,15 @@ from ablate.engine.runner import RunContext
 from ablate.runs.workers import WorkerOptions, run_grid
 
 
+@functools.cache
+def _storage(url: str) -> RDBStorage:
+    """One storage per database in this process: the tests poll it every 0.2 s, and opening one (engine,
+    schema check) costs ~40 ms of CPU, taken from the runs under test."""
+    return open_storage(url, heartbeat=False)
+
+
 def _study(url: str, name: str = "tiny") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+    return optuna.load_study(study_name=name, storage=_storage(url))
 
 
 def _start(root, *args: str, **env: str) -> tuple[subprocess.Popen, object]:

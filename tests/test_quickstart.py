@@ -43,7 +43,7 @@ def test_quick_start_uses_the_shipped_dataset_offline(tmp_path: Path, monkeypatc
 
     frame = ResultsStore(results).frame("smoke")
     assert sorted(frame["variant"].unique()) == sorted(VARIANTS)
-    assert len(frame) == len(VARIANTS) * 6 * 2  # the six paper settings x (ema, raw)
+    assert len(frame) == len(VARIANTS) * 6 and set(frame["weights"]) == {"ema"}  # the six paper settings, EMA weights
     assert all(math.isfinite(v) for v in (*frame["fd_probe"], *frame["align_probe"]))
     assert set(frame["train_max_steps"]) == {30} and all(math.isfinite(v) for v in frame["train_val_loss"])
     for record in frame["record"]:

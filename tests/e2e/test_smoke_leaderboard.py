@@ -22,6 +22,7 @@ from ablate.engine.runner import cell_module
 
 pytestmark = pytest.mark.smoke
 RESULTS = os.environ.get("ABLATE_SMOKE_RESULTS")
+SEEDS = os.environ.get("ABLATE_SMOKE_SEEDS")  # the seeds nox ran (`--seeds`), when not the file's
 SETTINGS = ["dataset", "setting"]
 
 
@@ -40,7 +41,9 @@ def grid():
 def test_every_variant_and_setting_has_real_metrics(frame, grid):
     assert sorted(frame["variant"].unique()) == sorted(grid.variants)
     per_variant = frame.groupby("variant").size()
-    assert (per_variant == len(grid.eval.all_settings()) * len(grid.seeds)).all()
+    seeds = [int(x) for x in SEEDS.split(",")] if SEEDS else list(grid.seeds)
+    assert sorted(frame["seed"].unique()) == seeds
+    assert (per_variant == len(grid.eval.all_settings()) * len(seeds)).all()
     assert np.isfinite(frame[["fd_probe", "align_probe"]].to_numpy()).all()
     assert (frame["num_samples"] == grid.eval.num_samples).all()
 
@@ -93,6 +96,10 @@ def test_leaderboard_files_were_written():
         pytest.skip("ABLATE_SMOKE_RESULTS is not set")
     md = Path("leaderboard/smoke.md")
     assert md.exists() and "Table 1" in md.read_text()
+    if SEEDS and len(SEEDS.split(",")) > 1:  # seeds give the average ranks intervals: most have width
+        intervals = re.findall(r"\| \[([\d.]+), ([\d.]+)\] \|", md.read_text())
+        assert len(intervals) >= 24 and sum(float(lo) < float(hi) for lo, hi in intervals[:24]) >= 12, intervals
+        assert f"Uncertainty: {len(SEEDS.split(','))} training seed(s)" in md.read_text()
     png = Path("leaderboard/smoke-fidelity-vs-steps.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
