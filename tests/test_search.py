@@ -375,3 +375,35 @@ def test_gpu_search_file_trains_as_the_grid_and_fits_its_budget() -> None:
     rounds = -(-s.trials // s.batch) + 1
     gpu_seconds = cells * 115 + rounds * 2 * 90
     assert gpu_seconds < 3600, gpu_seconds
+
+
+def test_a_search_whose_space_is_exhausted_stops(tmp_path, monkeypatch) -> None:
+    """A space of four lattice points (m in {0.00, 0.01}, s in {1.00, 1.01}) and a budget of 6: the search
+    trains the four and stops, saying why, instead of drawing repeats forever."""
+    import io
+
+    from rich.console import Console
+
+    import ablate.search.trials as trials_module
+    from ablate.runs.workers import WorkerOptions
+
+    text = TINY.replace("MAX_STEPS", "12").replace("{m: {low: -1.0, high: 1.0}, s: {low: 0.5, high: 1.5}}",
+                                                    "{m: {low: 0.0, high: 0.01}, s: {low: 1.0, high: 1.01}}")
+    (tmp_path / "tiny-search.yaml").write_text(text.replace("trials: 4", "trials: 6"))
+    search = load_search(tmp_path / "tiny-search.yaml", tmp_path / "results")
+
+    trained: set[str] = set()
+
+    def train(search, points, ctx, options, seeds=()):
+        points = [v for v, _ in points]
+        assert not set(points) <= trained, f"a round of repeats only was run: {points}"  # (unguarded: forever)
+        trained.update(points)
+        _records(search.base.results_root, grid_for(search, points, None).name, 1e-3,
+                 {v: (-len(v) / 100, 1.0) for v in points}, search)
+
+    monkeypatch.setattr(trials_module, "run_points", train)
+    out = io.StringIO()
+    study = trials_module.run_search(search, SimpleNamespace(console=Console(file=out, width=300)),
+                                     WorkerOptions(storage=f"sqlite:///{tmp_path / 'search.db'}"), trials=6)
+    assert len(made(study)) == 4 and len({t.user_attrs["variant"] for t in made(study)}) == 4
+    assert "the space is exhausted" in out.getvalue()

@@ -177,6 +177,11 @@ def run_search(search: Search, ctx: RunContext, options: WorkerOptions, trials: 
         batch = pending + [_ask(study, search) for _ in range(max(0, min(search.search.batch - len(pending), room)))]
         if not batch:
             return study
+        if not pending and {t.number for t in batch} <= repeats(study):
+            ctx.console.print(f"search {search.name}: stopped at {len(made(study))} trials; every draw of this round "
+                              f"({REDRAWS + 1} each) repeats a point already held: the space is exhausted at its "
+                              f"{STEP} lattice", highlight=False, markup=False)
+            return study
         ctx.console.print(f"search {search.name}: trials {', '.join(str(t.number) for t in batch)}: "
                           + "; ".join(_label(point_of(t)) for t in batch), highlight=False, markup=False)
         run_points(search, (point_of(t) for t in batch), ctx, options)
