@@ -23,7 +23,8 @@ set -u
 DEADLINE=${DEADLINE:-570}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-R=/tmp/results
+T=${CHUNK_TMP:-/tmp}  # the machine's scratch (a test points it elsewhere)
+R=$T/results
 [ -d $R/cache ] || { mkdir -p $R; cp -r leaderboard/results/. $R/ 2>/dev/null; }
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)"; \
   python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__)'; } > $OUT/machine.txt 2>&1
@@ -68,9 +69,9 @@ for STEP in "$@"; do
   echo "$(date -u +%T) $STEP ended: $(left) s left" >> $OUT/chunk.log
 done
 kill $DMON 2>/dev/null
-rm -rf /tmp/pack && mkdir -p /tmp/pack
-tar cf - --exclude='*.ckpt' --exclude='tb' -C /tmp results | tar xf - -C /tmp/pack
-find /tmp/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
-tar czf $OUT/results.tgz -C /tmp/pack results
+rm -rf $T/pack && mkdir -p $T/pack
+tar cf - --exclude='*.ckpt' --exclude='tb' -C $T results | tar xf - -C $T/pack
+find $T/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
+tar czf $OUT/results.tgz -C $T/pack results
 tail -n 20 $OUT/*.log | tail -n 60
 ls -la $OUT; echo "call took ${SECONDS} s"
