@@ -55,7 +55,7 @@ def run_points(search: Search, points: Iterable[Point], ctx: RunContext, options
         run_grid(grid_for(search, variants, lr, seeds), ctx, options)
 
 
-def _sampler(search: Search, told: int = 0) -> optuna.samplers.BaseSampler:
+def _sampler(search: Search, progress: int = 0) -> optuna.samplers.BaseSampler:
     """The search's sampler, seeded by ``search.seed`` plus the number of trials the study holds: a
     sampler's state outside the storage is its random generator, so a resumed search (a new process)
     seeded as the first would draw the first round's points again (seen on the GPU: NSGA-II's first
@@ -63,8 +63,8 @@ def _sampler(search: Search, told: int = 0) -> optuna.samplers.BaseSampler:
     resumed search draws what an unbroken one would."""
     s = search.search
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed + told, n_startup_trials=s.batch, multivariate=True)
-    return optuna.samplers.NSGAIISampler(population_size=max(s.batch, 2), seed=s.seed + told)
+        return optuna.samplers.TPESampler(seed=s.seed + progress, n_startup_trials=s.batch, multivariate=True)
+    return optuna.samplers.NSGAIISampler(population_size=max(s.batch, 2), seed=s.seed + progress)
 
 
 def _fingerprint(search: Search) -> dict[str, object]:
