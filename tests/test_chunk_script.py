@@ -1,7 +1,7 @@
 """benchmarks/gpu-runs/chunk.sh, the device calls' driver, run here with stand-ins for nvidia-smi (four
 GPUs, and a `dmon` that never ends, as the real one) and python3 (prints its arguments): the jobs of a
 step joined by "+" start together, one step follows another, the scaling shards are dealt over the GPUs,
-its report runs once every shard is done, and the call ends although the dmon is still running."""
+a second round of shards (the extrapolation cells) and then the report run once every shard is done, and the call ends although the dmon is still running."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "CHUNK_TMP": str(scratch),
-           "DEADLINE": "300", "PER_GPU": "3"}
+           "DEADLINE": "300", "PER_GPU": "3", "SCALE_WORKERS": "2"}
     start = time.monotonic()
     done = subprocess.run(["bash", "benchmarks/gpu-runs/chunk.sh", "grid+scaling+search", "search"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
@@ -48,9 +48,13 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
     assert "--workers 12 --workers-per-gpu 3" in grid[1]
     shards = [started(f"shard{k}.log")[0] for k in range(1, 17)]
     assert [line.split()[2] for _, line in shards] == [f"CVD={(k - 1) % 4}" for k in range(1, 17)]
-    assert all(f"--shard {k}/16" in line for k, (_, line) in enumerate(shards, 1))
+    assert all(f"--shard {k}/16 --workers-per-gpu 2" in line for k, (_, line) in enumerate(shards, 1))
+    second = [started(f"shard{k}b.log")[0] for k in range(1, 17)]
+    assert all(f"--shard {k}/16" in line for k, (_, line) in enumerate(second, 1))
+    assert min(t for t, _ in second) > max(t for t, _ in shards)  # the second round waits for the whole first
     report = started("report.log")
-    assert len(report) == 1 and "--shard" not in report[0][1] and report[0][0] > max(t for t, _ in shards)
+    assert len(report) == 1 and "--shard" not in report[0][1] and report[0][0] > max(t for t, _ in second)
+    assert "--workers-per-gpu 2" in report[0][1]
     (search,) = started("search.log")  # each step rewrites the log: the second step's run
     assert "--workers 16" in search[1] and search[0] > report[0][0]  # the second step starts after the first
     assert abs(grid[0] - shards[0][0]) < 1.5  # the first step's jobs start together (one after another: >= 2 s)

@@ -95,3 +95,33 @@ def test_shards_partition_the_cells_and_share_the_flops(capsys, tmp_path) -> Non
     assert max(costs) - min(costs) <= max(whole.values())  # round robin by cost: within one grid of each other
     for bad in ("0/3", "4/3", "1", "a/b"):
         expect_error(scale(capsys, tmp_path, SMOKE.read_text(), "--shard", bad), f"--shard {bad!r}", "K/N")
+
+
+def test_a_second_round_of_shards_deals_the_extrapolation_cells(monkeypatch, tmp_path) -> None:
+    """`--shard K/N` trains its share of the extrapolation cells only once every isoFLOP cell (all shards')
+    has its record; the N shares then partition the extrapolation grids."""
+    import pandas as pd
+
+    import ablate.scaling.analysis as analysis
+    import ablate.scaling.collect as collect
+    import ablate.scaling.extrapolate as extrapolate
+    from ablate.commands.scale import _extrapolation_share
+    from ablate.scaling.family import DataShape, model_size
+    from ablate.scaling.plan import isoflop_points, make_point
+    from ablate.scaling.spec import load_study
+
+    study = load_study(SMOKE, tmp_path / "results")
+    data = DataShape(32, 1, 10)
+    iso = isoflop_points(study, data)
+    cells = sum(len(p.grid.variants) * len(p.grid.seeds) for p in iso)
+    extra = [make_point(study, data, "extrapolation", model_size(s), 8, budget=5.4e11, variants=(v,))
+             for s, v in (("d2", "eps/linear"), ("d3", "rf/lognorm(0.00, 1.00)"))]
+    recorded = {"n": cells - 1}
+    monkeypatch.setattr(collect, "collect", lambda points: (pd.DataFrame({"variant": ["v"] * recorded["n"]}), None, None))
+    monkeypatch.setattr(analysis, "fit_study", lambda rows, scaling: {})
+    monkeypatch.setattr(extrapolate, "extrapolation_points", lambda study, data, fits: list(extra))
+    assert _extrapolation_share(study, data, iso, "1/2") == []  # one isoFLOP cell still unrecorded (running elsewhere)
+    recorded["n"] = cells
+    shares = [_extrapolation_share(study, data, iso, f"{k}/2") for k in (1, 2)]
+    assert all(len(s) == 1 for s in shares)
+    assert sorted(p.grid.name for s in shares for p in s) == sorted(p.grid.name for p in extra)

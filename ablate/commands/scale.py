@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.commands.run import add_device_arguments
+from ablate.commands.run import _positive, add_device_arguments
 from ablate.devices import resolve_device
 from ablate.errors import ConfigError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from ablate.engine.runner import RunContext
+    from ablate.runs.workers import WorkerOptions
     from ablate.scaling.family import DataShape
     from ablate.scaling.plan import Point
     from ablate.scaling.spec import Study
@@ -39,9 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(p)
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="train only the K-th of N shares of the study's isoFLOP and quality cells (balanced by FLOPs) "
-                        "and stop, no fits or report: N processes (one per GPU or CPU share, e.g. with "
-                        "CUDA_VISIBLE_DEVICES) train the study together; then run without --shard to fit, train the "
-                        "extrapolation cells and report (finished cells are skipped)")
+                        "and stop, no report: N processes (one per GPU or CPU share, e.g. with CUDA_VISIBLE_DEVICES) "
+                        "train the study together; a shard that finds every isoFLOP cell recorded (a second round of "
+                        "shards) fits and trains its share of the extrapolation cells instead; then run without "
+                        "--shard to fit, train what is left and report (finished cells are skipped)")
+    p.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K",
+                   help="cells of one grid trained at once on each GPU (a model too small to fill a GPU alone); "
+                        "one on the CPU")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print the cells (steps, FLOPs) and train nothing")
     mode.add_argument("--report-only", action="store_true", help="fit and report the finished cells; train nothing")
@@ -65,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     info, _ = ctx.dataset(study.base, study.base.datasets[0])
     caption = study.base.data.conditioning == "caption"
     data = DataShape(info.resolution, info.channels, 0 if caption else info.num_classes, info.cond_dim if caption else 0)
-    points = isoflop_points(study, data) + quality_points(study, data)
+    iso = isoflop_points(study, data)
+    points = iso + quality_points(study, data)
     if args.shard is not None:
         points = shard(points, args.shard)
     cells = sum(len(p.grid.variants) * len(p.grid.seeds) for p in points)
@@ -81,11 +87,37 @@ def main(args: argparse.Namespace) -> int:
     if args.shard is not None:
         if args.report_only:
             raise ConfigError("--shard trains a share of the cells and --report-only trains none; use one of them.")
-        _run(points, ctx)
-        console.print(f"shard {args.shard}: {len(points)} grids done; run `python -m ablate scale {args.file}` "
-                      "without --shard once every shard is done, to fit, extrapolate and report", highlight=False)
+        options = _options(args)
+        _run(points, ctx, options)
+        extra = _extrapolation_share(study, data, iso, args.shard)
+        for p in extra:
+            console.print(f"shard {args.shard}: extrapolation {', '.join(p.grid.variants)} at {p.label} "
+                          f"(N={p.num_params:,}, {p.spend.steps} steps)", highlight=False, soft_wrap=True)
+        _run(extra, ctx, options)
+        console.print(f"shard {args.shard}: {len(points) + len(extra)} grids done; run `python -m ablate scale "
+                      f"{args.file}` without --shard once every shard is done, to fit, extrapolate and report",
+                      highlight=False)
         return 0
     return _run_and_report(study, data, points, ctx, args, console)
+
+
+def _options(args: argparse.Namespace) -> WorkerOptions:
+    from ablate.runs.workers import WorkerOptions
+
+    return WorkerOptions(workers_per_gpu=args.workers_per_gpu)
+
+
+def _extrapolation_share(study: Study, data: DataShape, iso: list[Point], spec: str) -> list[Point]:
+    """This shard's share of the extrapolation cells, once every isoFLOP cell of the study has its record
+    (all shards' included; the fits are deterministic, so every shard deals the same cells); else none."""
+    from ablate.scaling.analysis import fit_study
+    from ablate.scaling.collect import collect
+    from ablate.scaling.extrapolate import extrapolation_points
+
+    rows, _, _ = collect(iso)
+    if len(rows) < sum(len(p.grid.variants) * len(p.grid.seeds) for p in iso):
+        return []
+    return shard(extrapolation_points(study, data, fit_study(rows, study.scaling)), spec)
 
 
 def shard(points: list[Point], spec: str) -> list[Point]:
@@ -109,14 +141,14 @@ def _context(device: torch.device, args: argparse.Namespace, console: Console) -
                       progress=sys.stdout.isatty())
 
 
-def _run(points: list[Point], ctx: RunContext) -> None:
+def _run(points: list[Point], ctx: RunContext, options: WorkerOptions) -> None:
     """Every point's grid through the one grid-running path (queue, storage, resume, records)."""
     from ablate.runs.signals import stop_on_signals
-    from ablate.runs.workers import WorkerOptions, run_grid
+    from ablate.runs.workers import run_grid
 
     with stop_on_signals():
         for p in points:
-            run_grid(p.grid, ctx, WorkerOptions())
+            run_grid(p.grid, ctx, options)
 
 
 def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: RunContext, args: argparse.Namespace,
@@ -127,7 +159,7 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
     from ablate.scaling.report import write_report
 
     if not args.report_only:
-        _run(points, ctx)
+        _run(points, ctx, _options(args))
     rows, _, _ = collect(points)
     fits = fit_study(rows, study.scaling)
     extra = extrapolation_points(study, data, fits)
@@ -135,7 +167,7 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
         for p in extra:
             console.print(f"extrapolation: {', '.join(p.grid.variants)} at {p.label} (N={p.num_params:,})",
                           highlight=False, soft_wrap=True)
-        _run(extra, ctx)
+        _run(extra, ctx, _options(args))
     points = points + extra
     rows, fidelity, alignment = collect(points)
     written = write_report(Path(args.out), study, points, rows, fits, predictions(study, data, fits, rows),

@@ -5,8 +5,9 @@
 # of jobs joined by "+" runs them at once on all the GPUs (`chunk.sh grid+scaling+search`: the GPUs,
 # time-sliced, stay busy while one job waits on its last cells). With G GPUs (nvidia-smi -L):
 #   grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4) workers per GPU on every GPU
-#   scaling   issue 13: 4 G `ablate scale --shard k/4G` (4 per GPU, 4 threads each); once all are done,
-#             `ablate scale` fits, trains the extrapolation cells (one worker per GPU) and reports
+#   scaling   issue 13: 4 G `ablate scale --shard k/4G` (4 per GPU, each training SCALE_WORKERS cells of a grid at
+#             once, default 1); once all are done, a second round of shards trains the extrapolation cells
+#             (shard<k>b.log), then `ablate scale` fits and reports
 #   search    issue 14: `ablate search --workers 4G` (no more workers than a round's trials, dealt over
 #             the GPUs; warm-started from the committed fashion-mnist grid), then its report
 # Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
@@ -40,16 +41,19 @@ grid() {
     --workers $((G * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
     ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
 }
-scaling() {
-  local F=grids/scaling-fashion-mnist.yaml k
+shards() {  # one round of the S shards, each training its grids with SCALE_WORKERS cells at once; logs shard<k><$1>.log
+  local F=grids/scaling-fashion-mnist.yaml k W=${SCALE_WORKERS:-1}
+  local TH=$(( $(nproc) / (S * W) )); [ $TH -ge 1 ] || TH=1
   for k in $(seq 1 $S); do
-    CUDA_VISIBLE_DEVICES=$(( (k - 1) % G )) OMP_NUM_THREADS=4 timeout -k 15 $(left) python3 -m ablate scale $F \
-      --results $R --cache-dir $R/cache --out $R/reports --shard $k/$S 2>&1 | stamp > $OUT/shard$k.log &
+    CUDA_VISIBLE_DEVICES=$(( (k - 1) % G )) OMP_NUM_THREADS=$TH timeout -k 15 $(left) python3 -m ablate scale $F \
+      --results $R --cache-dir $R/cache --out $R/reports --shard $k/$S --workers-per-gpu $W 2>&1 | stamp > $OUT/shard$k$1.log &
   done
   wait
-  if [ "$(grep -l "grids done" $OUT/shard*.log | wc -l)" = $S ] && [ $(left) -gt 60 ]; then
-    timeout -k 15 $(left) python3 -m ablate scale $F --results $R --cache-dir $R/cache --out $R/reports 2>&1 | stamp > $OUT/report.log
-  fi
+  [ "$(for k in $(seq 1 $S); do grep -l "grids done" $OUT/shard$k$1.log; done | wc -l)" = $S ] && [ $(left) -gt 60 ]
+}
+scaling() {  # the isoFLOP and quality cells; a second round the extrapolation cells (all shards' fits agree); the report
+  shards "" && shards b && timeout -k 15 $(left) python3 -m ablate scale grids/scaling-fashion-mnist.yaml \
+    --results $R --cache-dir $R/cache --out $R/reports --workers-per-gpu ${SCALE_WORKERS:-1} 2>&1 | stamp > $OUT/report.log
 }
 search() {
   timeout -k 15 $(left) python3 -m ablate search grids/search-fashion-mnist.yaml --results $R --cache-dir $R/cache \
