@@ -69,6 +69,20 @@ def test_synthetic_study_end_to_end(tmp_path) -> None:
     assert written[0].name == "scaling-smoke.md" and all(p.exists() and p.stat().st_size > 0 for p in written)
     assert "| eps/linear | x0-MSE | 0.6" in md and "| rf/lognorm(0.00, 1.00) | x0-MSE | 0.5" in md
     assert "inside" in md and "OUTSIDE" not in md
+    planned = sum(len(p.grid.variants) for p in points)
+    assert f"{planned} of the {planned} planned isoFLOP and quality cells finished." in md
+
+
+def test_the_report_names_the_cells_not_yet_finished(tmp_path) -> None:
+    study = load_study(SMOKE, tmp_path / "results")
+    points = isoflop_points(study, FASHION)
+    rows = rows_for(points)
+    cut = rows[(rows["label"] == points[0].label) & (rows["variant"] == "eps/linear")].index
+    rows = rows.drop(cut)
+    written = write_report(tmp_path / "lb", study, points, rows, fit_study(rows, study.scaling), [], "fd_probe", None)
+    md = written[0].read_text()
+    assert f"{len(rows)} of the {len(rows) + 1} planned isoFLOP and quality cells finished; " \
+           f"not yet: {points[0].label} eps/linear." in md
 
 
 def test_wrong_prediction_is_flagged(tmp_path) -> None:

@@ -84,7 +84,7 @@ def plot_power_laws(fits: dict[tuple[str, str], MetricFits], metric: str, extrap
             law = mf.laws.get(quantity)
             ext = [e for e in extrapolations if e.variant == variant and e.metric == m]
             if law is not None:
-                grid = np.geomspace(c.min(), max(c.max(), *(e.budget for e in ext)), 40)
+                grid = np.geomspace(c.min(), max([c.max(), *(e.budget for e in ext)]), 40)
                 ax.plot(grid, np.exp(law.log_k) * grid**law.exponent.value, color=color, linewidth=1,
                         label=f"exponent {law.exponent.value:.2f}")
             for e in ext if quantity == "y_opt" else []:

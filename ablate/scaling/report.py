@@ -113,6 +113,18 @@ def _cells(rows: pd.DataFrame, kind: str, columns: list[str]) -> str:
     return _table(columns, body) if body else "(no finished cells yet)"
 
 
+def _unfinished(points: list[Point], rows: pd.DataFrame) -> str:
+    """The planned isoFLOP and quality cells without a record, as ``label variant`` (seed when several)."""
+    have = {(r["label"], r["variant"], int(r["seed"])) for _, r in rows.iterrows()}
+    seeds = {s for p in points for s in p.grid.seeds}
+    missing = [f"{p.label} {v}" + (f" seed {seed}" if len(seeds) > 1 else "")
+               for p in points if p.kind != "extrapolation"
+               for v in p.grid.variants for seed in p.grid.seeds if (p.label, v, seed) not in have]
+    planned = sum(len(p.grid.variants) * len(p.grid.seeds) for p in points if p.kind != "extrapolation")
+    return (f"{planned - len(missing)} of the {planned} planned isoFLOP and quality cells finished"
+            + (f"; not yet: {', '.join(missing)}." if missing else "."))
+
+
 def _extrapolation(extrapolations: list[Extrapolation]) -> str:
     if not extrapolations:
         return "(no extrapolation budget, or fewer than 2 budgets with a fitted minimum)"
@@ -144,7 +156,8 @@ def render(study: Study, points: list[Point], rows: pd.DataFrame, fits: dict[tup
         f"fidelity is {fidelity or 'absent'} and alignment {alignment or 'absent'} at the first eval setting. "
         f"Intervals are {conf:.0%} (parametric bootstrap, {s.bootstrap} replicates, noise floor "
         f"{s.noise_floor:.0%}; see ablate/scaling/fit.py). Model family: depth d, width 64 d, d heads.", "",
-        f"Cells finished: {len(rows)}; training FLOPs spent {spent:.3g}; training wall time {wall / 60:.1f} min.", "",
+        f"Cells finished: {len(rows)}; training FLOPs spent {spent:.3g}; training wall time {wall / 60:.1f} min "
+        "(summed over cells, which may have shared a GPU). " + _unfinished(points, rows), "",
         "## Exponents across formulations", "", _exponents(fits, conf), "",
         "## IsoFLOP fits by formulation", "", _per_formulation(fits, rows), "",
         f"![isoFLOP curves]({figures['isoflop']})", "", f"![power laws]({figures['power_laws']})", "",
@@ -157,6 +170,7 @@ def render(study: Study, points: list[Point], rows: pd.DataFrame, fits: dict[tup
         "## Cells", "",
         _cells(rows, "isoflop", ["variant", "label", "budget", "num_params", "steps", "images", "val_x0_mse",
                                  "val_loss", "fidelity", "alignment", "wall_s"]), "",
+        "Extrapolation cells:", "",
         _cells(rows, "extrapolation", ["variant", "label", "budget", "num_params", "steps", "val_x0_mse", "val_loss",
                                        "fidelity", "wall_s"]), "",
         "## Plan", "", _plan_table(points), "",
