@@ -280,3 +280,15 @@ def test_bad_input_is_one_clear_paragraph(case: Case, tmp_path: Path, monkeypatc
         fragment = fragment.replace("{tmp}", str(tmp_path))
         assert " ".join(fragment.split()) in message, (fragment, message)
     assert _files_under(tmp_path) == before  # nothing half-written, nothing changed
+
+
+def test_a_bad_checkpoint_interval_stops_the_run_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setenv("ABLATE_CHECKPOINT_EVERY_S", "ten minutes")
+    code = main(["run", str(SMOKE), "--results", str(tmp_path / "results")])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and message.startswith("error:") and "Traceback" not in message
+    assert "ABLATE_CHECKPOINT_EVERY_S='ten minutes'" in message and "a number >= 0" in message
+    assert not (tmp_path / "results").exists()

@@ -49,7 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class CellCheckpoint(ModelCheckpoint):
     """A cell's checkpoints: ``best.ckpt`` (lowest EMA validation loss, the one evaluated) and ``last.ckpt``
     (the state at the latest validation, whether or not it improved: Lightning alone writes ``last`` only
-    with a new best; and between validations every ``every_s`` seconds of training, at a step's end); the
+    with a new best; and between validations every ``every_s`` seconds of training, before a step); the
     last training step is always validated, and each checkpoint keeps its latest validation's numbers."""
 
     def __init__(self, directory: Path, every_s: float | None = None) -> None:

@@ -37,6 +37,7 @@ from ablate.errors import AblateError, ConfigError
 from ablate.config.grid import Grid
 from ablate.runs.queue import Worker, cell_states, queue_cells
 from ablate.runs.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
+from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
 from ablate.runs.signals import stop_on_signals
 
@@ -58,6 +59,7 @@ class WorkerOptions:
 def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions()) -> Counter[str]:
     """Queue the grid's cells and run them until none is waiting or running; returns the grid's cell
     counts by state (done, failed, ...) and prints them, with every failed cell and its reason."""
+    checkpoint_interval()  # a bad ABLATE_CHECKPOINT_EVERY_S stops the run before anything is written
     check_results_writable(grid)
     logs.route_output(grid.results_dir / "run.log", options.verbose)
     if grid.train.num_nodes > 1:
