@@ -97,15 +97,17 @@ def test_shards_partition_the_cells_and_share_the_flops(capsys, tmp_path) -> Non
         expect_error(scale(capsys, tmp_path, SMOKE.read_text(), "--shard", bad), f"--shard {bad!r}", "K/N")
 
 
-def test_a_second_round_of_shards_deals_the_extrapolation_cells(monkeypatch, tmp_path) -> None:
-    """`--shard K/N` trains its share of the extrapolation cells only once every isoFLOP cell (all shards')
-    has its record; the N shares then partition the extrapolation grids."""
+def test_shards_deal_the_extrapolation_cells_of_the_formulations_whose_isoflop_cells_are_done(monkeypatch,
+                                                                                             tmp_path) -> None:
+    """After its isoFLOP share, `--shard K/N` fits the formulations whose isoFLOP cells all have records (other
+    shards' included) and trains its share of their extrapolation cells, dealt from the last shard (the first
+    shards hold the largest isoFLOP grids); the N shares partition those cells."""
     import pandas as pd
 
     import ablate.scaling.analysis as analysis
     import ablate.scaling.collect as collect
     import ablate.scaling.extrapolate as extrapolate
-    from ablate.commands.scale import _extrapolation_share
+    from ablate.commands.scale import _extrapolation_share, shard
     from ablate.scaling.family import DataShape, model_size
     from ablate.scaling.plan import isoflop_points, make_point
     from ablate.scaling.spec import load_study
@@ -113,15 +115,21 @@ def test_a_second_round_of_shards_deals_the_extrapolation_cells(monkeypatch, tmp
     study = load_study(SMOKE, tmp_path / "results")
     data = DataShape(32, 1, 10)
     iso = isoflop_points(study, data)
-    cells = sum(len(p.grid.variants) * len(p.grid.seeds) for p in iso)
-    extra = [make_point(study, data, "extrapolation", model_size(s), 8, budget=5.4e11, variants=(v,))
-             for s, v in (("d2", "eps/linear"), ("d3", "rf/lognorm(0.00, 1.00)"))]
-    recorded = {"n": cells - 1}
-    monkeypatch.setattr(collect, "collect", lambda points: (pd.DataFrame({"variant": ["v"] * recorded["n"]}), None, None))
-    monkeypatch.setattr(analysis, "fit_study", lambda rows, scaling: {})
+    every = pd.DataFrame({"variant": [v for p in iso for v in p.grid.variants for _ in p.grid.seeds]})
+    extra = [make_point(study, data, "extrapolation", model_size(s), 8, budget=5.4e11, variants=("rf/lognorm(0.00, 1.00)",))
+             for s in ("d2", "d3")]
+    state: dict = {"rows": every.iloc[1:]}  # one cell of the first formulation still running elsewhere
+    fitted: list[list[str]] = []
+    monkeypatch.setattr(collect, "collect", lambda points: (state["rows"], None, None))
+    monkeypatch.setattr(analysis, "fit_study", lambda rows, scaling: fitted.append(sorted(set(rows["variant"]))) or {})
     monkeypatch.setattr(extrapolate, "extrapolation_points", lambda study, data, fits: list(extra))
-    assert _extrapolation_share(study, data, iso, "1/2") == []  # one isoFLOP cell still unrecorded (running elsewhere)
-    recorded["n"] = cells
+    first, second = study.base.variants
+    assert every["variant"].iloc[0] == first
+    _extrapolation_share(study, data, iso, "1/2")
+    assert fitted == [[second]]  # only the formulation whose isoFLOP cells are all recorded is fitted
+    state["rows"] = every[every["variant"] == "none"]
+    assert _extrapolation_share(study, data, iso, "1/2") == [] and len(fitted) == 1  # nothing ready: no fit
+    state["rows"] = every
     shares = [_extrapolation_share(study, data, iso, f"{k}/2") for k in (1, 2)]
-    assert all(len(s) == 1 for s in shares)
     assert sorted(p.grid.name for s in shares for p in s) == sorted(p.grid.name for p in extra)
+    assert [p.grid.name for p in shares[1]] == [p.grid.name for p in shard(extra, "1/2")]  # the last shard first

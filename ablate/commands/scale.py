@@ -41,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="train only the K-th of N shares of the study's isoFLOP and quality cells (balanced by FLOPs) "
                         "and stop, no report: N processes (one per GPU or CPU share, e.g. with CUDA_VISIBLE_DEVICES) "
-                        "train the study together; a shard that finds every isoFLOP cell recorded (a second round of "
-                        "shards) fits and trains its share of the extrapolation cells instead; then run without "
+                        "train the study together; then each shard fits the formulations whose isoFLOP cells are all "
+                        "recorded and trains its share of their extrapolation cells (a second round of shards does "
+                        "the rest); then run without "
                         "--shard to fit, train what is left and report (finished cells are skipped)")
     p.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K",
                    help="cells of one grid trained at once on each GPU (a model too small to fill a GPU alone); "
@@ -108,21 +109,32 @@ def _options(args: argparse.Namespace) -> WorkerOptions:
 
 
 def _extrapolation_share(study: Study, data: DataShape, iso: list[Point], spec: str) -> list[Point]:
-    """This shard's share of the extrapolation cells, once every isoFLOP cell of the study has its record
-    (all shards' included; the fits are deterministic, so every shard deals the same cells); else none."""
+    """This shard's share of the extrapolation cells of the formulations whose isoFLOP cells all have their
+    records (other shards' included; the sizes come from the fits' point estimates, so shards agree);
+    dealt from the last shard, since the first shards hold the largest isoFLOP grids."""
     from ablate.scaling.analysis import fit_study
     from ablate.scaling.collect import collect
     from ablate.scaling.extrapolate import extrapolation_points
 
     rows, _, _ = collect(iso)
-    if len(rows) < sum(len(p.grid.variants) * len(p.grid.seeds) for p in iso):
+    ready = [v for v in study.base.variants
+             if (rows["variant"] == v).sum() >= sum(len(p.grid.seeds) for p in iso if v in p.grid.variants)]
+    if not ready:
         return []
-    return shard(extrapolation_points(study, data, fit_study(rows, study.scaling)), spec)
+    k, n = _shard_spec(spec)
+    fits = fit_study(rows[rows["variant"].isin(ready)], study.scaling)
+    return shard(extrapolation_points(study, data, fits), f"{n + 1 - k}/{n}")
 
 
 def shard(points: list[Point], spec: str) -> list[Point]:
     """The ``K/N``-th share of ``points``: sorted by training FLOPs (largest first) and dealt round robin, so
     the N shares cost about the same; every point is in exactly one share."""
+    k, n = _shard_spec(spec)
+    ranked = sorted(points, key=lambda p: (-p.spend.flops * len(p.grid.variants) * len(p.grid.seeds), p.grid.name))
+    return ranked[k - 1::n]
+
+
+def _shard_spec(spec: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in spec.split("/"))
     except ValueError:
@@ -130,8 +142,7 @@ def shard(points: list[Point], spec: str) -> list[Point]:
     if not 1 <= k <= n:
         raise ConfigError(f"Command-line option --shard {spec!r} is not allowed: K/N with 1 <= K <= N, e.g. 1/4 "
                           "(the first of four shares).")
-    ranked = sorted(points, key=lambda p: (-p.spend.flops * len(p.grid.variants) * len(p.grid.seeds), p.grid.name))
-    return ranked[k - 1::n]
+    return k, n
 
 
 def _context(device: torch.device, args: argparse.Namespace, console: Console) -> RunContext:

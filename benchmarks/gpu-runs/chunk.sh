@@ -6,8 +6,9 @@
 # time-sliced, stay busy while one job waits on its last cells). With G GPUs (nvidia-smi -L):
 #   grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4) workers per GPU on every GPU
 #   scaling   issue 13: 4 G `ablate scale --shard k/4G` (4 per GPU, each training SCALE_WORKERS cells of a grid at
-#             once, default 1); once all are done, a second round of shards trains the extrapolation cells
-#             (shard<k>b.log), then `ablate scale` fits and reports
+#             once, default 1), then each the extrapolation cells of the formulations already complete; once
+#             all are done, a second round of shards trains the remaining extrapolation cells (shard<k>b.log),
+#             then `ablate scale` fits and reports
 #   search    issue 14: `ablate search --workers 4G` (no more workers than a round's trials, dealt over
 #             the GPUs; warm-started from the committed fashion-mnist grid), then its report
 # Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
