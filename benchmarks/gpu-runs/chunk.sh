@@ -20,6 +20,9 @@
 # trials in all (`--trials N`), so a session's last call starts no round it cannot finish. What comes back: every grid's records and
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
+# The device takes a working tree of at most 64 MiB (.whl carried included): the tracked tree is ~56 MiB, so for
+# `scaling` move leaderboard/results/fashion-mnist and search-fashion-mnist out of the tree for the call (it
+# needs neither) and back after.
 set -u
 [ $# -gt 0 ] || { echo "usage: chunk.sh STEP [STEP...], a step: grid, scaling, search or jobs joined by +" >&2; exit 2; }
 DEADLINE=${DEADLINE:-570}
