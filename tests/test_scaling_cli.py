@@ -115,7 +115,8 @@ def test_shards_deal_the_extrapolation_cells_of_the_formulations_whose_isoflop_c
     study = load_study(SMOKE, tmp_path / "results")
     data = DataShape(32, 1, 10)
     iso = isoflop_points(study, data)
-    every = pd.DataFrame({"variant": [v for p in iso for v in p.grid.variants for _ in p.grid.seeds]})
+    every = pd.DataFrame([{"label": p.label, "variant": v, "seed": seed}
+                          for p in iso for v in p.grid.variants for seed in p.grid.seeds])
     extra = [make_point(study, data, "extrapolation", model_size(s), 8, budget=5.4e11, variants=("rf/lognorm(0.00, 1.00)",))
              for s in ("d2", "d3")]
     state: dict = {"rows": every.iloc[1:]}  # one cell of the first formulation still running elsewhere

@@ -113,12 +113,12 @@ def _extrapolation_share(study: Study, data: DataShape, iso: list[Point], spec: 
     records (other shards' included; the sizes come from the fits' point estimates, so shards agree);
     dealt from the last shard, since the first shards hold the largest isoFLOP grids."""
     from ablate.scaling.analysis import fit_study
-    from ablate.scaling.collect import collect
+    from ablate.scaling.collect import collect, missing
     from ablate.scaling.extrapolate import extrapolation_points
 
     rows, _, _ = collect(iso)
-    ready = [v for v in study.base.variants
-             if (rows["variant"] == v).sum() >= sum(len(p.grid.seeds) for p in iso if v in p.grid.variants)]
+    unfinished = {variant for _, variant, _ in missing(iso, rows)}
+    ready = [v for v in study.base.variants if v not in unfinished]
     if not ready:
         return []
     k, n = _shard_spec(spec)
@@ -169,8 +169,9 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
     from ablate.scaling.extrapolate import extrapolation_points, predictions
     from ablate.scaling.report import write_report
 
+    options = _options(args)
     if not args.report_only:
-        _run(points, ctx, _options(args))
+        _run(points, ctx, options)
     rows, _, _ = collect(points)
     fits = fit_study(rows, study.scaling)
     extra = extrapolation_points(study, data, fits)
@@ -178,7 +179,7 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
         for p in extra:
             console.print(f"extrapolation: {', '.join(p.grid.variants)} at {p.label} (N={p.num_params:,})",
                           highlight=False, soft_wrap=True)
-        _run(extra, ctx, _options(args))
+        _run(extra, ctx, options)
     points = points + extra
     rows, fidelity, alignment = collect(points)
     written = write_report(Path(args.out), study, points, rows, fits, predictions(study, data, fits, rows),

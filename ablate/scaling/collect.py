@@ -51,6 +51,13 @@ def collect(points: list[Point]) -> tuple[pd.DataFrame, str | None, str | None]:
     return pd.DataFrame(rows, columns=list(COLUMNS)), fidelity, alignment
 
 
+def missing(points: list[Point], rows: pd.DataFrame) -> list[tuple[Point, str, int]]:
+    """The planned cells of ``points`` without a row in ``rows`` (from :func:`collect`): (point, variant, seed)."""
+    have = {(r["label"], r["variant"], int(r["seed"])) for _, r in rows.iterrows()}
+    return [(p, v, seed) for p in points for v in p.grid.variants for seed in p.grid.seeds
+            if (p.label, v, seed) not in have]
+
+
 def _metric(frame: pd.DataFrame, role: str) -> str | None:
     try:
         return ranking.choose_metric(frame, role)

@@ -13,6 +13,7 @@ from ablate import __version__
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.scaling.analysis import METRICS, MetricFits
 from ablate.scaling.budget import BUDGET_TOLERANCE
+from ablate.scaling.collect import missing
 from ablate.scaling.extrapolate import SIZE_METRIC, Extrapolation
 from ablate.scaling.fit import Interval, exponent_difference
 from ablate.scaling.plan import Point
@@ -115,14 +116,12 @@ def _cells(rows: pd.DataFrame, kind: str, columns: list[str]) -> str:
 
 def _unfinished(points: list[Point], rows: pd.DataFrame) -> str:
     """The planned isoFLOP and quality cells without a record, as ``label variant`` (seed when several)."""
-    have = {(r["label"], r["variant"], int(r["seed"])) for _, r in rows.iterrows()}
-    seeds = {s for p in points for s in p.grid.seeds}
-    missing = [f"{p.label} {v}" + (f" seed {seed}" if len(seeds) > 1 else "")
-               for p in points if p.kind != "extrapolation"
-               for v in p.grid.variants for seed in p.grid.seeds if (p.label, v, seed) not in have]
-    planned = sum(len(p.grid.variants) * len(p.grid.seeds) for p in points if p.kind != "extrapolation")
-    return (f"{planned - len(missing)} of the {planned} planned isoFLOP and quality cells finished"
-            + (f"; not yet: {', '.join(missing)}." if missing else "."))
+    planned = [p for p in points if p.kind != "extrapolation"]
+    several = len({s for p in planned for s in p.grid.seeds}) > 1
+    gaps = [f"{p.label} {v}" + (f" seed {seed}" if several else "") for p, v, seed in missing(planned, rows)]
+    total = sum(len(p.grid.variants) * len(p.grid.seeds) for p in planned)
+    return (f"{total - len(gaps)} of the {total} planned isoFLOP and quality cells finished"
+            + (f"; not yet: {', '.join(gaps)}." if gaps else "."))
 
 
 def _extrapolation(extrapolations: list[Extrapolation]) -> str:

@@ -46,18 +46,20 @@ grid() {
     --workers $((G * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
     ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
 }
+SCALING=grids/scaling-fashion-mnist.yaml
 shards() {  # one round of the S shards, each training its grids with SCALE_WORKERS cells at once; logs shard<k><$1>.log
-  local F=grids/scaling-fashion-mnist.yaml k W=${SCALE_WORKERS:-1}
+  local k W=${SCALE_WORKERS:-1}
   local TH=$(( $(nproc) / (S * W) )); [ $TH -ge 1 ] || TH=1
   for k in $(seq 1 $S); do
-    CUDA_VISIBLE_DEVICES=$(( (k - 1) % G )) OMP_NUM_THREADS=$TH timeout -k 15 $(left) python3 -m ablate scale $F \
+    CUDA_VISIBLE_DEVICES=$(( (k - 1) % G )) OMP_NUM_THREADS=$TH timeout -k 15 $(left) python3 -m ablate scale $SCALING \
       --results $R --cache-dir $R/cache --out $R/reports --shard $k/$S --workers-per-gpu $W 2>&1 | stamp > $OUT/shard$k$1.log &
   done
   wait
   [ "$(for k in $(seq 1 $S); do grep -l "grids done" $OUT/shard$k$1.log; done | wc -l)" = $S ] && [ $(left) -gt 60 ]
 }
-scaling() {  # the isoFLOP and quality cells; a second round the extrapolation cells (all shards' fits agree); the report
-  shards "" && shards b && timeout -k 15 $(left) python3 -m ablate scale grids/scaling-fashion-mnist.yaml \
+scaling() {  # the isoFLOP and quality cells and the extrapolation cells of complete formulations; a second round
+  # the extrapolation cells of the formulations completed meanwhile (the shards' fits agree); the report
+  shards "" && shards b && timeout -k 15 $(left) python3 -m ablate scale $SCALING \
     --results $R --cache-dir $R/cache --out $R/reports --workers-per-gpu ${SCALE_WORKERS:-1} 2>&1 | stamp > $OUT/report.log
 }
 search() {
