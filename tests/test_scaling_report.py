@@ -64,6 +64,8 @@ def test_synthetic_study_end_to_end(tmp_path) -> None:
     after = predictions(study, FASHION, fits, rows)
     x0 = [e for e in after if e.metric == "val_x0_mse"]
     assert len(x0) == 2 and all(e.inside for e in x0), x0
+    fid = [e for e in after if e.metric == "fidelity"]  # the probe fidelity's own law is checked too
+    assert len(fid) == 2 and all(e.inside for e in fid), fid
     written = write_report(tmp_path / "lb", study, points + extra, rows, fits, after, "fd_probe", "align_probe")
     md = written[0].read_text()
     assert written[0].name == "scaling-smoke.md" and all(p.exists() and p.stat().st_size > 0 for p in written)
@@ -95,3 +97,22 @@ def test_wrong_prediction_is_flagged(tmp_path) -> None:
     after = predictions(study, FASHION, fits, pd.concat([rows, extra], ignore_index=True))
     assert [e.inside for e in after if e.metric == "val_x0_mse"] == [False, False]
     assert np.isfinite([e.measured for e in after]).all()
+
+
+def test_a_formulation_without_an_x0_mse_law_is_sized_by_its_native_loss(tmp_path) -> None:
+    study = load_study(SMOKE, tmp_path / "results")
+    points = isoflop_points(study, FASHION)
+    rows = rows_for(points)
+    low = (rows["variant"] == "eps/linear") & (rows["budget"] == min(study.scaling.budgets))
+    rows.loc[low, "val_x0_mse"] = 1.0 + rows.loc[low, "num_params"] / 1e6  # the smallest size best: no minimum
+    fits = fit_study(rows, study.scaling)
+    assert fits[("eps/linear", "val_x0_mse")].laws["n_opt"] is None
+    assert fits[("eps/linear", "val_loss")].laws["n_opt"].exponent.value == pytest.approx(0.6, abs=0.02)
+    extra = extrapolation_points(study, FASHION, fits)
+    assert sorted(v for p in extra for v in p.grid.variants) == sorted(LAWS)
+    after = predictions(study, FASHION, fits, pd.concat([rows, rows_for(extra)], ignore_index=True))
+    eps = {e.metric: e for e in after if e.variant == "eps/linear"}
+    assert set(eps) == {"val_loss", "fidelity"} and eps["val_loss"].size_metric == "val_loss" and eps["val_loss"].inside
+    assert all(e.size_metric == "val_x0_mse" for e in after if e.variant != "eps/linear")
+    md = write_report(tmp_path / "lb", study, points + extra, rows, fits, after, "fd_probe", None)[0].read_text()
+    assert "| eps/linear | native loss |" in md and "(native loss) |" in md

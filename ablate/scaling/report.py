@@ -14,7 +14,7 @@ from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.scaling.analysis import METRICS, MetricFits
 from ablate.scaling.budget import BUDGET_TOLERANCE
 from ablate.scaling.collect import missing
-from ablate.scaling.extrapolate import SIZE_METRIC, Extrapolation
+from ablate.scaling.extrapolate import FALLBACK_SIZE_METRIC, SIZE_METRIC, Extrapolation
 from ablate.scaling.fit import Interval, exponent_difference
 from ablate.scaling.plan import Point
 from ablate.scaling.plots import plot_isoflop, plot_power_laws, plot_quality
@@ -131,10 +131,11 @@ def _extrapolation(extrapolations: list[Extrapolation]) -> str:
     for e in extrapolations:
         gap = abs(math.log(e.num_params) - math.log(e.n_opt.value))
         verdict = "not trained yet" if e.inside is None else ("inside" if e.inside else "OUTSIDE")
-        rows.append([e.variant, NAMES[e.metric], _g(e.budget), _ci(e.n_opt), f"{e.size.label} ({e.num_params:,}, "
-                     f"ln-gap {gap:.2f})", _ci(e.y_opt, ".4g"), _g(e.measured, ".4g"), verdict])
-    return _table(["formulation", "metric", "budget C", "predicted N_opt", "trained size", "predicted optimum "
-                   "[prediction interval]", "measured", "measured in interval"], rows)
+        rows.append([e.variant, NAMES[e.metric], _g(e.budget), f"{_ci(e.n_opt)} ({NAMES[e.size_metric]})",
+                     f"{e.size.label} ({e.num_params:,}, ln-gap {gap:.2f})", _ci(e.y_opt, ".4g"),
+                     _g(e.measured, ".4g"), verdict])
+    return _table(["formulation", "metric", "budget C", "predicted N_opt (by the law of)", "trained size",
+                   "predicted optimum [prediction interval]", "measured", "measured in interval"], rows)
 
 
 def render(study: Study, points: list[Point], rows: pd.DataFrame, fits: dict[tuple[str, str], MetricFits],
@@ -161,8 +162,9 @@ def render(study: Study, points: list[Point], rows: pd.DataFrame, fits: dict[tup
         "## IsoFLOP fits by formulation", "", _per_formulation(fits, rows), "",
         f"![isoFLOP curves]({figures['isoflop']})", "", f"![power laws]({figures['power_laws']})", "",
         "## Extrapolation check", "",
-        f"The size is chosen by the {NAMES[SIZE_METRIC]} law of N_opt; each metric's optimum is predicted by its own "
-        "power law (interval: fit uncertainty plus one measurement's noise).", "", _extrapolation(extrapolations), "",
+        f"The size is chosen by the {NAMES[SIZE_METRIC]} law of N_opt (the {NAMES[FALLBACK_SIZE_METRIC]}'s where the "
+        f"{NAMES[SIZE_METRIC]} has none); each metric's optimum is predicted by its own power law (interval: fit "
+        "uncertainty plus one measurement's noise).", "", _extrapolation(extrapolations), "",
         "## Quality vs forward GFLOPs", "",
         _cells(rows, "quality", ["variant", "label", "forward_gflops", "steps", "fidelity", "alignment", "val_x0_mse"]),
         "", f"![quality vs GFLOPs]({figures['quality']})", "",
