@@ -60,3 +60,5 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
     assert abs(grid[0] - shards[0][0]) < 1.5  # the first step's jobs start together (one after another: >= 2 s)
     with tarfile.open(out / "results.tgz") as tgz:
         assert any(name.startswith("results") for name in tgz.getnames())
+    with tarfile.open(out / "logs.tgz") as tgz:  # every log, though a call returns only 8 files
+        assert {f"shard{k}{r}.log" for k in range(1, 17) for r in ("", "b")} <= set(tgz.getnames())

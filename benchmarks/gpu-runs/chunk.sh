@@ -17,7 +17,8 @@
 # GPU record). The job gets a SIGTERM at DEADLINE seconds (default 570) so that finished cells always come
 # back. CLAIM_FOR=SECONDS (grid only): no new cell is started after that many seconds, for a session's
 # last call, whose cut cells would be lost with the machine; SEARCH_TRIALS=N (search only): stop after N
-# trials in all (`--trials N`), so a session's last call starts no round it cannot finish. What comes back: every grid's records and
+# trials in all (`--trials N`), so a session's last call starts no round it cannot finish. What comes back: the call's
+# logs, also in logs.tgz (a call returns at most 8 files; `tar xzf logs.tgz` into the call's folder); every grid's records and
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
 # The device takes a working tree of at most 64 MiB (.whl carried included): the tracked tree is ~56 MiB, so for
@@ -84,5 +85,6 @@ rm -rf $T/pack && mkdir -p $T/pack
 tar cf - --exclude='*.ckpt' --exclude='tb' -C $T results | tar xf - -C $T/pack
 find $T/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
 tar czf $OUT/results.tgz -C $T/pack results
+(cd $OUT && tar czf logs.tgz *.log)  # a call returns at most 8 files: the shards' logs travel in one
 tail -n 20 $OUT/*.log | tail -n 60
 ls -la $OUT; echo "call took ${SECONDS} s"
