@@ -17,7 +17,11 @@ training it costs a minute and its weights depend on the CPU kind, while the sco
 function of the samples either way, so any change in the samples changes them.
 
 Bit identity needs one torch thread (CPU float reductions depend on the thread count) and the same
-CPU kind and torch version as the recording (kept in the file as ``environment``).
+CPU kind and torch version as the recording (kept in the file as ``environment``). There is one record
+per machine kind, each made at 996a5a1: ``cell_reference.json`` (an Intel Xeon) and
+``cell_reference-<cpu>.json``; to add one, run this file's version of f50ab83 in a worktree of 996a5a1
+and save its output under that name (an Intel Xeon's and an AMD EPYC's numbers differ by up to 2.2e-7
+relative: vectorised kernels round differently).
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
 """Records tests/data/formulation_reference.pt: outputs of the formulation layer on fixed inputs.
 
-Run once at commit debeb3c (before the issue-11 redesign of ``ablate/formulations``);
+Run at commit debeb3c (before the issue-11 redesign of ``ablate/formulations``);
 ``tests/test_formulation_reference.py`` then checks the redesigned layer reproduces every value bit
-for bit. Re-running it after the redesign only re-records the current behaviour.
+for bit. Re-running it after the redesign only re-records the current behaviour. Vectorised math
+kernels round differently on another CPU kind (AVX-512 against AVX2), so there is one record per
+machine kind, ``formulation_reference-<cpu>.pt`` (the first, an Intel Xeon's, is
+``formulation_reference.pt``), each made at debeb3c: in a worktree of debeb3c holding this file,
 
     PYTHONPATH=. python tests/data/record_formulation_reference.py
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -16,7 +20,18 @@ import torch
 from ablate.formulations import euler_sample, get_formulation, parse_variant, sampling_times
 
 VARIANTS = ["rf/lognorm(0.00, 1.00)", "eps/linear", "v/cos", "edm(-1.20, 1.20)", "edm/rf", "eps/cos", "v/linear"]
-OUT = Path(__file__).with_name("formulation_reference.pt")
+HERE = Path(__file__).parent
+
+
+def environment() -> dict[str, str]:
+    """What decides the bits: the torch version and the CPU model."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    return {"torch": torch.__version__, "cpu": cpu}
+
+
+def out_path(env: dict[str, str]) -> Path:
+    return HERE / f"formulation_reference-{re.sub(r'[^a-z0-9]+', '-', env['cpu'].lower()).strip('-')}.pt"
 
 
 def inputs(dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -64,8 +79,12 @@ def record(name: str, dtype: torch.dtype) -> dict[str, object]:
 def main() -> None:
     table = {name: {str(d): record(name, d) for d in (torch.float32, torch.float64)} for name in VARIANTS}
     assert get_formulation("rf").name == "rf"
-    torch.save({"variants": table}, OUT)
-    print(f"wrote {OUT}")
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout
+    env = environment()
+    torch.save({"commit": commit.strip(), "environment": env, "variants": table}, out_path(env))
+    print(f"wrote {out_path(env)}")
 
 
 if __name__ == "__main__":
