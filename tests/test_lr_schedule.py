@@ -71,3 +71,16 @@ def test_the_grid_reads_checks_and_records_the_schedule(tmp_path: Path):
     path.write_text(source.replace("train:\n", "train:\n  lr_schedule: {kind: linear, min_lr_ratio: 1.5}\n", 1))
     with pytest.raises(ConfigError, match=r"min_lr_ratio` is 1.5 \(out of range\)"):
         load_grid(path)
+
+
+def test_the_leaderboard_states_the_schedule():
+    import pandas as pd
+
+    from ablate.report.diagnostics import deviations
+
+    train = {"lr": 1e-3, "warmup_steps": 500, "lr_schedule": {"kind": "cosine", "min_lr_ratio": 0.01}}
+    frame = pd.DataFrame([{"variant": "rf", "config": {"train": train}, "scorers": {}, "time_grid": "own",
+                           "record": {}}])
+    line = deviations(frame, ["rf"])[-1]
+    assert line.startswith("Learning rate 0.001 for every variant") and "warm-up over 500 steps, then cosine" in line
+    assert "ends at 0.01 x the peak rate" in line

@@ -115,12 +115,16 @@ def _learning_rate_line(frame: pd.DataFrame) -> str:
         rates = ((config or {}).get("train") or {}).get("lr_by_variant") or {}
         if variant in rates:
             own.setdefault(variant, set()).add(float(rates[variant]))
+    schedule = (f" Schedule: linear warm-up over {_config_values(frame, 'train', 'warmup_steps')} steps, then "
+                f"{_config_values(frame, 'train', 'lr_schedule', 'kind')} (a decay ends at "
+                f"{_config_values(frame, 'train', 'lr_schedule', 'min_lr_ratio')} x the peak rate at the last step; "
+                "n/a: records from before `train.lr_schedule`, which kept the rate constant).")
     if not own:
-        return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)."
+        return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)." + schedule
     listed = "; ".join(f"{v} {', '.join(f'{r:.1e}' for r in sorted(rs))}" for v, rs in sorted(own.items()))
     return ("LEARNING RATE TUNED PER VARIANT: each variant ran at its own best rate (lowest EMA validation loss over "
             "the rates of `train.lr: search(...)`, first seed; the paper used 1e-4 for all), so the ranks compare "
-            f"formulations each at its best rate: {listed}.")
+            f"formulations each at its best rate: {listed}." + schedule)
 
 
 def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], dict[str, list[Path | None]]]:

@@ -31,6 +31,7 @@ from ablate.report import diagnostics
 from ablate.report import intervals
 from ablate.report import ranking
 from ablate.report import rank_stats
+from ablate.report import run_facts
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps, plot_sample_sheet
 from ablate.report.rank_stats import RankStats
@@ -134,7 +135,7 @@ def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
         f"Records written by ablate {stamps['version']}, commit {stamps['git_commit']}, "
         f"on {stamps['device']}."
     )
-    return lines
+    return lines + run_facts.facts(frame)
 
 
 def metric_provenance(frame: pd.DataFrame, metric: str) -> list[str]:
