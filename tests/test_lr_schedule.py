@@ -83,4 +83,7 @@ def test_the_leaderboard_states_the_schedule():
                            "record": {}}])
     line = deviations(frame, ["rf"])[-1]
     assert line.startswith("Learning rate 0.001 for every variant") and "warm-up over 500 steps, then cosine" in line
-    assert "ends at 0.01 x the peak rate" in line
+    assert "cosine, decaying to 0.01 x the peak rate at the last step." in line
+    frame.loc[0, "config"]["train"].pop("lr_schedule")  # records from before the option
+    assert deviations(frame, ["rf"])[-1].endswith("then n/a (n/a: records from before `train.lr_schedule`, which kept "
+                                                  "the rate constant).")

@@ -115,10 +115,12 @@ def _learning_rate_line(frame: pd.DataFrame) -> str:
         rates = ((config or {}).get("train") or {}).get("lr_by_variant") or {}
         if variant in rates:
             own.setdefault(variant, set()).add(float(rates[variant]))
-    schedule = (f" Schedule: linear warm-up over {_config_values(frame, 'train', 'warmup_steps')} steps, then "
-                f"{_config_values(frame, 'train', 'lr_schedule', 'kind')} (a decay ends at "
-                f"{_config_values(frame, 'train', 'lr_schedule', 'min_lr_ratio')} x the peak rate at the last step; "
-                "n/a: records from before `train.lr_schedule`, which kept the rate constant).")
+    kinds = _config_values(frame, "train", "lr_schedule", "kind")
+    schedule = (f" Schedule: linear warm-up over {_config_values(frame, 'train', 'warmup_steps')} steps, then {kinds}"
+                + ("" if kinds in ("constant", "n/a") else ", decaying to "
+                   f"{_config_values(frame, 'train', 'lr_schedule', 'min_lr_ratio')} x the peak rate at the last step")
+                + (" (n/a: records from before `train.lr_schedule`, which kept the rate constant)" if "n/a" in kinds
+                   else "") + ".")
     if not own:
         return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)." + schedule
     listed = "; ".join(f"{v} {', '.join(f'{r:.1e}' for r in sorted(rs))}" for v, rs in sorted(own.items()))

@@ -61,6 +61,7 @@ def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: i
     point = {k: v[0] for k, v in statistics.average_ranks(data, np.ones((1, len(data.seeds)), int), masks).items()}
     per_seed = intervals.per_seed_average_ranks(data, {"all": masks["all"]})["all"]  # (seeds, variants)
     mean, low, high = intervals.t_interval(per_seed, axis=0, resolution=intervals.rank_resolution(masks["all"]))
+    low, high = np.maximum(low, 1.0), np.minimum(high, len(data.variants))  # an average rank lies in [1, variants]
     table = pd.DataFrame({"variant": data.variants, **{k: point[k] for k in COLUMNS}})
     table["per seed"], table["per seed low"], table["per seed high"] = mean, low, high
     table["95% CI"] = [_interval(a, b, 2) for a, b in zip(low, high)]
