@@ -9,21 +9,22 @@ metric computed from the seed's own samples). Truths:
   (estimated from 2,000 simulated seeds);
 - the old percentile bootstrap of the rank of the seed means targets the rank of the true means, T1.
 
-Measured while writing this test (150 simulations per case, the tests' random seeds), mean coverage over the 8
-variants (nominal 95%):
+Measured while writing this test (150 simulations per case), coverage (nominal 95%), mean over the 8 variants
+and the lowest variant's:
 
-| noise (seed, setting) | seeds | t-interval (T2) | without the continuity correction | percentile bootstrap (T1) |
+| noise (seed, setting) | seeds | moderated t (T2) | plain t (T2) | percentile bootstrap (T1) |
 |---|---:|---:|---:|---:|
-| 0.3, 0.3 | 3 | 0.94 | 0.91 | 0.73 |
-| 0.3, 0.3 | 5 | 0.98 | 0.94 | 0.75 |
-| 0.6, 0.6 | 3 | 0.95 | | |
-| 0.6, 0.6 | 5 | 0.97 | | |
-| 0.5, 0.1 | 3 | 0.93 | 0.91 | |
-| 0.5, 0.1 | 5 | 0.96 | 0.94 | |
+| 0.3, 0.3 | 3 | 0.97, lowest 0.95 | 0.93, lowest 0.73 | 0.73 |
+| 0.3, 0.3 | 5 | 0.98, lowest 0.95 | 0.97, lowest 0.96 | 0.75 |
+| 0.6, 0.6 | 3 | 0.97, lowest 0.95 | 0.95, lowest 0.92 | |
+| 0.6, 0.6 | 5 | 0.98, lowest 0.96 | 0.97, lowest 0.94 | |
+| 0.5, 0.1 | 3 | 0.97, lowest 0.94 | 0.93, lowest 0.68 | |
+| 0.5, 0.1 | 5 | 0.97, lowest 0.93 | 0.96, lowest 0.91 | |
 
-Known limit: the coverage is a mean over variants. A variant that is first in most runs and much worse in a
-few (a large seed effect, little setting noise) is covered less (~60% in a scratch simulation at 3 seeds):
-three runs rarely show such a run, and no interval from three draws can see a rare event it has not drawn.
+The plain t-interval's lowest coverage is the best variant's: first in most runs, now and then much worse, so
+three runs often agree exactly and give a zero-width interval. Moderating each variant's seed variance toward
+the median over variants (:func:`ablate.report.intervals.moderated_t_interval`) removes that failure and
+narrows the mean interval (0.68 against 0.99 rank units at 3 seeds, 0.3/0.3).
 """
 
 from __future__ import annotations
@@ -62,32 +63,38 @@ class Model:
         return t1, t2
 
 
-def _coverage(model: Model, seeds: int, runs: int, bootstrap: bool) -> tuple[float, float]:
+def _coverage(model: Model, seeds: int, runs: int, bootstrap: bool) -> tuple[np.ndarray, float]:
+    """Per variant, the share of runs whose rank interval covers T2; and the bootstrap's mean coverage of T1."""
     t1, t2 = model.truths()
     t_hits, boot_hits = [], []
     for _ in range(runs):
         data = model.draw(seeds)
         per_seed = intervals.per_seed_average_ranks(data, MASKS)["all"]
-        _, low, high = intervals.t_interval(per_seed, axis=0, resolution=intervals.rank_resolution(MASKS["all"]))
+        _, low, high = intervals.moderated_t_interval(per_seed, resolution=intervals.rank_resolution(MASKS["all"]))
         t_hits.append((low <= t2) & (t2 <= high))
         if bootstrap:
             boot = statistics.average_ranks(data, statistics.seed_counts(seeds, 200, model.rng), MASKS)["all"]
             lo, hi = statistics.percentile_interval(boot)
             boot_hits.append((lo <= t1) & (t1 <= hi))
-    return float(np.mean(t_hits)), float(np.mean(boot_hits)) if boot_hits else float("nan")
+    return np.mean(t_hits, axis=0), float(np.mean(boot_hits)) if boot_hits else float("nan")
 
 
 @pytest.mark.parametrize("seeds", [3, 5])
 def test_rank_intervals_cover_at_3_and_5_seeds_where_the_percentile_bootstrap_did_not(seeds):
-    t_cover, boot_cover = _coverage(Model(0.3, 0.3, np.random.default_rng(seeds)), seeds, runs=150, bootstrap=True)
-    assert 0.92 <= t_cover <= 0.995, t_cover
-    assert boot_cover < t_cover - 0.05, (boot_cover, t_cover)  # the old method, against its own target
+    cover, boot_cover = _coverage(Model(0.3, 0.3, np.random.default_rng(seeds)), seeds, runs=150, bootstrap=True)
+    assert 0.93 <= cover.mean() <= 0.995 and cover.min() >= 0.87, cover
+    assert boot_cover < cover.mean() - 0.1, (boot_cover, cover.mean())  # the old method, against its own target
 
 
+@pytest.mark.parametrize("seed_sd, setting_sd", [(0.6, 0.6), (0.5, 0.1)])
 @pytest.mark.parametrize("seeds", [3, 5])
-def test_rank_intervals_cover_with_noise_as_large_as_the_quality_gaps(seeds):
-    t_cover, _ = _coverage(Model(0.6, 0.6, np.random.default_rng(10 + seeds)), seeds, runs=150, bootstrap=False)
-    assert 0.92 <= t_cover <= 0.99, t_cover
+def test_rank_intervals_cover_every_variant_with_large_noise_or_a_large_seed_effect(seeds, seed_sd, setting_sd):
+    """(0.5, 0.1): the best variant is first in most runs and much worse in a few; a plain t-interval over three
+    seeds covers it only ~70% of the time (three agreeing seeds give it zero width)."""
+    offset = 10 if setting_sd == 0.6 else 20  # 23: a model whose best variant a plain t-interval covers 68%
+    cover, _ = _coverage(Model(seed_sd, setting_sd, np.random.default_rng(offset + seeds)), seeds, runs=150,
+                         bootstrap=False)
+    assert 0.93 <= cover.mean() <= 0.995 and cover.min() >= 0.87, cover
 
 
 @pytest.mark.parametrize("seeds", [3, 5])
@@ -113,6 +120,14 @@ def test_t_interval_and_half_widths_by_hand():
     means = pd.DataFrame({"fd": [1.0, 2.0], "fd_se": [0.5, 0.5], "seeds": [3, 1]})
     shown = intervals.with_t_half_widths(means, ["fd"])
     assert shown["fd_ci95"].iloc[0] == pytest.approx(4.302653 * 0.5, rel=1e-6) and np.isnan(shown["fd_ci95"].iloc[1])
+
+
+def test_moderated_variance_by_hand():
+    values = np.array([[1.0, 1.0, 2.0], [1.0, 3.0, 4.0], [1.0, 5.0, 6.0]])  # variances 0, 4, 4: median 4
+    mean, low, high = intervals.moderated_t_interval(values, resolution=0.1)
+    half = 2.776445 * np.sqrt(np.array([2.0, 4.0, 4.0]) / 3) + 0.05  # (2 * 4 + 2 * s^2) / 4; t with 4 df
+    assert mean.tolist() == [1.0, 3.0, 4.0] and np.allclose(high - mean, half, rtol=1e-6)
+    assert np.isnan(intervals.moderated_t_interval(values[:1])[1]).all()  # one seed: no interval
 
 
 def test_each_seed_is_ranked_with_its_own_cells_only():

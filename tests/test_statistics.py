@@ -137,13 +137,14 @@ def test_a_variant_with_fewer_seeds_is_not_ranked_missing_in_replicates_without_
     assert "4.30 x SE at 3 seeds" in line
 
 
-def test_rank_intervals_are_t_intervals_of_the_per_seed_ranks_within_the_possible_range():
+def test_rank_intervals_are_moderated_t_intervals_of_the_per_seed_ranks_within_the_possible_range():
     frame = _frame({"a": 3.0, "b": 2.0, "c": 1.0}, seeds=(0, 1, 2), noise=2.0, seed=4)
     table = rank_stats.rank_stats(frame, "align", "fd", replicates=20).table.set_index("variant")
     data = statistics.seed_array(frame, "align", "fd")
     per_seed = intervals.per_seed_average_ranks(data, {"all": np.ones(len(data.settings), bool)})["all"]
+    means, lows, highs = intervals.moderated_t_interval(per_seed, resolution=1 / len(data.settings))
     for i, variant in enumerate(data.variants):
-        mean, low, high = intervals.t_interval(per_seed[:, i], resolution=1 / len(data.settings))
+        mean, low, high = means[i], lows[i], highs[i]
         assert table.loc[variant, "per seed"] == pytest.approx(mean)
         assert table.loc[variant, "per seed low"] == pytest.approx(max(low, 1.0))
         assert table.loc[variant, "per seed high"] == pytest.approx(min(high, 3.0))

@@ -275,7 +275,8 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
          "'all', '5 steps', '50 steps', '50 steps cfg5': the rank of the seed means averaged over all settings, the "
          "5-step, the 50-step and the 50-step cfg-5 settings (see Deviations). 'per seed': the average rank over all "
          "settings of one training run (each seed ranked with its own cells), mean over seeds, with its 95% CI "
-         "(Student t over seeds, continuity-corrected; coverage checked by simulation in tests/test_intervals.py): "
+         "(moderated Student t over seeds, continuity-corrected; coverage checked by simulation in "
+         "tests/test_intervals.py): "
          "the interval is for 'per seed', not for 'all', which noise pulls less toward the middle. 'beats next': in "
          "how many seeds the variant's own average rank is lower than the next row's (ties count one half). "
          "'settings': the settings a variant was ranked in.", table1),

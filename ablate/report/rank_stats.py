@@ -4,8 +4,8 @@ test of Figure 3's claim.
 - Table 1 columns: ``all``, ``5 steps``, ``50 steps`` (every 50-step setting) and ``50 steps cfg5`` (the
   paper-faithful reading, :data:`ablate.report.paper.PAPER_50_STEP_CFG`), each the point estimate of
   :mod:`ablate.report.ranking` (the rank of the seed means); ``per seed`` (the mean over seeds of each seed's
-  own average rank over all settings) with its ``95% CI`` (:mod:`ablate.report.intervals`: a Student-t
-  interval over seeds, its coverage checked by simulation); ``beats next`` (in how many seeds the variant's
+  own average rank over all settings) with its ``95% CI`` (:mod:`ablate.report.intervals`: a moderated
+  Student-t interval over seeds, its coverage checked by simulation); ``beats next`` (in how many seeds the variant's
   own average rank is lower than the next row's, ties counting one half).
 - Who beats whom: the share of seeds in which the row's own average rank is lower than the column's.
 - Paper agreement (:mod:`ablate.report.agreement`): Spearman rho with a permutation p-value per reading, in
@@ -60,7 +60,7 @@ def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: i
     masks = column_masks(data.settings)
     point = {k: v[0] for k, v in statistics.average_ranks(data, np.ones((1, len(data.seeds)), int), masks).items()}
     per_seed = intervals.per_seed_average_ranks(data, {"all": masks["all"]})["all"]  # (seeds, variants)
-    mean, low, high = intervals.t_interval(per_seed, axis=0, resolution=intervals.rank_resolution(masks["all"]))
+    mean, low, high = intervals.moderated_t_interval(per_seed, resolution=intervals.rank_resolution(masks["all"]))
     low, high = np.maximum(low, 1.0), np.minimum(high, len(data.variants))  # an average rank lies in [1, variants]
     table = pd.DataFrame({"variant": data.variants, **{k: point[k] for k in COLUMNS}})
     table["per seed"], table["per seed low"], table["per seed high"] = mean, low, high
