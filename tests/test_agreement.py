@@ -74,17 +74,17 @@ def _frame() -> pd.DataFrame:
 
 def test_every_reading_is_shown_with_the_headline_first():
     headline, others, note = agreement.agreement(_frame(), "align", "fd", permutations=2000)
-    assert headline["reading"].tolist() == ["all settings, EMA+raw, both metrics", "5 steps, EMA+raw, both metrics",
-                                            "50 steps cfg 5, EMA+raw, both metrics"]
+    assert headline["reading"].tolist() == ["all settings, all weights, both metrics", "5 steps, all weights, both metrics",
+                                            "50 steps cfg 5, all weights, both metrics"]
     rho = dict(zip(others["reading"], others["rho"]))
-    assert rho["50 steps cfg 1, EMA+raw, both metrics"] == pytest.approx(-1.0)
-    assert rho["50 steps cfg 2.5, EMA+raw, both metrics"] == pytest.approx(1.0)  # fidelity alone carries it
+    assert rho["50 steps cfg 1, all weights, both metrics"] == pytest.approx(-1.0)
+    assert rho["50 steps cfg 2.5, all weights, both metrics"] == pytest.approx(1.0)  # fidelity alone carries it
     assert rho["50 steps cfg 5, EMA only, both metrics"] == pytest.approx(1.0)
     assert math.isnan(rho["50 steps cfg 5, raw only, both metrics"])  # constant: no correlation
-    assert rho["5 steps, EMA+raw, alignment alone"] == pytest.approx(1.0)
+    assert rho["5 steps, all weights, alignment alone"] == pytest.approx(1.0)
     assert headline.loc[1, "rho"] == pytest.approx(1.0) and headline.loc[1, "p (one-sided)"] == "< 0.0005"
     p = dict(zip(others["reading"], others["p (one-sided)"]))
-    assert p["50 steps cfg 1, EMA+raw, both metrics"] == "1.000"
+    assert p["50 steps cfg 1, all weights, both metrics"] == "1.000"
     assert "cfg 5" in note and "16 variants" in note and "one-sided" in note
 
 

@@ -77,7 +77,7 @@ class Reading:
     def name(self) -> str:
         settings = "all settings" if self.steps is None else f"{self.steps} steps" + (
             "" if self.cfg is None else f" cfg {self.cfg:g}")
-        weights = "EMA+raw" if self.weights is None else f"{self.weights.upper() if self.weights == 'ema' else 'raw'} only"
+        weights = "all weights" if self.weights is None else f"{self.weights.upper() if self.weights == 'ema' else 'raw'} only"
         metrics = "both metrics" if self.metrics == "both" else f"{self.metrics} alone"
         return f"{settings}, {weights}, {metrics}"
 

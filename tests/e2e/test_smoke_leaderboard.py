@@ -106,7 +106,7 @@ def test_leaderboard_files_were_written():
     assert warning.startswith("**Convergence"), warning
     missed = [row.split("|")[1].strip() for row in rows if row.rstrip(" |").endswith("MISSES")]
     assert all(v in warning for v in missed) and (not missed or f"{len(missed)} of 24 variants miss" in warning)
-    assert "p (one-sided)" in text and "cfg 1, EMA+raw, both metrics" in text
+    assert "p (one-sided)" in text and "cfg 1, all weights, both metrics" in text
     if SEEDS and len(SEEDS.split(",")) > 1:  # seeds give the average ranks intervals: most have width
         intervals = re.findall(r"\| \[(-?[\d.]+), (-?[\d.]+)\] \|", text)
         assert len(intervals) >= 24 and sum(float(lo) < float(hi) for lo, hi in intervals[:24]) >= 12, intervals
