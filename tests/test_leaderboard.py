@@ -81,8 +81,11 @@ def _record(variant: str, dataset: str, seed: int, steps: int, cfg: float, weigh
         "grid": grid, "variant": variant, "dataset": dataset, "seed": seed, "steps": steps, "cfg": cfg,
         "time_grid": "own", "weights": weights, "nfe": steps * (1 if cfg == 1.0 else 2), "num_samples": 200,
         "metrics": metrics,
-        "train": {"max_steps": 300, "best_step": 200, "val_loss": 0.4 - 0.01 * seed,
-                  "val_x0_mse": 0.1 + 0.01 * len(variant), "val_x0_mse_by_t": [0.1] * 8},
+        "train": {"max_steps": 300, "best_step": 200, "val_loss": 0.4 - 0.01 * seed, "val_loss_raw": 0.41,
+                  "val_x0_mse": 0.1 + 0.01 * len(variant), "val_x0_mse_by_t": [0.1] * 8,
+                  "val_curve": [{"step": 100 * k, "val/ema_loss": 0.4 + (0.02 if variant == "rf" else 0.0) / k,
+                                 "val/raw_loss": 0.41 + (0.05 if (variant, seed, k) == ("eps/linear", 1, 3) else 0)}
+                                for k in (1, 2, 3)]},
         "eval": {"wall_s": 1.0, "gpu_hours": 0.0},
         "formulation": {"name": variant},
         "scorers": {"probe": {"model": "probe-cnn-v1", "pretrained": "trained-here", "feature_layer": "penultimate",
@@ -155,12 +158,18 @@ def test_outputs_written(results: Path, tmp_path: Path):
     text = md.read_text()
     assert text == render_markdown(lb, figure=png.name, rank_figure=ranks.name)  # no previews: no sample sheet
     assert "## Samples" not in text
-    for needle in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Table 2", "## Validation loss",
-                   "## Convergence", "## Deviations from the paper", "never across", "smoke-fidelity-vs-steps.png",
-                   "smoke-ranks.png", "all 95% CI", "rank 90%", " ± ", "Spearman rho", "Figure 3's claim", *VARIANTS):
+    for needle in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Sensitivity of the agreement",
+                   "## Positions in the paper's pool", "## Table 2", "## Validation loss", "## Convergence and stability",
+                   "## Deviations from the paper", "never across", "smoke-fidelity-vs-steps.png", "smoke-ranks.png",
+                   "| per seed | 95% CI |", "beats next", " ± ", "Spearman rho", "p (one-sided)", "Figure 3's claim",
+                   "last-quarter gain", "largest jump raw", "EMA vs raw val loss", "Student-t intervals over seeds",
+                   *VARIANTS):
         assert needle in text, needle
     assert text.split("\n\n")[1].startswith("**SMOKE TEST of the machinery, not a result")  # first, for smoke grids
-    assert "Convergence" in text.split("\n\n")[2]  # then the one convergence line
+    assert "Convergence" in text.split("\n\n")[2]  # then the one convergence line, naming the variants missing
+    warning = text.split("\n\n")[2]  # rf still gains 0.8% over the last quarter; eps/linear's raw loss jumps 12%
+    assert "2 of 4 variants miss the criterion" in warning and "eps/linear, rf (see" in warning
+    assert "| eps/linear | 4 | +0.00% [+0.00%, +0.00%] | +12.2% (300, seed 1) | none |" in text
     assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == sorted([png.name, md.name, ranks.name])  # no temps
 
 

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fidelity", default=None, metavar="METRIC",
                    help="fidelity metric, lower is better (default: first present of fid_clip, fd_probe)")
     p.add_argument("--replicates", type=int, default=1000, metavar="N",
-                   help="bootstrap replicates for the intervals (default: 1000; fewer is faster and coarser)")
+                   help="bootstrap replicates for Figure 3's test (default: 1000; fewer is faster and coarser; the "
+                        "rank and metric intervals are t-intervals over seeds and need none)")
     p.set_defaults(func=run)
 
 
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     results: Path = args.results
     if args.replicates < 1:
-        raise AblateError(f"--replicates {args.replicates} is not allowed: the bootstrap needs at least 1 replicate "
-                          "(1000, the default, for 95% intervals).")
+        raise AblateError(f"--replicates {args.replicates} is not allowed: the bootstrap of Figure 3's test needs at least "
+                          "1 replicate (1000, the default, for its 95% interval).")
     if args.storage:
         raise AblateError(f"leaderboard --storage {args.storage!r}: records are read from the results directory "
                           "(--results DIR, default results), not from an Optuna storage, which holds no records. "

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ablate.errors import ConfigError, VariantError
 from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
 from ablate.config.setting import Setting
-from ablate.config.lr import LrSearch, read_lr_search
+from ablate.config.lr import LrSchedule, LrSearch, read_lr_search
 
 GRIDS_DIR = Path(__file__).resolve().parents[2] / "grids"
 PAPER_SETTINGS = ((50, 1.0), (50, 2.5), (50, 5.0), (5, 5.0), (10, 5.0), (25, 5.0))  # (steps, cfg), SD3 sec. 5.1
@@ -91,8 +91,8 @@ class EMAConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """AdamW with linear warm-up; ``grad_clip`` None disables clipping; ``precision`` is Lightning's
-    (``auto``: bf16-mixed on a GPU that supports it, else 32-true)."""
+    """AdamW with linear warm-up, then ``lr_schedule`` (default constant; :class:`LrSchedule`); ``grad_clip``
+    None disables clipping; ``precision`` is Lightning's (``auto``: bf16-mixed on a GPU that supports it, else 32-true)."""
 
     max_steps: int = opt(300, ge=1)
     batch_size: int = opt(64, ge=1)
@@ -100,6 +100,7 @@ class TrainConfig:
     lr_search: LrSearch | None = None  # written `lr: search(low, high, log)`; see LrSearch
     lr_by_variant: dict[str, float] = opt(factory=dict, what="a mapping from variant names to learning rates")
     warmup_steps: int = opt(1000, ge=0)
+    lr_schedule: LrSchedule = field(default_factory=LrSchedule)
     weight_decay: float = opt(0.0, ge=0)
     betas: tuple[float, float] = opt((0.9, 0.999), ge=0, lt=1)
     grad_clip: float | None = opt(1.0, gt=0)

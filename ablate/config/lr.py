@@ -1,12 +1,13 @@
-"""The learning rate in grid files: its two-significant-digit spelling, and per-variant tuning written
-``train.lr: search(low, high, log)`` (see :class:`LrSearch`; :mod:`ablate.runs.lr_tuning` runs it)."""
+"""The learning rate in grid files: its two-significant-digit spelling, per-variant tuning written
+``train.lr: search(low, high, log)`` (see :class:`LrSearch`; :mod:`ablate.runs.lr_tuning` runs it), and
+its schedule over the steps, ``train.lr_schedule`` (:class:`LrSchedule`)."""
 
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ablate.config.schema import opt
 from ablate.errors import ConfigError
@@ -23,6 +24,27 @@ class LrSearch:
     low: float = opt(gt=0)
     high: float = opt(gt=0)
     trials: int = opt(3, ge=2)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """The learning rate over training, as a factor of the peak rate (``train.lr``, or the variant's own
+    rate): a linear warm-up over ``train.warmup_steps`` steps to 1, then ``kind``: ``constant`` (1 to the
+    end: the default, and every grid's behaviour before the option), or a decay to ``min_lr_ratio`` at the
+    last step, ``cosine`` (half a cosine) or ``linear``."""
+
+    kind: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = opt(0.01, ge=0, lt=1)
+
+    def factor(self, step: int, max_steps: int, warmup_steps: int) -> float:
+        """The factor of optimizer step ``step`` (0-based) of ``max_steps``: (step + 1) / warm-up during the
+        warm-up, then 1 (constant) or decaying to exactly ``min_lr_ratio`` at step ``max_steps - 1``."""
+        warmup = max(warmup_steps, 1)
+        if self.kind == "constant" or step + 1 < warmup:
+            return min(1.0, (step + 1) / warmup)
+        progress = min(1.0, max(0.0, (step + 1 - warmup) / max(max_steps - warmup, 1)))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1 - progress
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * shape
 
 
 

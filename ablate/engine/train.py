@@ -140,8 +140,8 @@ class DiffusionModule(L.LightningModule):
         self.fused_used = fused
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                 fused=fused)
-        warmup = max(cfg.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        schedule, steps, warmup = cfg.lr_schedule, cfg.max_steps, cfg.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule.factor(step, steps, warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- validation -----------------------------------------------------------------------------

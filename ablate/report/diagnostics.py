@@ -1,15 +1,6 @@
-"""What the leaderboard says about itself: convergence flags per variant and the deviations from the
-paper's protocol, both read from the records (their training summary, config and solver details).
-
-Convergence flags (a variant is flagged when any of its cells is):
-
-- ``still improving``: the best EMA validation is the cell's last validation and it is more than 1%
-  below the validation a quarter of the steps earlier (from the record's validation curve
-  ``train.val_curve``; records without one: ``best_step == max_steps``).
-- ``EMA val > raw``: at the kept checkpoint the EMA weights' validation loss is above the raw
-  weights' (``train.val_loss`` vs ``train.val_loss_raw``).
-- ``EMA samples worse``: the EMA weights' fidelity is worse than the raw weights' in most of the
-  (dataset, seed, steps, cfg, time grid) pairs that have both.
+"""What the leaderboard says about itself: how complete the grid is, the deviations from the paper's protocol
+and the sample sheet, read from the records (their config and solver details). Convergence and stability as
+numbers are :mod:`ablate.report.convergence`; how the intervals are made, :mod:`ablate.report.intervals`.
 
 A grid whose name is ``smoke`` or starts with ``smoke-`` is a smoke test of the machinery: the
 rendered leaderboard says so first (:func:`is_smoke`).
@@ -29,81 +20,6 @@ from ablate.results import preview_path
 
 def is_smoke(grid: str) -> bool:
     return grid == "smoke" or grid.startswith("smoke-")
-
-
-TAIL, TOLERANCE = 0.25, 0.01  # still improving: > 1% lower EMA validation loss over the last quarter of the steps
-
-
-def _still_improving(train: dict[str, Any]) -> bool | None:
-    """Whether a cell was still improving when it stopped: its best EMA validation is its last one and
-    that is more than ``TOLERANCE`` (relative) below the validation at or before the last ``TAIL`` of its
-    steps. A curve has to flatten, not merely stop going down (any finite run's last validation can be
-    its best by noise alone)."""
-    curve = sorted((p for p in train.get("val_curve") or [] if isinstance(p.get("val/ema_loss"), (int, float))),
-                   key=lambda p: p["step"])
-    if curve:
-        best = min(curve, key=lambda p: (p["val/ema_loss"], p["step"]))
-        last = curve[-1]
-        if best["step"] != last["step"]:
-            return False
-        earlier = [p for p in curve if p["step"] <= (1 - TAIL) * last["step"]]
-        if not earlier:
-            return True  # too few validations to tell: counted as still improving
-        return last["val/ema_loss"] < (1 - TOLERANCE) * earlier[-1]["val/ema_loss"]
-    if "best_step" in train and "max_steps" in train:
-        return int(train["best_step"]) >= int(train["max_steps"])
-    return None
-
-
-def convergence_table(frame: pd.DataFrame, fidelity: str) -> pd.DataFrame:
-    """Per variant: cells, how many are still improving, how many have EMA val loss above raw, the share of
-    setting pairs where EMA samples score worse than raw, and the flags."""
-    cells = frame.drop_duplicates(["variant", "dataset", "seed"])
-    rows = []
-    for variant, part in cells.groupby("variant", sort=True):
-        trains = [r.get("train") or {} for r in part["record"]]
-        improving = [x for x in map(_still_improving, trains) if x is not None]
-        ema_val = [t["val_loss"] > t["val_loss_raw"] for t in trains
-                   if isinstance(t.get("val_loss"), (int, float)) and isinstance(t.get("val_loss_raw"), (int, float))]
-        rows.append({"variant": variant, "cells": len(part), "improving": sum(improving), "known": len(improving),
-                     "ema_val_worse": sum(ema_val), "ema_val_known": len(ema_val)})
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    keys = ["variant", "dataset", "seed", "steps", "cfg", "time_grid"]
-    wide = frame.pivot_table(index=keys, columns="weights", values=fidelity, aggfunc="first")
-    if {"ema", "raw"} <= set(wide.columns):
-        worse = (wide["ema"] > wide["raw"]).groupby(level="variant").mean()
-        table["ema_samples_worse"] = table["variant"].map(worse)
-    else:
-        table["ema_samples_worse"] = np.nan
-    table["flags"] = [_flags(r) for r in table.itertuples()]
-    return table
-
-
-def _flags(row: Any) -> str:
-    flags = []
-    if row.improving:
-        flags.append(f"still improving ({row.improving}/{row.known} cells)")
-    if row.ema_val_worse:
-        flags.append(f"EMA val > raw ({row.ema_val_worse}/{row.ema_val_known} cells)")
-    if isinstance(row.ema_samples_worse, float) and row.ema_samples_worse > 0.5:
-        flags.append(f"EMA samples worse ({row.ema_samples_worse:.0%} of settings)")
-    return "; ".join(flags)
-
-
-def convergence_line(table: pd.DataFrame) -> str:
-    """The one line at the top of the leaderboard."""
-    if table.empty:
-        return "Convergence: no training summaries in these records."
-    improving = (table["improving"] > 0).sum()
-    ema = ((table["ema_val_worse"] > 0) | (table["ema_samples_worse"] > 0.5)).sum()
-    if not improving and not ema:
-        return (f"Convergence: all {len(table)} variants passed their best EMA validation before the last one, "
-                "and their EMA weights are not worse than raw.")
-    return (f"Convergence WARNING: {improving} of {len(table)} variants were still improving at their last "
-            f"validation and {ema} have EMA weights worse than raw (see 'Convergence'); their ranks may "
-            "reflect training length, not the formulation.")
 
 
 def completeness_line(frame: pd.DataFrame) -> str | None:
@@ -199,12 +115,18 @@ def _learning_rate_line(frame: pd.DataFrame) -> str:
         rates = ((config or {}).get("train") or {}).get("lr_by_variant") or {}
         if variant in rates:
             own.setdefault(variant, set()).add(float(rates[variant]))
+    kinds = _config_values(frame, "train", "lr_schedule", "kind")
+    schedule = (f" Schedule: linear warm-up over {_config_values(frame, 'train', 'warmup_steps')} steps, then {kinds}"
+                + ("" if kinds in ("constant", "n/a") else ", decaying to "
+                   f"{_config_values(frame, 'train', 'lr_schedule', 'min_lr_ratio')} x the peak rate at the last step")
+                + (" (n/a: records from before `train.lr_schedule`, which kept the rate constant)" if "n/a" in kinds
+                   else "") + ".")
     if not own:
-        return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)."
+        return f"Learning rate {_config_values(frame, 'train', 'lr')} for every variant (the paper: 1e-4 for all)." + schedule
     listed = "; ".join(f"{v} {', '.join(f'{r:.1e}' for r in sorted(rs))}" for v, rs in sorted(own.items()))
     return ("LEARNING RATE TUNED PER VARIANT: each variant ran at its own best rate (lowest EMA validation loss over "
             "the rates of `train.lr: search(...)`, first seed; the paper used 1e-4 for all), so the ranks compare "
-            f"formulations each at its best rate: {listed}.")
+            f"formulations each at its best rate: {listed}." + schedule)
 
 
 def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], dict[str, list[Path | None]]]:
@@ -228,18 +150,3 @@ def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], d
             paths.append(path if path is not None and path.is_file() else None)
         out[variant] = paths
     return columns, out
-
-
-def uncertainty_line(seeds: int, replicates: int, fidelity: str, fewest: int) -> str:
-    """How the leaderboard's intervals were made: ``seeds`` training seeds (``fewest`` for some variant),
-    ``replicates`` bootstrap replicates (:mod:`ablate.report.statistics`)."""
-    line = (f"Uncertainty: {seeds} training seed(s), {replicates} bootstrap replicates resampling the seeds jointly "
-            "(each seed also draws its own prompts and noise); samples within a setting are not resampled "
-            f"({fidelity} is a distance between feature sets, not a per-sample mean, and records keep only its "
-            "value). " + ("With one seed there are no intervals." if seeds < 2 else
-                          "Metrics are shown as seed mean ± standard error."))
-    if 1 < seeds and fewest < seeds:
-        line += (f" Unequal seeds: some variants have only {fewest} of the {seeds}; a replicate drawing none of a "
-                 "variant's seeds takes the mean of those it has, so their intervals miss some of that variant's "
-                 "seed variation (all of it with one seed).")
-    return line

@@ -26,9 +26,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ablate.report import convergence
 from ablate.report import diagnostics
+from ablate.report import intervals
 from ablate.report import ranking
 from ablate.report import rank_stats
+from ablate.report import run_facts
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps, plot_sample_sheet
 from ablate.report.rank_stats import RankStats
@@ -72,6 +75,7 @@ def build_leaderboard(
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
     means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
+    means = intervals.with_t_half_widths(means, [alignment, fidelity])
     t1 = ranking.table1(means)
     order = t1["variant"].tolist()
     lb = Leaderboard(
@@ -82,7 +86,7 @@ def build_leaderboard(
     lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
     lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
-    lb.convergence = diagnostics.convergence_table(frame, fidelity)
+    lb.convergence = convergence.variant_table(frame, alignment, fidelity)
     lb.last_call = diagnostics.last_call_table(frame)
     lb.deviations = diagnostics.deviations(frame, order)
     lb.sample_columns, lb.previews = diagnostics.sample_previews(frame, order)
@@ -96,9 +100,9 @@ def _top(lb: Leaderboard) -> list[str]:
         lines.append("SMOKE TEST of the machinery, not a result: a short CPU run that checks the pipeline end to "
                      "end; its ranks say nothing about the formulations.")
     lines += [line for line in [lb.completeness] if line]
-    lines.append(diagnostics.convergence_line(lb.convergence))
-    lines.append(diagnostics.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.stats.replicates if lb.stats else 0,
-                                              lb.fidelity, int(lb.means["seeds"].min())))
+    lines.append(convergence.warning_line(lb.convergence))
+    lines.append(intervals.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.fidelity, int(lb.means["seeds"].min()),
+                                            lb.stats.replicates if lb.stats else 0))
     return lines
 
 
@@ -131,7 +135,7 @@ def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
         f"Records written by ablate {stamps['version']}, commit {stamps['git_commit']}, "
         f"on {stamps['device']}."
     )
-    return lines
+    return lines + run_facts.facts(frame)
 
 
 def metric_provenance(frame: pd.DataFrame, metric: str) -> list[str]:
@@ -215,7 +219,7 @@ def _formatters(table: pd.DataFrame) -> list[Any]:
         values = pd.to_numeric(table[col], errors="coerce") if col != "variant" else pd.Series(dtype=float)
         if col in ("settings", "cells", "variants") or pd.api.types.is_integer_dtype(table[col]):
             spec = "d"
-        elif col in ("all", "5 steps", "50 steps", "50 steps cfg5", "P(beats next)", "rho"):
+        elif col in ("all", "per seed", "5 steps", "50 steps", "50 steps cfg5", "rho", "paper pool rank"):
             spec = ".2f"
         elif values.notna().any() and np.isfinite(values).any():
             top = float(np.nanmax(np.abs(values[np.isfinite(values)])))
@@ -239,8 +243,7 @@ def _rows(table: pd.DataFrame) -> list[list[str]]:
     return [[f(v) for f, v in zip(fmts, row)] for row in table.itertuples(index=False)]
 
 
-TABLE1_SHOWN = ("variant", "all", "all 95% CI", "rank 90%", "5 steps", "50 steps", "50 steps cfg5", "P(beats next)",
-                "settings")
+TABLE1_SHOWN = ("variant", "all", "per seed", "95% CI", "5 steps", "50 steps", "50 steps cfg5", "beats next", "settings")
 BEATS_SHOWN = 10  # the beats matrix shows the top variants only
 
 
@@ -262,44 +265,43 @@ def _figure3_text(f3: dict[str, Any]) -> str:
             f"[{f3['low']:.3f}, {f3['high']:.3f}]; {verdict}.")
 
 
-def _convergence_shown(lb: Leaderboard) -> pd.DataFrame:
-    if lb.convergence.empty:
-        return lb.convergence
-    order = {v: i for i, v in enumerate(lb.table1["variant"])}
-    table = lb.convergence.sort_values("variant", key=lambda s: s.map(order)).reset_index(drop=True)
-    return table.assign(flags=table["flags"].replace("", "ok"))[["variant", "cells", "flags"]]
-
-
 def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
     """(title, note, table) for every table, in reading order."""
     st = lb.stats
     table1 = st.table[[c for c in TABLE1_SHOWN if c in st.table]] if st is not None else lb.table1
     sections = [
         ("Table 1: average non-dominated rank (lower is better)",
-         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), averaged over all settings, the 5-step, "
-         "the 50-step and the 50-step cfg-5 settings (see Deviations); 'all 95% CI': bootstrap interval of 'all'; "
-         "'rank 90%': interval of the variant's position; 'P(beats next)': probability that it has a lower "
-         "average rank than the next row; 'settings' counts the settings a variant was ranked in. Rank intervals are "
-         "approximate: an average rank is bounded and discrete, so for the best and worst variants they "
-         "under-cover when neighbours are within about 2 standard errors (tests/test_statistics.py).", table1),
+         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), pool: all {len(lb.table1)} variants of this grid; "
+         "'all', '5 steps', '50 steps', '50 steps cfg5': the rank of the seed means averaged over all settings, the "
+         "5-step, the 50-step and the 50-step cfg-5 settings (see Deviations). 'per seed': the average rank over all "
+         "settings of one training run (each seed ranked with its own cells), mean over seeds, with its 95% CI "
+         "(moderated Student t over seeds, continuity-corrected; coverage checked by simulation in "
+         "tests/test_intervals.py): "
+         "the interval is for 'per seed', not for 'all', which noise pulls less toward the middle. 'beats next': in "
+         "how many seeds the variant's own average rank is lower than the next row's (ties count one half). "
+         "'settings': the settings a variant was ranked in.", table1),
     ]
     if st is not None:
         sections += [
-            ("Who beats whom", f"P(row has a lower average rank than column), top {BEATS_SHOWN} variants, column "
-             "#k is row k.", _beats_table(st)),
+            ("Who beats whom", f"Share of seeds in which the row's own average rank over all settings is lower than "
+             f"the column's (ties count one half), top {BEATS_SHOWN} variants, column #k is row k.", _beats_table(st)),
             ("Agreement with the paper", (st.agreement_note + " " + _figure3_text(st.figure3)).strip(),
              st.agreement),
+            ("Sensitivity of the agreement", "rho and its permutation p-value for every other reading: each cfg of the "
+             "50-step settings, EMA or raw weights only, each metric alone (same pool, same test).", st.sensitivity),
+            ("Positions in the paper's pool", "Quote these positions beside a rho: our average rank over all settings "
+             "re-ranked within the paper's pool, its position there, the paper's position, and the position among all "
+             "variants of this grid (Table 1) for contrast; '=' marks a shared position.", st.positions),
         ]
     sections += [
         (f"Table 2: {lb.alignment} / {lb.fidelity} at {TABLE2_STEPS} Euler steps, EMA weights",
-         "Seed means (± standard error) per dataset." if not lb.table2.empty
+         "Seed means ± the half-width of their 95% t-interval over seeds, per dataset." if not lb.table2.empty
          else f"No {TABLE2_STEPS}-step settings with EMA weights in this grid.",
          lb.table2),
         ("Validation loss", VALIDATION_NOTE if not lb.validation.empty
          else "No validation losses in these records.", lb.validation),
-        ("Convergence", "Flags (see ablate/report/diagnostics.py): still improving = the best EMA validation was the last "
-         "one; EMA val > raw = at the kept checkpoint; EMA samples worse = EMA fidelity worse than raw in most "
-         "settings.", _convergence_shown(lb)),
+        ("Convergence and stability", convergence.NOTE,
+         convergence.shown(lb.convergence, lb.table1["variant"].tolist())),
         ("Solver: last network call", "rf-equivalent noise level b/(a+b) at the solver's last network call (the "
          "last step returns that call's x0 estimate)." if not lb.last_call.empty
          else "Not recorded in these records (written before the solver details had it).", lb.last_call),

@@ -1,7 +1,7 @@
 """The leaderboard's figures, as PNG bytes (matplotlib's Agg canvas, no display needed).
 
 - :func:`plot_fidelity_vs_steps`: the paper's Figure 3, fidelity vs Euler steps, with +- 1 SE bands.
-- :func:`plot_average_ranks`: average rank per variant with its bootstrap 95% interval as error bars.
+- :func:`plot_average_ranks`: average rank per variant with its 95% t-interval over seeds as error bars.
 - :func:`plot_sample_sheet`: the first row of each variant's sample previews, one column per setting.
 """
 
@@ -80,8 +80,9 @@ def plot_fidelity_vs_steps(grid: str, means: pd.DataFrame, fidelity: str, order:
 
 
 def plot_average_ranks(grid: str, table: pd.DataFrame, seeds: int) -> bytes:
-    """PNG bytes: average rank over all settings per variant (best at the top) with 95% bootstrap error bars
-    (``table``: columns variant, all and, when there are intervals, ``all low`` / ``all high``)."""
+    """PNG bytes: average rank over all settings per variant (best at the top): where ``table`` has intervals,
+    the per-seed average rank (``per seed``) with its 95% t-interval (``per seed low`` / ``per seed high``,
+    :mod:`ablate.report.intervals`) and the rank of the seed means (``all``) as a cross; else ``all`` alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -90,14 +91,19 @@ def plot_average_ranks(grid: str, table: pd.DataFrame, seeds: int) -> bytes:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     y = np.arange(n)[::-1]
-    point = table["all"].to_numpy(dtype=float)
-    low = table["all low"].to_numpy(dtype=float) if "all low" in table else point
-    high = table["all high"].to_numpy(dtype=float) if "all high" in table else point
+    seed_means = table["all"].to_numpy(dtype=float)
+    point = table["per seed"].to_numpy(dtype=float) if "per seed" in table else seed_means
+    low = table["per seed low"].to_numpy(dtype=float) if "per seed low" in table else point
+    high = table["per seed high"].to_numpy(dtype=float) if "per seed high" in table else point
     low, high = np.where(np.isfinite(low), low, point), np.where(np.isfinite(high), high, point)
-    ax.errorbar(point, y, xerr=[point - low, high - point], fmt="o", color="C0", ecolor="0.4", capsize=3)
+    ax.errorbar(point, y, xerr=[point - low, high - point], fmt="o", color="C0", ecolor="0.4", capsize=3,
+                label="one run's average rank (mean over seeds, 95% t-interval)")
+    if "per seed" in table:
+        ax.plot(seed_means, y, "x", color="C3", label="rank of the seed means (Table 1 'all')")
+        ax.legend(fontsize="x-small", loc="upper right")  # the best (top) variants sit at the left
     ax.set_yticks(y, table["variant"].tolist(), fontsize="small")
     ax.set_xlabel("average rank over all settings (lower is better)")
-    ax.set_title(f"{grid}: average rank, 95% bootstrap interval over {seeds} seed(s)", fontsize="medium")
+    ax.set_title(f"{grid}: average rank, 95% (moderated) t-interval over {seeds} seed(s)", fontsize="medium")
     ax.grid(True, axis="x", alpha=0.3)
     return _png(fig)
 

@@ -134,7 +134,8 @@ def table2(
     means: pd.DataFrame, alignment: str, fidelity: str, order: list[str], steps: int = 25, weights: str = "ema",
 ) -> pd.DataFrame:
     """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2),
-    as text ``mean ± SE`` where several seeds give a standard error.
+    as text ``mean ± SE`` where several seeds give a standard error (``mean ± h`` where ``means`` has the 95%
+    half-width ``h`` in ``<metric>_ci95``: :func:`ablate.report.intervals.with_t_half_widths`).
 
     Columns ``"<dataset> <metric>"``; when a dataset has several (cfg, time_grid) at these steps,
     the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
@@ -148,7 +149,8 @@ def table2(
         label = f"{dataset} cfg={cfg:g} {time_grid}" if several[dataset] else str(dataset)
         part = part.set_index("variant")
         for metric in (alignment, fidelity):
-            columns[f"{label} {metric}"] = _with_se(part[metric], part.get(f"{metric}_se"))
+            spread = part.get(f"{metric}_ci95", part.get(f"{metric}_se"))  # the 95% half-width where known
+            columns[f"{label} {metric}"] = _with_se(part[metric], spread)
     return _in_order(pd.DataFrame(columns), order)
 
 

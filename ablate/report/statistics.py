@@ -10,7 +10,9 @@ Per replicate the pipeline is the point estimate's (:mod:`ablate.report.ranking`
 (variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
 records at a setting is left out of that setting; one with records but none of the drawn seeds, in a grid
 not yet complete, takes the mean of the seeds it has), repeated non-dominated sorting per setting, ranks
-averaged over the settings of a column. Intervals are percentile intervals of the replicates.
+averaged over the settings of a column. Intervals are percentile intervals of the replicates; only Figure 3's
+test uses them now. The same machinery with one seed per row gives each seed's own ranking, whose
+t-intervals (:mod:`ablate.report.intervals`) are the leaderboard's rank intervals.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import pandas as pd
 from ablate.report.ranking import SETTING_KEYS
 
 DEFAULT_REPLICATES = 1000
-LEVEL = 0.95            # confidence level of average-rank and statistic intervals
-RANK_LEVEL = 0.90       # level of the rank (position) interval
+LEVEL = 0.95            # confidence level of the intervals
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,6 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL, axis: int = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanpercentile(samples, tail, axis=axis), np.nanpercentile(samples, 100 - tail, axis=axis)
-
-
-def positions(avg: np.ndarray) -> np.ndarray:
-    """(B, V) position of each variant by average rank within its replicate: 1 + how many are strictly better."""
-    filled = np.where(np.isnan(avg), np.inf, avg)
-    return 1 + (filled[:, None, :] < filled[:, :, None]).sum(-1)
 
 
 def beats(avg: np.ndarray) -> np.ndarray:

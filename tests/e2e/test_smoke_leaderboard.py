@@ -95,11 +95,22 @@ def test_leaderboard_files_were_written():
     if not RESULTS:
         pytest.skip("ABLATE_SMOKE_RESULTS is not set")
     md = Path("leaderboard/smoke.md")
-    assert md.exists() and "Table 1" in md.read_text()
+    text = md.read_text() if md.exists() else ""
+    for section in ("## Table 1", "## Who beats whom", "## Agreement with the paper", "## Sensitivity of the agreement",
+                    "## Positions in the paper's pool", "## Convergence and stability", "## Deviations from the paper"):
+        assert section in text, section  # the sections of the published leaderboard (issue 26)
+    convergence = text.split("## Convergence and stability", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in convergence.splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == 24 and all(" n/a |" not in row.split("|")[3] for row in rows), rows  # every gain measured
+    warning = text.split("\n\n")[2]
+    assert warning.startswith("**Convergence"), warning
+    missed = [row.split("|")[1].strip() for row in rows if row.rstrip(" |").endswith("MISSES")]
+    assert all(v in warning for v in missed) and (not missed or f"{len(missed)} of 24 variants miss" in warning)
+    assert "p (one-sided)" in text and "cfg 1, all weights, both metrics" in text
     if SEEDS and len(SEEDS.split(",")) > 1:  # seeds give the average ranks intervals: most have width
-        intervals = re.findall(r"\| \[([\d.]+), ([\d.]+)\] \|", md.read_text())
+        intervals = re.findall(r"\| \[(-?[\d.]+), (-?[\d.]+)\] \|", text)
         assert len(intervals) >= 24 and sum(float(lo) < float(hi) for lo, hi in intervals[:24]) >= 12, intervals
-        assert f"Uncertainty: {len(SEEDS.split(','))} training seed(s)" in md.read_text()
+        assert f"Uncertainty: {len(SEEDS.split(','))} training seeds. Intervals are Student-t intervals" in text
     png = Path("leaderboard/smoke-fidelity-vs-steps.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
