@@ -44,6 +44,12 @@ def _dataset_names() -> tuple[str, ...]:
     return tuple(DATASETS)
 
 
+def _backbone_names() -> tuple[str, ...]:
+    from ablate.models.network import BACKBONES
+
+    return tuple(BACKBONES)
+
+
 def _scorer_names() -> tuple[str, ...]:
     from ablate.scorers.base import scorer_names
 
@@ -142,18 +148,21 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One training run: a variant on a dataset with a seed."""
+    """One training run: a variant of a backbone on a dataset with a seed."""
 
     grid_name: str
     variant: str
     dataset: str
     seed: int
+    backbone: str = "dit"
 
     @property
     def id(self) -> str:
-        """Unique within a grid, safe as a file name: ``fashion-mnist--rf+lognorm_0.50_0.60--seed0``."""
+        """Unique within a grid, safe as a file name: ``fashion-mnist--rf+lognorm_0.50_0.60--seed0``, then
+        ``--<backbone>`` for a backbone other than DiT."""
         slug = self.variant.replace(" ", "").replace("/", "+").replace("(", "_").replace(",", "_")
-        return f"{self.dataset}--{slug.replace(')', '')}--seed{self.seed}"
+        tail = "" if self.backbone == "dit" else f"--{self.backbone}"
+        return f"{self.dataset}--{slug.replace(')', '')}--seed{self.seed}{tail}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +177,7 @@ class Grid:
                                      what="a variant name such as 'rf' or 'rf/lognorm(0.00, 1.00)'")
     datasets: tuple[str, ...] = opt(("fashion-mnist",), choices=lambda: _dataset_names(), unique=True, nonempty=True)
     seeds: tuple[int, ...] = opt((0,), ge=0, unique=True, nonempty=True)
+    backbones: tuple[str, ...] = opt(("dit",), choices=lambda: _backbone_names(), unique=True, nonempty=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -180,8 +190,10 @@ class Grid:
         return self.results_root / self.name
 
     def cells(self) -> list[Cell]:
-        """Every (variant, dataset, seed): seeds outermost, variants innermost, file order."""
-        return [Cell(self.name, v, d, s) for s in self.seeds for d in self.datasets for v in self.variants]
+        """Every (variant, backbone, dataset, seed): seeds outermost, then datasets, backbones, variants
+        innermost, file order."""
+        return [Cell(self.name, v, d, s, b) for s in self.seeds for d in self.datasets for b in self.backbones
+                for v in self.variants]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved grid as plain JSON types; written as YAML it loads back to an equal grid."""
@@ -360,6 +372,11 @@ def _check_consistency(grid: Grid, reader: Reader) -> None:
     if r % m.patch_size:
         reader.fail(("model", "patch_size"), f"`model.patch_size` is {m.patch_size}, which does not divide "
                                              f"`data.resolution` = {r}; allowed: a divisor of it.")
+    if grid.data.conditioning != "caption" and any(b != "dit" for b in grid.backbones):
+        reader.fail(("backbones",), f"`backbones` lists {', '.join(b for b in grid.backbones if b != 'dit')}, which "
+                                    "attend to caption tokens, but `data.conditioning` is "
+                                    f"{grid.data.conditioning!r}; allowed: `data.conditioning: caption` with any of "
+                                    f"{', '.join(_backbone_names())}, or `backbones: [dit]` for class labels.")
     for name in grid.eval.scorer_options:
         if name not in grid.eval.scorers:
             reader.fail(("eval", "scorer_options", name), f"`eval.scorer_options.{name}` gives options for a scorer "
