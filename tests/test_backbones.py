@@ -105,7 +105,16 @@ def test_uvit_long_skips_are_used():
     model = perturb(UViT(body("uvit", depth=5)))
     assert len(model.in_blocks) == len(model.out_blocks) == 2 and len(model.mid_blocks) == 1
     x, t, y = caption_inputs()
+    outs, skips = {}, {}
+    for i, block in enumerate(model.in_blocks):
+        block.register_forward_hook(lambda m, args, out, i=i: outs.__setitem__(i, out))
+    for i, block in enumerate(model.out_blocks):
+        block.register_forward_pre_hook(lambda m, args, i=i: skips.__setitem__(i, args[1]))
     before = model(x, t, y)
+    # out-block i joins in-block (half - 1 - i): the long skip pairs the halves mirror-wise
+    assert torch.equal(skips[0], outs[1]) and torch.equal(skips[1], outs[0])
+    h = torch.randn_like(outs[1])  # and an out-block's output depends on its skip input
+    assert not torch.allclose(model.out_blocks[0](h, outs[1]), model.out_blocks[0](h, torch.zeros_like(outs[1])))
     with torch.no_grad():
         for block in model.out_blocks:
             block.skip_linear.weight[:, 32:] = 0  # cut the skip half of the joining linear

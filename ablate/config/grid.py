@@ -75,13 +75,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """DiT size; the sequence has (resolution / patch_size)^2 tokens."""
+    """Backbone size; the sequence has (resolution / patch_size)^2 image tokens. ``by_backbone`` gives a
+    backbone its own values of these keys (e.g. ``{mmdit: {depth: 4}}``, to match parameter counts)."""
 
     patch_size: int = opt(8, ge=1)
     hidden_size: int = opt(64, ge=1)
     depth: int = opt(4, ge=1)
     num_heads: int = opt(4, ge=1)
     mlp_ratio: float = opt(4.0, gt=0)
+    by_backbone: dict[str, dict[str, Any]] = opt(
+        factory=dict, what="a mapping from backbone names to mappings of model keys (patch_size, hidden_size, "
+                            "depth, num_heads, mlp_ratio) that backbone uses instead")
+
+    def for_backbone(self, backbone: str) -> ModelConfig:
+        """The size ``backbone`` trains with: this section with its ``by_backbone`` entry applied."""
+        return dataclasses.replace(self, **self.by_backbone.get(backbone, {}), by_backbone={})
 
 
 @dataclass(frozen=True)
@@ -364,14 +372,28 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
 
 
 def _check_consistency(grid: Grid, reader: Reader) -> None:
-    """Checks across keys: DiT head and patch divisibility, scorer options for listed scorers."""
-    m, r = grid.model, grid.data.resolution
-    if m.hidden_size % m.num_heads:
-        reader.fail(("model", "num_heads"), f"`model.num_heads` is {m.num_heads}, which does not divide "
-                                            f"`model.hidden_size` = {m.hidden_size}; allowed: a divisor of it.")
-    if r % m.patch_size:
-        reader.fail(("model", "patch_size"), f"`model.patch_size` is {m.patch_size}, which does not divide "
-                                             f"`data.resolution` = {r}; allowed: a divisor of it.")
+    """Checks across keys: head and patch divisibility (per backbone), scorer options for listed scorers."""
+    r = grid.data.resolution
+    sizes = {(): grid.model}
+    for backbone, keys in grid.model.by_backbone.items():
+        where = ("model", "by_backbone", backbone)
+        if backbone not in _backbone_names():
+            reader.bad(where, backbone, f"one of {', '.join(_backbone_names())}", " (not a backbone)")
+        if backbone not in grid.backbones:
+            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones`; allowed keys: "
+                               f"{', '.join(grid.backbones)}.")
+        base = {k: v for k, v in plain(grid.model).items() if k != "by_backbone"}
+        if "by_backbone" in keys:
+            reader.fail((*where, "by_backbone"), "`by_backbone` cannot nest; allowed keys: " + ", ".join(base))
+        sizes[where] = reader.build(ModelConfig, {**base, **keys}, where)
+    for where, m in sizes.items():
+        path = where or ("model",)
+        if m.hidden_size % m.num_heads:
+            reader.fail((*path, "num_heads"), f"`{'.'.join(path)}.num_heads` is {m.num_heads}, which does not divide "
+                                              f"the hidden size {m.hidden_size}; allowed: a divisor of it.")
+        if r % m.patch_size:
+            reader.fail((*path, "patch_size"), f"`{'.'.join(path)}.patch_size` is {m.patch_size}, which does not "
+                                               f"divide `data.resolution` = {r}; allowed: a divisor of it.")
     if grid.data.conditioning != "caption" and any(b != "dit" for b in grid.backbones):
         reader.fail(("backbones",), f"`backbones` lists {', '.join(b for b in grid.backbones if b != 'dit')}, which "
                                     "attend to caption tokens, but `data.conditioning` is "

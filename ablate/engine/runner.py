@@ -172,7 +172,8 @@ def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, comp
     """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
     grid's network (of ``backbone``) for the dataset ``info``, and its training settings."""
     formulation, density = parse_variant(variant)
-    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning, backbone),
+    return DiffusionModule(formulation, density, network_config(grid.model.for_backbone(backbone), info,
+                                                                    grid.data.conditioning, backbone),
                            grid.train.for_variant(variant), seed=seed, compiled=compiled, fused=fused)
 
 
