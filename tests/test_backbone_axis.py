@@ -103,3 +103,39 @@ def test_ranking_verdict_counts_swaps_not_ties() -> None:
     assert "does not change" in ranking_verdict(same)
     swapped = pd.DataFrame({"dit": [1.0, 2.0], "uvit": [2.0, 1.0]}, index=["a", "b"])
     assert "changes" in ranking_verdict(swapped) and "a vs b" in ranking_verdict(swapped)
+
+
+def test_scale_fits_a_backbone_on_its_own_family(tmp_path: Path) -> None:
+    """A scaling file with `backbones: [mmdit]` plans MM-DiT on SD3's size rule (d: width 64 d, d heads,
+    depth d), with the caption encoder, its parameters and its measured FLOPs; two backbones are refused."""
+    from ablate.cli import main
+    from ablate.data.class_captions import CONTEXT_LENGTH
+    from ablate.models.network import build_network
+    from ablate.scaling.family import DataShape
+    from ablate.scaling.plan import isoflop_points
+    from ablate.scaling.spec import load_study
+
+    smoke = (Path(__file__).resolve().parent.parent / "grids" / "scaling-smoke.yaml").read_text()
+    text = smoke.replace("datasets: [fashion-mnist]", "datasets: [fashion-mnist]\nbackbones: [mmdit]").replace(
+        "  conditioning: class", "  conditioning: caption").replace(
+        "budgets: [6.0e10, 1.8e11]", "budgets: [4.0e11, 1.2e12]").replace("extrapolation: 5.4e11", "extrapolation: 4.0e12")
+    file = tmp_path / "study.yaml"
+    file.write_text(text)
+    study = load_study(file, tmp_path)
+    info, _ = load_dataset("fashion-mnist", 32, conditioning="caption")
+    data = DataShape(32, 1, 0, 0, "mmdit", info, "caption")
+    points = isoflop_points(study, data)
+    by_size = {p.size.label: p for p in points}
+    for d in (1, 2, 3):
+        p = by_size[f"d{d}"]
+        m = p.grid.model.for_backbone("mmdit")
+        assert (m.hidden_size, m.num_heads, m.depth) == (64 * d, d, d) and p.grid.backbones == ("mmdit",)
+    net = build_network(__import__("ablate.engine.train", fromlist=["x"]).network_config(
+        by_size["d2"].grid.model, info, "caption", "mmdit"))
+    assert by_size["d2"].num_params == sum(q.numel() for q in net.parameters())
+    assert net.backbone.config.context_length == CONTEXT_LENGTH
+    assert by_size["d3"].train_flops_per_image > by_size["d2"].train_flops_per_image > 0
+    assert main(["scale", str(file), "--plan", "--results", str(tmp_path / "r")]) == 0
+    file.write_text(text.replace("backbones: [mmdit]", "backbones: [mmdit, uvit]"))
+    with pytest.raises(ConfigError, match="exactly one backbone"):
+        load_study(file, tmp_path)

@@ -370,21 +370,16 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
     return tuple(v for v in variants if v in chosen) + tuple(added)
 
 
-
 def _check_consistency(grid: Grid, reader: Reader) -> None:
     """Checks across keys: head and patch divisibility (per backbone), scorer options for listed scorers."""
     r = grid.data.resolution
     sizes = {(): grid.model}
     for backbone, keys in grid.model.by_backbone.items():
         where = ("model", "by_backbone", backbone)
-        if backbone not in _backbone_names():
-            reader.bad(where, backbone, f"one of {', '.join(_backbone_names())}", " (not a backbone)")
-        if backbone not in grid.backbones:
-            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones`; allowed keys: "
-                               f"{', '.join(grid.backbones)}.")
         base = {k: v for k, v in plain(grid.model).items() if k != "by_backbone"}
-        if "by_backbone" in keys:
-            reader.fail((*where, "by_backbone"), "`by_backbone` cannot nest; allowed keys: " + ", ".join(base))
+        if backbone not in grid.backbones or "by_backbone" in keys:
+            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones` or nests "
+                               f"by_backbone; allowed: keys {', '.join(grid.backbones)}, each with keys {', '.join(base)}.")
         sizes[where] = reader.build(ModelConfig, {**base, **keys}, where)
     for where, m in sizes.items():
         path = where or ("model",)
