@@ -140,7 +140,8 @@ class ResultsStore:
         self.root = Path(results_dir)
 
     def cell_dir(self, cell: CellLike) -> Path:
-        return cell_dir(self.root, cell.grid_name, cell.dataset, cell.variant, cell.seed, getattr(cell, "backbone", "dit"))
+        return cell_dir(self.root, cell.grid_name, cell.dataset, cell.variant, cell.seed,
+                        getattr(cell, "backbone", "dit"))
 
     def record_path(self, cell: CellLike, setting: Setting) -> Path:
         """Where the record of ``cell`` sampled with ``setting`` lives."""

@@ -85,7 +85,8 @@ def test_prepare_run_score_leaderboard_every_backbone(tmp_path: Path, prepared: 
     path = tmp_path / "latent-path.yaml"
     path.write_text(json.dumps(grid))  # JSON is YAML
     results = tmp_path / "results"
-    assert main(["run", str(path), "--results", str(results), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["run", str(path), "--results", str(results), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-leaderboard"]) == 0
     frame = ResultsStore(results).frame("latent-path")
     assert sorted(frame["backbone"]) == ["crossdit", "dit", "mmdit", "uvit"]
     for column in ("clip", "fid_clip", "fid_inception"):

@@ -378,8 +378,8 @@ def _check_consistency(grid: Grid, reader: Reader) -> None:
         where = ("model", "by_backbone", backbone)
         base = {k: v for k, v in plain(grid.model).items() if k != "by_backbone"}
         if backbone not in grid.backbones or "by_backbone" in keys:
-            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones` or nests "
-                               f"by_backbone; allowed: keys {', '.join(grid.backbones)}, each with keys {', '.join(base)}.")
+            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones` or nests; "
+                               f"allowed: keys {', '.join(grid.backbones)}, each with keys {', '.join(base)}.")
         sizes[where] = reader.build(ModelConfig, {**base, **keys}, where)
     for where, m in sizes.items():
         path = where or ("model",)

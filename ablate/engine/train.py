@@ -5,8 +5,9 @@ this module only composes it: t ~ the variant's timestep density, z = add_noise(
 loss = formulation.loss(net(*model_input(z, t), y), x0, eps, t).
 
 The module is built from typed pieces: the formulation and timestep density (one parsed variant),
-the network's :class:`~ablate.models.network.NetworkConfig` (see :func:`network_config`) and the grid's :class:`TrainConfig`;
-it saves them as plain data (``save_hyperparameters``), so every checkpoint says what trained it.
+the network's :class:`~ablate.models.network.NetworkConfig` (see :func:`network_config`) and the
+grid's :class:`TrainConfig`; it saves them as plain data (``save_hyperparameters``), so every checkpoint
+says what trained it.
 
 EMA (:class:`ablate.engine.ema.EMA`) is updated every ``train.ema.every`` optimizer steps with decay
 ``train.ema.decay``. Validation (spec sections 4 and 6), on fixed data, noise and levels for every

@@ -62,7 +62,8 @@ def split_context(y: object, config: TextBackboneConfig, who: str) -> tuple[Tens
     if not ok:
         got = tuple(tuple(v.shape) for v in y) if isinstance(y, (tuple, list)) else type(y).__name__
         raise TypeError(f"{who} conditioning y must be a pair (tokens float (B, {config.context_length}, "
-                        f"{config.context_dim}), pooled float (B, {config.cond_dim})), all zeros for the null; got {got}.")
+                        f"{config.context_dim}), pooled float (B, {config.cond_dim})), all zeros for the null; "
+                        f"got {got}.")
     return tokens, pooled
 
 

@@ -174,7 +174,8 @@ def mlp_layers(hidden_size: int, mlp_hidden_size: int) -> nn.Sequential:
 
 def timestep_embedder(hidden_size: int) -> nn.Sequential:
     """The MLP on the sinusoidal timestep features (DiT's; init N(0, 0.02) by its owner)."""
-    return nn.Sequential(nn.Linear(FREQUENCY_EMBEDDING_SIZE, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+    return nn.Sequential(nn.Linear(FREQUENCY_EMBEDDING_SIZE, hidden_size), nn.SiLU(),
+                         nn.Linear(hidden_size, hidden_size))
 
 
 class Attention(nn.Module):
@@ -230,8 +231,8 @@ def embed_patches(patch_embed: nn.Conv2d, pos_embed: Tensor, x: Tensor, config: 
     """Latents (B, C, H, W) -> patch tokens plus positions (B, N, D); ``who`` names the model in errors."""
     ch, side = config.in_channels, config.input_size
     if x.shape[1:] != (ch, side, side):
-        raise ValueError(f"{who} input x has shape {tuple(x.shape)}; this model was built for (B, {ch}, {side}, {side}) "
-                         "latents.")
+        raise ValueError(f"{who} input x has shape {tuple(x.shape)}; this model was built for "
+                         f"(B, {ch}, {side}, {side}) latents.")
     tokens = patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D), strided view
     # pos_embed first: the sum then takes its contiguous (B, N, D) layout, which every later
     # op inherits (the other order keeps the conv's layout and each LayerNorm copies).

@@ -256,7 +256,8 @@ class Worker:
         cell = cell_of(trial.user_attrs, self.grid.name)
         if cell is None or _superseded(self.study, trial, cell.id):
             raise optuna.TrialPruned("no cell to run (spare or duplicate trial)")
-        directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed, cell.backbone)
+        directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed,
+                             cell.backbone)
         reporter = TrialReporter(self.url, trial._trial_id)
         self.ctx.callbacks = [reporter]
         start = time.perf_counter()
