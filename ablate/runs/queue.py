@@ -246,7 +246,7 @@ class Worker:
             return "[?] unknown cell"
         cells = [c.id for c in self.grid.cells()]
         place = f"{cells.index(cell.id) + 1}/{len(cells)}" if cell.id in cells else "+"
-        backbone = "" if cell.backbone == "dit" else f" · {cell.backbone}"
+        backbone = f" · {cell.backbone}" if self.grid.backbones != ("dit",) else ""
         return f"[{place}] {cell.dataset} · {cell.variant}{backbone} · seed {cell.seed}"
 
     def say(self, text: str) -> None:
