@@ -50,8 +50,13 @@ STUDIES = (("scale", "grids/scaling-smoke.yaml"), ("search", "grids/search-smoke
 
 
 def _study_commands() -> list[list[str]]:
+    # then the backbone axis's smoke grid (8 cells, ~3 min single-threaded beside the tests) and its leaderboard
     return [["python", "-m", "ablate", command, grid, "--results", STUDY_RESULTS, "--out", f"{STUDY_RESULTS}/reports"]
-            for command, grid in STUDIES]
+            for command, grid in STUDIES] + [
+        ["python", "-m", "ablate", "run", "grids/architectures-smoke.yaml", "--results", STUDY_RESULTS,
+         "--no-leaderboard"],
+        ["python", "-m", "ablate", "leaderboard", "--results", STUDY_RESULTS, "--grid", "architectures-smoke",
+         "--out", f"{STUDY_RESULTS}/reports", "--replicates", "200"]]
 
 
 def _study_assertions(session: nox.Session) -> None:

@@ -49,7 +49,7 @@ CELL_FIELDS = ("grid", "variant", "dataset", "seed")
 REQUIRED_KEYS = CELL_FIELDS + ("steps", "cfg", "time_grid", "weights", "metrics")
 # Top-level scalar fields that become DataFrame columns as they are; "setting" is the setting's key.
 SCALAR_KEYS = CELL_FIELDS + SETTING_FIELDS + ("setting", "nfe", "num_samples", "version", "git_commit", "device",
-                                              "created")
+                                              "created", "backbone")
 DICT_KEYS = ("formulation", "scorers", "config")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -107,11 +107,13 @@ def _check_name(kind: str, value: Any) -> str:
     return text
 
 
-def cell_dir(results_dir: Path, grid: str, dataset: str, variant: str, seed: int) -> Path:
-    """The directory of one training cell: ``results_dir/<grid>/<dataset>/<variant-slug>/seed<k>``."""
+def cell_dir(results_dir: Path, grid: str, dataset: str, variant: str, seed: int, backbone: str = "dit") -> Path:
+    """The directory of one training cell: ``results_dir/<grid>/<dataset>/<variant-slug>/seed<k>``, the slug
+    followed by ``@<backbone>`` for a backbone other than DiT."""
+    tail = "" if backbone == "dit" else f"@{_check_name('backbone name', backbone)}"
     return (
         Path(results_dir) / _check_name("grid name", grid) / _check_name("dataset name", dataset)
-        / variant_slug(variant) / f"seed{int(seed)}"
+        / f"{variant_slug(variant)}{tail}" / f"seed{int(seed)}"
     )
 
 
@@ -126,7 +128,7 @@ def new_record(cell: CellLike, setting: Setting, metrics: dict[str, float], **pa
     """A record of ``cell`` sampled with ``setting``: its names, the setting's fields, ``metrics`` and any
     further ``parts`` (nfe, num_samples, train, eval, solver_details, formulation, scorers, config, stamp)."""
     return {"grid": cell.grid_name, "variant": cell.variant, "dataset": cell.dataset, "seed": int(cell.seed),
-            **setting.fields(), "metrics": metrics, **parts}
+            "backbone": getattr(cell, "backbone", "dit"), **setting.fields(), "metrics": metrics, **parts}
 
 
 # ------------------------------------------------------------------------------------------ store
@@ -138,7 +140,8 @@ class ResultsStore:
         self.root = Path(results_dir)
 
     def cell_dir(self, cell: CellLike) -> Path:
-        return cell_dir(self.root, cell.grid_name, cell.dataset, cell.variant, cell.seed)
+        return cell_dir(self.root, cell.grid_name, cell.dataset, cell.variant, cell.seed,
+                        getattr(cell, "backbone", "dit"))
 
     def record_path(self, cell: CellLike, setting: Setting) -> Path:
         """Where the record of ``cell`` sampled with ``setting`` lives."""
@@ -182,7 +185,8 @@ class ResultsStore:
         except (TypeError, ValueError, AblateError) as err:
             raise ResultsError(f"The record of variant {record['variant']!r} has an invalid seed or setting "
                                f"(seed={record['seed']!r}): {err} Seed must be an integer.") from None
-        cell = _Cell(str(record["grid"]), str(record["variant"]), str(record["dataset"]), seed)
+        cell = _Cell(str(record["grid"]), str(record["variant"]), str(record["dataset"]), seed,
+                     str(record.get("backbone", "dit")))
         path = self.record_path(cell, setting)
         write_json_atomic(path, {**record, **setting.fields()})
         return path
@@ -224,8 +228,9 @@ class ResultsStore:
 
 
 class _Cell:
-    def __init__(self, grid_name: str, variant: str, dataset: str, seed: int) -> None:
+    def __init__(self, grid_name: str, variant: str, dataset: str, seed: int, backbone: str = "dit") -> None:
         self.grid_name, self.variant, self.dataset, self.seed = grid_name, variant, dataset, seed
+        self.backbone = backbone
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -260,6 +265,7 @@ def _reserved_columns() -> tuple[str, ...]:
 def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in SCALAR_KEYS}
     row["setting"] = Setting.from_fields(record).key
+    row["backbone"] = record.get("backbone") or "dit"  # records from before the backbone axis are DiT's
     for name, value in record["metrics"].items():
         row[name] = math.nan if value is None else value
     for prefix in ("train", "eval"):

@@ -73,6 +73,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
          fidelity: str | None = None, replicates: int = 1000) -> int:
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
     defaults to ``<results>/<grid>/leaderboard``."""
+    from ablate.report import backbones
     from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
     from ablate.results import ResultsStore
 
@@ -90,9 +91,13 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
                 f"there: {', '.join(store.grids()) or 'none'}. Make results with "
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
-        lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
-                               replicates=replicates)
-        written = write_outputs(lb, out if out is not None else results / grid / "leaderboard")
+        axis = backbones.has_backbones(frame)  # rank (variant @ backbone) pairs, then within each backbone
+        lb = build_leaderboard(backbones.label_variants(frame) if axis else frame, grid, alignment=alignment,
+                               fidelity=fidelity, replicates=replicates)
+        out_dir = out if out is not None else results / grid / "leaderboard"
+        if axis:
+            lb.appendix = backbones.section(frame, grid, lb.alignment, lb.fidelity, out_dir)
+        written = write_outputs(lb, out_dir)
         if fmt == "table":
             render_console(lb, console)
         elif fmt == "markdown":

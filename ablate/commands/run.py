@@ -76,7 +76,9 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     console = Console(soft_wrap=True)  # a line per event, also in log files (no wrapping at 80 columns)
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
-                  f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
+                  f"({len(grid.variants)} variants x "
+                  f"{f'{len(grid.backbones)} backbones x ' if len(grid.backbones) > 1 else ''}"
+                  f"{len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())

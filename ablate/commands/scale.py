@@ -70,7 +70,10 @@ def main(args: argparse.Namespace) -> int:
     ctx = _context(device, args, console)
     info, _ = ctx.dataset(study.base, study.base.datasets[0])
     caption = study.base.data.conditioning == "caption"
-    data = DataShape(info.resolution, info.channels, 0 if caption else info.num_classes, info.cond_dim if caption else 0)
+    backbone = study.base.backbones[0]
+    exact = backbone != "dit" or (caption and bool(info.caption_vocab))  # the network is more than a DiT
+    data = DataShape(info.resolution, info.channels, 0 if caption else info.num_classes,
+                     info.cond_dim if caption else 0, backbone, info if exact else None, study.base.data.conditioning)
     iso = isoflop_points(study, data)
     points = iso + quality_points(study, data)
     if args.shard is not None:

@@ -44,6 +44,12 @@ def _dataset_names() -> tuple[str, ...]:
     return tuple(DATASETS)
 
 
+def _backbone_names() -> tuple[str, ...]:
+    from ablate.models.network import BACKBONES
+
+    return tuple(BACKBONES)
+
+
 def _scorer_names() -> tuple[str, ...]:
     from ablate.scorers.base import scorer_names
 
@@ -69,13 +75,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """DiT size; the sequence has (resolution / patch_size)^2 tokens."""
+    """Backbone size; the sequence has (resolution / patch_size)^2 image tokens. ``by_backbone`` gives a
+    backbone its own values of these keys (e.g. ``{mmdit: {depth: 4}}``, to match parameter counts)."""
 
     patch_size: int = opt(8, ge=1)
     hidden_size: int = opt(64, ge=1)
     depth: int = opt(4, ge=1)
     num_heads: int = opt(4, ge=1)
     mlp_ratio: float = opt(4.0, gt=0)
+    by_backbone: dict[str, dict[str, Any]] = opt(
+        factory=dict, what="a mapping from backbone names to mappings of model keys (patch_size, hidden_size, "
+                            "depth, num_heads, mlp_ratio) that backbone uses instead")
+
+    def for_backbone(self, backbone: str) -> ModelConfig:
+        """The size ``backbone`` trains with: this section with its ``by_backbone`` entry applied."""
+        return dataclasses.replace(self, **self.by_backbone.get(backbone, {}), by_backbone={})
 
 
 @dataclass(frozen=True)
@@ -143,18 +157,21 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One training run: a variant on a dataset with a seed."""
+    """One training run: a variant of a backbone on a dataset with a seed."""
 
     grid_name: str
     variant: str
     dataset: str
     seed: int
+    backbone: str = "dit"
 
     @property
     def id(self) -> str:
-        """Unique within a grid, safe as a file name: ``fashion-mnist--rf+lognorm_0.50_0.60--seed0``."""
+        """Unique within a grid, safe as a file name: ``fashion-mnist--rf+lognorm_0.50_0.60--seed0``, then
+        ``--<backbone>`` for a backbone other than DiT."""
         slug = self.variant.replace(" ", "").replace("/", "+").replace("(", "_").replace(",", "_")
-        return f"{self.dataset}--{slug.replace(')', '')}--seed{self.seed}"
+        tail = "" if self.backbone == "dit" else f"--{self.backbone}"
+        return f"{self.dataset}--{slug.replace(')', '')}--seed{self.seed}{tail}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +186,7 @@ class Grid:
                                      what="a variant name such as 'rf' or 'rf/lognorm(0.00, 1.00)'")
     datasets: tuple[str, ...] = opt(("fashion-mnist",), choices=lambda: _dataset_names(), unique=True, nonempty=True)
     seeds: tuple[int, ...] = opt((0,), ge=0, unique=True, nonempty=True)
+    backbones: tuple[str, ...] = opt(("dit",), choices=lambda: _backbone_names(), unique=True, nonempty=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -181,8 +199,10 @@ class Grid:
         return self.results_root / self.name
 
     def cells(self) -> list[Cell]:
-        """Every (variant, dataset, seed): seeds outermost, variants innermost, file order."""
-        return [Cell(self.name, v, d, s) for s in self.seeds for d in self.datasets for v in self.variants]
+        """Every (variant, backbone, dataset, seed): seeds outermost, then datasets, backbones, variants
+        innermost, file order."""
+        return [Cell(self.name, v, d, s, b) for s in self.seeds for d in self.datasets for b in self.backbones
+                for v in self.variants]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved grid as plain JSON types; written as YAML it loads back to an equal grid."""
@@ -351,16 +371,30 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
     return tuple(v for v in variants if v in chosen) + tuple(added)
 
 
-
 def _check_consistency(grid: Grid, reader: Reader) -> None:
-    """Checks across keys: DiT head and patch divisibility, scorer options for listed scorers."""
-    m, r = grid.model, grid.data.resolution
-    if m.hidden_size % m.num_heads:
-        reader.fail(("model", "num_heads"), f"`model.num_heads` is {m.num_heads}, which does not divide "
-                                            f"`model.hidden_size` = {m.hidden_size}; allowed: a divisor of it.")
-    if r % m.patch_size:
-        reader.fail(("model", "patch_size"), f"`model.patch_size` is {m.patch_size}, which does not divide "
-                                             f"`data.resolution` = {r}; allowed: a divisor of it.")
+    """Checks across keys: head and patch divisibility (per backbone), scorer options for listed scorers."""
+    r = grid.data.resolution
+    sizes = {(): grid.model}
+    for backbone, keys in grid.model.by_backbone.items():
+        where = ("model", "by_backbone", backbone)
+        base = {k: v for k, v in plain(grid.model).items() if k != "by_backbone"}
+        if backbone not in grid.backbones or "by_backbone" in keys:
+            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones` or nests; "
+                               f"allowed: keys {', '.join(grid.backbones)}, each with keys {', '.join(base)}.")
+        sizes[where] = reader.build(ModelConfig, {**base, **keys}, where)
+    for where, m in sizes.items():
+        path = where or ("model",)
+        if m.hidden_size % m.num_heads:
+            reader.fail((*path, "num_heads"), f"`{'.'.join(path)}.num_heads` is {m.num_heads}, which does not divide "
+                                              f"the hidden size {m.hidden_size}; allowed: a divisor of it.")
+        if r % m.patch_size:
+            reader.fail((*path, "patch_size"), f"`{'.'.join(path)}.patch_size` is {m.patch_size}, which does not "
+                                               f"divide `data.resolution` = {r}; allowed: a divisor of it.")
+    if grid.data.conditioning != "caption" and any(b != "dit" for b in grid.backbones):
+        reader.fail(("backbones",), f"`backbones` lists {', '.join(b for b in grid.backbones if b != 'dit')}, which "
+                                    "attend to caption tokens, but `data.conditioning` is "
+                                    f"{grid.data.conditioning!r}; allowed: `data.conditioning: caption` with any of "
+                                    f"{', '.join(_backbone_names())}, or `backbones: [dit]` for class labels.")
     for name in grid.eval.scorer_options:
         if name not in grid.eval.scorers:
             reader.fail(("eval", "scorer_options", name), f"`eval.scorer_options.{name}` gives options for a scorer "

@@ -30,6 +30,11 @@ class DatasetInfo:
     # decode raw = z * latent_std[c] + latent_mean[c] (ablate.data.latents.denormalise). None: identity.
     latent_mean: list[float] | None = None
     latent_std: list[float] | None = None
+    # The conditioning modes (grid key data.conditioning) this dataset supports.
+    conditionings: tuple[str, ...] = ("class",)
+    caption_vocab: int = 0       # > 0: LatentSplit.text_tokens are caption token ids (N, L) of this vocabulary
+    caption_length: int = 0      # L of those token ids
+    token_shape: tuple[int, int] | None = None  # (L, W) of stored caption token sequences, or None
 
 
 @dataclass
@@ -43,7 +48,7 @@ class LatentSplit:
     latents: torch.Tensor
     labels: torch.Tensor
     text_emb: Any = None         # pooled caption embeddings (N, D), or None
-    text_tokens: Any = None      # caption token sequences (N, L, W), or None
+    text_tokens: Any = None      # caption token sequences (N, L, W) float, or token ids (N, L) int64, or None
     captions: Sequence[str] | None = None  # each sample's caption text, or None
 
     def __len__(self) -> int:

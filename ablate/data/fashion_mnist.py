@@ -258,6 +258,7 @@ def load(resolution: int = 32, data_dir: Path | None = None) -> tuple[DatasetInf
         class_names=list(CLASSES),
         autoencoder="identity",
         caption=caption,
+        conditionings=("class", "caption"),  # caption: ablate.data.class_captions
         provenance={
             "dataset": NAME,
             "source": directory,

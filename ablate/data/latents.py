@@ -319,6 +319,8 @@ def _info(directory: Path, manifest: dict[str, Any], resample: bool, flip: bool)
             "text_encoder": text,
         },
         cond_dim=int(text["pooled"]["dim"]) if text else 0,
+        conditionings=("class", "caption") if text else ("class",),
+        token_shape=tuple(text["tokens"]["shape"]) if text and text.get("tokens") else None,
         latent_mean=list(manifest["latent_mean"]),
         latent_std=list(manifest["latent_std"]),
     )

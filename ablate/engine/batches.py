@@ -31,8 +31,8 @@ def mix_seed(*keys: int) -> int:
 class _IndexedBatches(Dataset):
     """Serves whole batches by index lists, so memory-mapped latents are read in one gather."""
 
-    def __init__(self, split: LatentSplit, conditioning: str) -> None:
-        self.split, self.conditioning = split, conditioning
+    def __init__(self, split: LatentSplit, conditioning: str, tokens: bool = False) -> None:
+        self.split, self.conditioning, self.tokens = split, conditioning, tokens
 
     def __len__(self) -> int:
         return len(self.split)
@@ -40,7 +40,7 @@ class _IndexedBatches(Dataset):
     def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(index, dtype=torch.long)
         x0 = torch.as_tensor(self.split.latents[idx], dtype=torch.float32)
-        return x0, conditioning_of(self.split, idx, self.conditioning)
+        return x0, conditioning_of(self.split, idx, self.conditioning, self.tokens)
 
 
 class StepBatches(Sampler[list[int]]):
@@ -86,15 +86,16 @@ class LatentDataModule(L.LightningDataModule):
     (``val_size`` items picked with seed 0, the same for every cell)."""
 
     def __init__(self, splits: dict[str, LatentSplit], batch_size: int, val_size: int, seed: int,
-                 conditioning: str = "class") -> None:
+                 conditioning: str = "class", tokens: bool = False) -> None:
         super().__init__()
         self.splits, self.batch_size, self.seed, self.conditioning = splits, batch_size, seed, conditioning
+        self.tokens = tokens  # stored caption token sequences too (see conditioning_of)
         test = splits["test"]
         pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: min(val_size, len(test))]
         self.val_index = pick.sort().values
 
     def train_dataloader(self) -> DataLoader:
-        data = _IndexedBatches(self.splits["train"], self.conditioning)
+        data = _IndexedBatches(self.splits["train"], self.conditioning, self.tokens)
         trainer = self.trainer
         batches = StepBatches(len(data), self.batch_size, self.seed,
                               start_step=(lambda: trainer.global_step) if trainer else (lambda: 0),
@@ -108,7 +109,8 @@ class LatentDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         test = self.splits["test"]
         val = LatentSplit(latents=test.latents[self.val_index], labels=test.labels[self.val_index],
-                          text_emb=None if test.text_emb is None else test.text_emb[self.val_index])
-        data = _IndexedBatches(val, self.conditioning)
+                          text_emb=None if test.text_emb is None else test.text_emb[self.val_index],
+                          text_tokens=None if test.text_tokens is None else test.text_tokens[self.val_index])
+        data = _IndexedBatches(val, self.conditioning, self.tokens)
         return DataLoader(data, sampler=BatchSampler(SequentialSampler(range(len(val))), VAL_BATCH_SIZE, drop_last=False),
                           batch_size=None)

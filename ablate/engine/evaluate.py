@@ -33,14 +33,17 @@ PROMPT_SEED_OFFSET = 10_000  # prompts/noise seed = cell seed + this, distinct f
 class Prompts:
     """What the samples of one evaluation are conditioned on, shared by every setting."""
 
-    cond: Tensor            # class labels (N,) or caption embeddings (N, D)
+    cond: Tensor            # class labels (N,), caption token ids (N, L) or caption embeddings (N, D[+L W])
     labels: Tensor          # class labels (N,) (for class-aware scorers)
     captions: list[str]     # the text each sample should match
     noise: Tensor           # initial standard-normal noise (N, C, H, W)
 
 
-def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, conditioning: str) -> Prompts:
-    """n prompts drawn (with replacement if n > len(test)) from the test split, deterministically."""
+def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, conditioning: str,
+                 tokens: bool = False) -> Prompts:
+    """n prompts drawn (with replacement if n > len(test)) from the test split, deterministically; each
+    carries its class label and caption (the item's own when the split has them); ``tokens``: stored caption
+    token sequences join the conditioning (see :func:`ablate.data.conditioning.conditioning_of`)."""
     gen = torch.Generator().manual_seed(seed + PROMPT_SEED_OFFSET)
     index = torch.randint(len(test), (n,), generator=gen) if n > len(test) else torch.randperm(len(test), generator=gen)[:n]
     labels = test.labels[index]
@@ -49,7 +52,7 @@ def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, condit
     else:
         captions = [info.caption(int(y), gen) for y in labels]
     noise = torch.randn(n, info.channels, info.resolution, info.resolution, generator=gen)
-    return Prompts(conditioning_of(test, index, conditioning), labels, captions, noise)
+    return Prompts(conditioning_of(test, index, conditioning, tokens), labels, captions, noise)
 
 
 @torch.inference_mode()

@@ -63,7 +63,7 @@ class RunContext:
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks (e.g. a worker's heartbeat)
     fused: bool | None = None  # fused AdamW; None: ablate.engine.accel.fused_adamw decides
     gpu_share: float = 1.0  # the share of its GPUs a cell holds (1 / workers per GPU): GPU-hours count only it
-    _datasets: dict[tuple[str, int], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
+    _datasets: dict[tuple[str, int, str], tuple[DatasetInfo, dict[str, LatentSplit]]] = field(default_factory=dict)
     _scorers: dict[tuple[str, str], Scorer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,10 +71,10 @@ class RunContext:
             torch.set_float32_matmul_precision("high")  # TF32 matmuls for fp32 work (and no Lightning notice)
 
     def dataset(self, grid: Grid, name: str) -> tuple[DatasetInfo, dict[str, LatentSplit]]:
-        key = (name, grid.data.resolution)
+        key = (name, grid.data.resolution, grid.data.conditioning)
         if key not in self._datasets:
             data_dir = Path(grid.data.data_dir) if grid.data.data_dir else None
-            self._datasets[key] = load_dataset(name, grid.data.resolution, data_dir)
+            self._datasets[key] = load_dataset(name, grid.data.resolution, data_dir, grid.data.conditioning)
         return self._datasets[key]
 
     def scorers(self, grid: Grid, dataset: str) -> list[Scorer]:
@@ -168,11 +168,12 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
 
 
 def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
-                fused: bool | None = None) -> DiffusionModule:
+                fused: bool | None = None, backbone: str = "dit") -> DiffusionModule:
     """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
-    grid's network for the dataset ``info``, and its training settings."""
+    grid's network (of ``backbone``) for the dataset ``info``, and its training settings."""
     formulation, density = parse_variant(variant)
-    return DiffusionModule(formulation, density, network_config(grid.model, info, grid.data.conditioning),
+    return DiffusionModule(formulation, density, network_config(grid.model.for_backbone(backbone), info,
+                                                                    grid.data.conditioning, backbone),
                            grid.train.for_variant(variant), seed=seed, compiled=compiled, fused=fused)
 
 
@@ -181,8 +182,10 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     training summary (also written to train.json)."""
     info, splits = ctx.dataset(grid, cell.dataset)
     L.seed_everything(cell.seed, workers=True, verbose=False)
-    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused)
-    data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning)
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused,
+                         cell.backbone)
+    data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning,
+                            tokens=module.net_attends_tokens)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
     val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
@@ -279,7 +282,7 @@ def _step_of(row: dict[str, str]) -> int | None:
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     """Train (unless already trained) and evaluate one cell; returns "done", "skipped"."""
-    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed)
+    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, cell.backbone)
     if (directory / "done.json").exists():
         return "skipped"
     directory.mkdir(parents=True, exist_ok=True)
@@ -299,11 +302,13 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         last = directory / "checkpoints" / "last.ckpt"
         curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
         summary = {**summary, "val_curve": [curve_point(p) for p in curve]}
-    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device),
+                         backbone=cell.backbone)
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
-    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning)
+    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning,
+                           tokens=module.net_attends_tokens)
     stamp = provenance_stamp(str(ctx.device))
     store = ResultsStore(grid.results_root)
     for setting in grid.eval.all_settings():

@@ -1,12 +1,13 @@
-"""Training one grid cell: the Lightning module (formulation + DiT + EMA).
+"""Training one grid cell: the Lightning module (formulation + network + EMA).
 
 Convention: t in [0, 1], t = 0 is data, t = 1 is noise. The formulation layer owns all the math;
 this module only composes it: t ~ the variant's timestep density, z = add_noise(x0, eps, t),
 loss = formulation.loss(net(*model_input(z, t), y), x0, eps, t).
 
 The module is built from typed pieces: the formulation and timestep density (one parsed variant),
-the network's :class:`DiTConfig` (see :func:`network_config`) and the grid's :class:`TrainConfig`;
-it saves them as plain data (``save_hyperparameters``), so every checkpoint says what trained it.
+the network's :class:`~ablate.models.network.NetworkConfig` (see :func:`network_config`) and the
+grid's :class:`TrainConfig`; it saves them as plain data (``save_hyperparameters``), so every checkpoint
+says what trained it.
 
 EMA (:class:`ablate.engine.ema.EMA`) is updated every ``train.ema.every`` optimizer steps with decay
 ``train.ema.decay``. Validation (spec sections 4 and 6), on fixed data, noise and levels for every
@@ -37,21 +38,43 @@ from ablate.engine.ema import EMA
 from ablate.formulations import Formulation, TimestepDensity, level_times, matched_times, variant_name
 from ablate.config.grid import ModelConfig, TrainConfig
 from ablate.engine.metric_keys import KINDS, WEIGHTS, level_key, mean_key
-from ablate.models.dit import DiT, DiTConfig
+from ablate.errors import ConfigError
+from ablate.models.network import BACKBONES, NetworkConfig, build_network
+from ablate.models.text_encoder import TextEncoderConfig
 from ablate.config.schema import plain
 
 VAL_NOISE_SEED = 1234  # the same validation noise for every variant and seed
 
 
-def network_config(model: ModelConfig, info: DatasetInfo, conditioning: str = "class") -> DiTConfig:
-    """The DiT of a grid's ``model`` section for a dataset: its latent shape, and class labels
-    (``conditioning`` "class") or pooled caption embeddings ("caption") as the condition."""
+TEXT_ENCODER_DEPTH = 2  # blocks of the jointly trained caption encoder (its width and heads are the model's)
+
+
+def network_config(model: ModelConfig, info: DatasetInfo, conditioning: str = "class",
+                   backbone: str = "dit") -> NetworkConfig:
+    """The network of a grid's ``model`` section for a dataset and a backbone (:data:`BACKBONES`): its
+    latent shape, and class labels (``conditioning`` "class") or captions ("caption") as the condition.
+    Captions given as token ids (``info.caption_vocab``) get a jointly trained encoder of the model's width;
+    stored caption embeddings go in as they are (DiT: the pooled vector; the others: pooled and tokens)."""
     caption = conditioning == "caption"
-    return DiTConfig(
-        input_size=info.resolution, in_channels=info.channels, patch_size=model.patch_size,
-        hidden_size=model.hidden_size, depth=model.depth, num_heads=model.num_heads, mlp_ratio=model.mlp_ratio,
-        num_classes=0 if caption else info.num_classes, cond_dim=info.cond_dim if caption else 0,
-    )
+    text = TextEncoderConfig(vocab_size=info.caption_vocab, context_length=info.caption_length,
+                             width=model.hidden_size, depth=TEXT_ENCODER_DEPTH, num_heads=model.num_heads,
+                             pooled_dim=model.hidden_size) if caption and info.caption_vocab else None
+    keys = dict(input_size=info.resolution, in_channels=info.channels, patch_size=model.patch_size,
+                hidden_size=model.hidden_size, depth=model.depth, num_heads=model.num_heads, mlp_ratio=model.mlp_ratio,
+                num_classes=0 if caption else info.num_classes,
+                cond_dim=(text.pooled_dim if text else info.cond_dim) if caption else 0)
+    stored_tokens = caption and text is None and backbone != "dit"
+    if backbone != "dit":
+        if not caption:
+            raise ConfigError(f"The backbone {backbone!r} attends to caption tokens, so it needs data.conditioning "
+                              "'caption'; class-conditional grids use the backbone 'dit'.")
+        if stored_tokens and info.token_shape is None:
+            raise ConfigError(f"The backbone {backbone!r} attends to caption tokens, but dataset {info.name!r} was "
+                              "prepared without them; prepare it again with a text encoder that stores tokens, or "
+                              "use the backbone 'dit' (pooled embedding only).")
+        length, width = (text.context_length, text.width) if text else info.token_shape
+        keys.update(context_length=length, context_dim=width)
+    return NetworkConfig(backbone, BACKBONES[backbone][0](**keys), text, stored_tokens)
 
 
 class DiffusionModule(L.LightningModule):
@@ -67,14 +90,15 @@ class DiffusionModule(L.LightningModule):
     ``hparams``: ``variant`` (the name), ``network``, ``train`` and ``seed``, as plain data.
     """
 
-    def __init__(self, formulation: Formulation, density: TimestepDensity, network: DiTConfig,
+    def __init__(self, formulation: Formulation, density: TimestepDensity, network: NetworkConfig,
                  train: TrainConfig, seed: int = 0, compiled: bool = False, fused: bool | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"variant": variant_name(formulation, density), "network": network.to_dict(),
                                    "train": plain(train), "seed": seed})
         self.formulation, self.density, self.train_config = formulation, density, train
         self.seed, self.fused, self.compiled = seed, fused, compiled
-        self.net = DiT(network)
+        self.net = build_network(network)
+        self.net_attends_tokens = network.stored_tokens  # its conditioning packs the stored caption tokens
         self.ema = EMA(self.net, train.ema.decay)
         self.ema.requires_grad_(False)
         self.fused_used: bool | None = None

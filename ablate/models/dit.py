@@ -158,9 +158,24 @@ def sincos_pos_embed_2d(hidden_size: int, grid_size: int) -> Tensor:
     return torch.cat([axis(cols), axis(rows)], dim=1).to(torch.float32)
 
 
-def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """x * (1 + scale) + shift, with shift/scale (B, 1, D) broadcast over tokens."""
     return torch.addcmul(shift, x, 1 + scale)
+
+
+def mlp_layers(hidden_size: int, mlp_hidden_size: int) -> nn.Sequential:
+    """The transformer MLP: linear, tanh-GELU, linear (DiT's)."""
+    return nn.Sequential(
+        nn.Linear(hidden_size, mlp_hidden_size),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(mlp_hidden_size, hidden_size),
+    )
+
+
+def timestep_embedder(hidden_size: int) -> nn.Sequential:
+    """The MLP on the sinusoidal timestep features (DiT's; init N(0, 0.02) by its owner)."""
+    return nn.Sequential(nn.Linear(FREQUENCY_EMBEDDING_SIZE, hidden_size), nn.SiLU(),
+                         nn.Linear(hidden_size, hidden_size))
 
 
 class Attention(nn.Module):
@@ -187,19 +202,15 @@ class DiTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, mlp_hidden_size),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(mlp_hidden_size, hidden_size),
-        )
+        self.mlp = mlp_layers(hidden_size, mlp_hidden_size)
         self.adaLN_modulation = nn.Linear(hidden_size, 6 * hidden_size)  # input is SiLU(c)
 
     def forward(self, x: Tensor, c_act: Tensor) -> Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.adaLN_modulation(c_act).unsqueeze(1).chunk(6, dim=-1)
         )
-        x = torch.addcmul(x, gate_msa, self.attn(_modulate(self.norm1(x), shift_msa, scale_msa)))
-        return torch.addcmul(x, gate_mlp, self.mlp(_modulate(self.norm2(x), shift_mlp, scale_mlp)))
+        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))
+        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -213,7 +224,26 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, c_act: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c_act).unsqueeze(1).chunk(2, dim=-1)
-        return self.linear(_modulate(self.norm_final(x), shift, scale))
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+def embed_patches(patch_embed: nn.Conv2d, pos_embed: Tensor, x: Tensor, config: DiTConfig, who: str) -> Tensor:
+    """Latents (B, C, H, W) -> patch tokens plus positions (B, N, D); ``who`` names the model in errors."""
+    ch, side = config.in_channels, config.input_size
+    if x.shape[1:] != (ch, side, side):
+        raise ValueError(f"{who} input x has shape {tuple(x.shape)}; this model was built for "
+                         f"(B, {ch}, {side}, {side}) latents.")
+    tokens = patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D), strided view
+    # pos_embed first: the sum then takes its contiguous (B, N, D) layout, which every later
+    # op inherits (the other order keeps the conv's layout and each LayerNorm copies).
+    return pos_embed + tokens
+
+
+def unpatchify(out: Tensor, config: DiTConfig) -> Tensor:
+    """Per-token patches (B, N, p*p*C), row-major, back to the image (B, C, H, W)."""
+    b, p, ch, side = out.shape[0], config.patch_size, config.in_channels, config.input_size
+    out = out.view(b, side // p, side // p, p, p, ch).permute(0, 5, 1, 3, 2, 4)
+    return out.reshape(b, ch, side, side)
 
 
 class DiT(nn.Module):
@@ -227,7 +257,7 @@ class DiT(nn.Module):
         self.register_buffer(
             "pos_embed", sincos_pos_embed_2d(d, config.input_size // p)[None], persistent=False
         )
-        self.t_embedder = nn.Sequential(nn.Linear(FREQUENCY_EMBEDDING_SIZE, d), nn.SiLU(), nn.Linear(d, d))
+        self.t_embedder = timestep_embedder(d)
         self.class_embedding = nn.Embedding(config.num_classes + 1, d) if config.num_classes else None
         self.text_projection = nn.Linear(config.cond_dim, d, bias=False) if config.cond_dim else None
         self.blocks = nn.ModuleList(
@@ -299,17 +329,7 @@ class DiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Network output (B, C, H, W) for noisy latents x, noise level t (B,) and conditioning y."""
         cfg = self.config
-        b, _, h, w = x.shape
-        p, ch = cfg.patch_size, cfg.in_channels
-        if x.shape[1:] != (ch, cfg.input_size, cfg.input_size):
-            raise ValueError(
-                f"DiT input x has shape {tuple(x.shape)}; this model was built for "
-                f"(B, {ch}, {cfg.input_size}, {cfg.input_size}) latents."
-            )
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D), strided view
-        # pos_embed first: the sum then takes its contiguous (B, N, D) layout, which every later
-        # op inherits (the other order keeps the conv's layout and each LayerNorm copies).
-        tokens = self.pos_embed + tokens
+        tokens = embed_patches(self.patch_embed, self.pos_embed, x, cfg, "DiT")
         c_act = F.silu(self.condition(t, y))  # every adaLN linear sees SiLU(c)
         if cfg.autocast_stream and torch.is_autocast_enabled(x.device.type):
             # carry the residual stream and SiLU(c) in the autocast dtype (bf16): half the bytes of
@@ -318,9 +338,7 @@ class DiT(nn.Module):
             tokens, c_act = tokens.to(low), c_act.to(low)
         for block in self.blocks:
             tokens = block(tokens, c_act)
-        out = self.final_layer(tokens, c_act)  # (B, N, p*p*C)
-        out = out.view(b, h // p, w // p, p, p, ch).permute(0, 5, 1, 3, 2, 4)
-        return out.reshape(b, ch, h, w)
+        return unpatchify(self.final_layer(tokens, c_act), cfg)
 
     def gflops_per_image(self) -> float:
         """Forward GFLOPs per image, DiT paper convention (1 multiply-add = 1 FLOP); analytic."""

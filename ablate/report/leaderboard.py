@@ -65,6 +65,7 @@ class Leaderboard:
     sample_columns: list[str] = field(default_factory=list)  # the sample sheet: diagnostics.sample_previews
     previews: dict[str, list[Path | None]] = field(default_factory=dict)
     completeness: str | None = None
+    appendix: list[str] = field(default_factory=list)  # markdown parts after the figures (ablate.report.backbones)
 
 
 def build_leaderboard(
@@ -336,6 +337,7 @@ def render_markdown(lb: Leaderboard, figure: str | None = None, rank_figure: str
         parts += [f"## {lb.fidelity} vs sampling steps", f"![{lb.fidelity} vs steps]({figure})"]
     if sample_figure:
         parts += ["## Samples", f"![samples per variant]({sample_figure})"]
+    parts += lb.appendix
     return "\n\n".join(parts) + "\n"
 
 

@@ -75,7 +75,7 @@ class TrialLost(RuntimeError):
 def cell_of(attrs: dict[str, Any], grid_name: str) -> Cell | None:
     if "cell" not in attrs:
         return None
-    return Cell(grid_name, attrs["variant"], attrs["dataset"], int(attrs["seed"]))
+    return Cell(grid_name, attrs["variant"], attrs["dataset"], int(attrs["seed"]), attrs.get("backbone", "dit"))
 
 
 def trials_by_cell(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
@@ -120,7 +120,7 @@ def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> 
     order = resumed + [c for c in cells if c in due and c not in resumed]
     for cell in order:
         study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
-                                            "seed": cell.seed})
+                                            "seed": cell.seed, "backbone": cell.backbone})
     return len(order) - rotated
 
 
@@ -246,7 +246,8 @@ class Worker:
             return "[?] unknown cell"
         cells = [c.id for c in self.grid.cells()]
         place = f"{cells.index(cell.id) + 1}/{len(cells)}" if cell.id in cells else "+"
-        return f"[{place}] {cell.dataset} · {cell.variant} · seed {cell.seed}"
+        backbone = f" · {cell.backbone}" if self.grid.backbones != ("dit",) else ""
+        return f"[{place}] {cell.dataset} · {cell.variant}{backbone} · seed {cell.seed}"
 
     def say(self, text: str) -> None:
         self.ctx.console.print((f"[bold]\\[{self.name}][/] " if self.name else "") + text, highlight=False)
@@ -255,7 +256,8 @@ class Worker:
         cell = cell_of(trial.user_attrs, self.grid.name)
         if cell is None or _superseded(self.study, trial, cell.id):
             raise optuna.TrialPruned("no cell to run (spare or duplicate trial)")
-        directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed)
+        directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed,
+                             cell.backbone)
         reporter = TrialReporter(self.url, trial._trial_id)
         self.ctx.callbacks = [reporter]
         start = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.scaling.analysis import MetricFits
-from ablate.scaling.family import DataShape, ModelSize, dit_config, model_size, num_params
+from ablate.scaling.family import DataShape, ModelSize, network_of, model_size, num_params
 from ablate.scaling.fit import Interval, PowerLaw
 from ablate.scaling.plan import Point, make_point
 from ablate.scaling.spec import Study
@@ -53,7 +53,7 @@ def candidates(study: Study, data: DataShape) -> list[tuple[ModelSize, int]]:
     listed = [model_size(s) for s in study.scaling.sizes]
     sizes = {model_size(f"d{d}") for d in range(1, 2 * max(s.depth for s in listed) + 1)} | set(listed)
     mlp = study.base.model.mlp_ratio
-    return sorted(((s, num_params(dit_config(s, study.scaling.patch_size, data, mlp))) for s in sizes),
+    return sorted(((s, num_params(network_of(s, study.scaling.patch_size, data, mlp))) for s in sizes),
                   key=lambda pair: pair[1])
 
 

@@ -8,12 +8,14 @@ are named points off the rule. The patch size is a second, separate axis. A size
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ablate.errors import ConfigError
 from ablate.models.dit import DIT_PRESETS, DiT, DiTConfig
+from ablate.models.network import NetworkConfig, build_network
 
 WIDTH_PER_DEPTH = 64  # SD3: hidden size 64 d, d heads
 NAMED_SIZES = ("S", "B", "L", "XL")
@@ -56,6 +58,11 @@ class DataShape:
     channels: int
     num_classes: int
     cond_dim: int = 0
+    backbone: str = "dit"
+    # the dataset's DatasetInfo and conditioning when the network is more than a DiT of labels or pooled
+    # vectors (another backbone, or caption token ids): its shape is then the trained one (network_of)
+    info: Any = field(default=None, compare=False, repr=False)
+    conditioning: str = "class"
 
 
 def dit_config(size: ModelSize, patch_size: int, data: DataShape, mlp_ratio: float = 4.0) -> DiTConfig:
@@ -65,7 +72,22 @@ def dit_config(size: ModelSize, patch_size: int, data: DataShape, mlp_ratio: flo
                      num_classes=data.num_classes, cond_dim=data.cond_dim)
 
 
-def num_params(config: DiTConfig) -> int:
+def network_of(size: ModelSize, patch_size: int, data: DataShape, mlp_ratio: float = 4.0) -> DiTConfig | NetworkConfig:
+    """The network a family member trains on a dataset: :func:`dit_config` for a DiT of labels or pooled
+    vectors, else exactly what a cell of its backbone builds (:func:`ablate.engine.train.network_config`)."""
+    if data.info is None:
+        return dit_config(size, patch_size, data, mlp_ratio)
+    from ablate.config.grid import ModelConfig
+    from ablate.engine.train import network_config
+
+    model = ModelConfig(patch_size=patch_size, hidden_size=size.hidden_size, depth=size.depth,
+                        num_heads=size.num_heads, mlp_ratio=mlp_ratio)
+    return network_config(model, data.info, data.conditioning, data.backbone)
+
+
+def num_params(config: DiTConfig | NetworkConfig) -> int:
     """Parameters of the network (built on the meta device: no memory, no initialisation cost)."""
     with torch.device("meta"):
+        if isinstance(config, NetworkConfig):
+            return sum(p.numel() for p in build_network(config).parameters())
         return DiT(config).num_params()

@@ -13,11 +13,13 @@ Only matmuls, convolutions and attention count (no norms, activations or optimiz
 from __future__ import annotations
 
 import functools
+import json
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ablate.models.dit import FREQUENCY_EMBEDDING_SIZE, DiT, DiTConfig
+from ablate.models.network import NetworkConfig, build_network
 
 FORMULA_TOLERANCE = 0.001  # measured vs formula: they count the same products
 
@@ -68,13 +70,51 @@ def formula_train_flops(config: DiTConfig) -> float:
     return 2.0 * (3 * sum(parts.values()) - no_input_grad + recomputed_scores)
 
 
-def forward_gflops(config: DiTConfig) -> float:
+def forward_gflops(config: DiTConfig | NetworkConfig) -> float:
     """Forward GFLOPs per image in the DiT paper's convention (the quality-vs-GFLOPs axis)."""
     return config.gflops_per_image()
 
 
-def train_flops(config: DiTConfig) -> float:
-    """Measured training FLOPs per image, after checking them against :func:`formula_train_flops`."""
+def network_train_flops(network: NetworkConfig, batch: int = 2) -> float:
+    """Training FLOPs per image of any backbone (with its caption encoder), counted on one real forward and
+    backward step on the CPU, after checking the forward count against the network's own formula
+    (:meth:`NetworkConfig.flops`, 2 FLOPs per multiply-add)."""
+    key = json.dumps(network.to_dict(), sort_keys=True)
+    if key not in _NETWORK_FLOPS:
+        gen = torch.Generator().manual_seed(0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = build_network(network)
+        body = network.body
+        x = torch.randn(batch, body.in_channels, body.input_size, body.input_size, generator=gen)
+        t = torch.rand(batch, generator=gen)
+        if network.text is not None:
+            cond = torch.randint(1, network.text.vocab_size, (batch, network.text.context_length), generator=gen)
+        else:
+            width = body.cond_dim + (body.context_length * body.context_dim if network.stored_tokens else 0)
+            cond = (torch.randn(batch, width, generator=gen) if body.cond_dim
+                    else torch.randint(body.num_classes, (batch,), generator=gen))
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA) as counter:
+            out = net(x, t, cond)
+        forward, formula = counter.get_total_flops() / batch, 2.0 * sum(network.flops().values())
+        if abs(forward - formula) > FORMULA_TOLERANCE * formula:
+            raise RuntimeError(f"Forward FLOPs per image of {network.backbone} measured {forward:.6g} but its formula "
+                               f"gives {formula:.6g}: the network or torch's counter changed; update its flops().")
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA) as counter:
+            ((net(x, t, cond) - x) ** 2).mean().backward()
+        _NETWORK_FLOPS[key] = counter.get_total_flops() / batch
+        del out
+    return _NETWORK_FLOPS[key]
+
+
+_NETWORK_FLOPS: dict[str, float] = {}
+
+
+def train_flops(config: DiTConfig | NetworkConfig) -> float:
+    """Measured training FLOPs per image, after checking them against :func:`formula_train_flops` (a DiT), or
+    its forward count against the network's formula (:func:`network_train_flops`, any backbone)."""
+    if isinstance(config, NetworkConfig):
+        return network_train_flops(config)
     measured, formula = measure_train_flops(config), formula_train_flops(config)
     if abs(measured - formula) > FORMULA_TOLERANCE * formula:
         raise RuntimeError(f"Training FLOPs per image of {config} measured {measured:.6g} but the DiT formula gives "

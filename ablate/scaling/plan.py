@@ -12,7 +12,7 @@ from typing import Literal
 from ablate.errors import ConfigError
 from ablate.config.grid import Grid, ModelConfig
 from ablate.scaling.budget import Spend, budget_label, steps_for_budget
-from ablate.scaling.family import DataShape, ModelSize, dit_config, model_size, num_params
+from ablate.scaling.family import DataShape, ModelSize, network_of, model_size, num_params
 from ablate.scaling.flops import forward_gflops, train_flops
 from ablate.scaling.spec import Study
 
@@ -43,7 +43,7 @@ def make_point(study: Study, data: DataShape, kind: Kind, size: ModelSize, patch
                where: str = "") -> Point:
     """The grid of one model at a budget (``budget``) or a number of steps (``steps``)."""
     base = study.base
-    config = dit_config(size, patch, data, base.model.mlp_ratio)
+    config = network_of(size, patch, data, base.model.mlp_ratio)
     per_image = train_flops(config)
     batch = base.train.batch_size * base.train.devices * base.train.num_nodes
     if budget is not None:

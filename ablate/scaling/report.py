@@ -147,7 +147,7 @@ def render(study: Study, points: list[Point], rows: pd.DataFrame, fits: dict[tup
     lines = [
         f"# Scaling study `{study.name}`", "",
         f"From `{study.file}`, dataset {', '.join(study.base.datasets)}, seeds {list(study.base.seeds)}, "
-        f"formulations: {', '.join(study.base.variants)}. ablate {__version__}.", "",
+        f"formulations: {', '.join(study.base.variants)}, backbone {study.base.backbones[0]}. ablate {__version__}.", "",
         "Conventions: the budget C is training FLOPs per cell (a multiply-add is 2 FLOPs), counted by "
         "torch's FlopCounterMode on a real forward + backward step and equal to the DiT-paper formula "
         f"(ablate/scaling/flops.py); every isoFLOP cell spends C within {BUDGET_TOLERANCE:.0%}. N is the "

@@ -19,7 +19,7 @@ from ablate.config.grid import Grid, read_with_section
 from ablate.config.schema import Reader, opt
 from ablate.scaling.family import canonical_size
 
-FAMILY_KEYS = ("patch_size", "hidden_size", "depth", "num_heads")  # set by the family, not the file
+FAMILY_KEYS = ("patch_size", "hidden_size", "depth", "num_heads", "by_backbone")  # set by the family, not the file
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ def _check(grid: Grid, s: ScalingConfig, reader: Reader) -> None:
     """Checks across keys that the dataclasses cannot make alone."""
     if len(s.sizes) < 3:
         reader.bad(("scaling", "sizes"), list(s.sizes), "at least 3 sizes (a parabola in log N needs 3 points)")
+    if len(grid.backbones) != 1:
+        reader.bad(("backbones",), list(grid.backbones), "exactly one backbone (fit each backbone's exponents with its "
+                                                         "own scaling file, e.g. `backbones: [mmdit]`)")
     if len(grid.datasets) != 1:
         reader.bad(("datasets",), list(grid.datasets), "exactly one dataset (the FLOPs of a model depend on it)")
     r = grid.data.resolution

@@ -78,6 +78,21 @@ class FrechetScorer(Scorer):
                 "exist. Give a folder of reference images, a .pt batch or a .npz of statistics, or remove "
                 f"the option to use the dataset's {self._split()!r} split."
             )
+        if reference is None:  # the dataset's split: check its size now, before any cell trains
+            from ablate.data import load_dataset
+
+            info = self.ctx.dataset
+            splits = load_dataset(info.name, info.resolution, self.ctx.data_dir)[1]
+            count = len(splits[self._split()]) if self._split() in splits else 0
+            limit = self.opts.get("reference_count")
+            count = min(count, int(limit)) if limit is not None else count
+            if count < 2:
+                raise ConfigError(
+                    f"Scorer {self.name!r}: its reference, the {self._split()!r} split of dataset {info.name!r}, has "
+                    f"{count} image(s); a Frechet distance needs at least 2 (a covariance). Prepare the dataset with "
+                    "a larger --holdout, give a 'reference' option (an image folder, a .pt batch or a .npz of "
+                    "statistics), or drop this scorer."
+                )
 
     def images(self, samples: torch.Tensor) -> torch.Tensor:
         return samples_to_images(samples, self.ctx.dataset, self.ctx.device, self.opts.get("autoencoder"))

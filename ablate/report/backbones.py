@@ -1,0 +1,172 @@
+"""The backbone axis of a leaderboard (SD3 section 5.2.3, its Figure 4): variants ranked within each
+backbone and across them, final values with intervals, validation curves per backbone with bands.
+
+A grid with several backbones (or one other than DiT) is ranked across backbones by naming each
+(variant, backbone) pair ``"<variant> @ <backbone>"`` (:func:`label_variants`): the ordinary leaderboard
+then ranks the pairs. :func:`section` adds what belongs to the axis. Intervals over seeds are the mean
++- t(0.975, n - 1) standard errors (none for one seed). The curves are the validation losses each cell
+recorded while training (EMA weights): x0-MSE at fixed log-SNR levels (comparable across formulations)
+and each formulation's own loss (comparable within a formulation only). Fidelity and alignment are
+measured on the final (best-EMA) checkpoint only, so they appear as final values, not as curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablate.io import write_bytes_atomic
+from ablate.report import ranking
+from ablate.report.leaderboard import markdown_table
+from ablate.report.plots import _png
+from ablate.report.statistics import mean_and_se
+
+CURVES = (("val/ema_x0_mse", "validation x0-MSE (EMA)"), ("val/ema_loss", "validation loss, own formulation (EMA)"))
+
+
+def has_backbones(frame: pd.DataFrame) -> bool:
+    """Whether the records name a backbone axis (several backbones, or one that is not DiT)."""
+    return "backbone" in frame and set(frame["backbone"].fillna("dit")) != {"dit"}
+
+
+def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records with ``variant`` read as ``"<variant> @ <backbone>"`` (``formulation`` keeps the name)."""
+    return frame.assign(formulation_variant=frame["variant"],
+                        variant=frame["variant"] + " @ " + frame["backbone"].fillna("dit"))
+
+
+def _interval(values: np.ndarray, digits: int = 4) -> str:
+    from scipy.stats import t as student
+
+    values = np.asarray(values, float)
+    mean, se = mean_and_se(values)
+    n = int(np.isfinite(values).sum())
+    if n < 2 or not np.isfinite(se):
+        return f"{mean:.{digits}g}"
+    half = float(student.ppf(0.975, n - 1) * se)
+    return f"{mean:.{digits}g} [{mean - half:.{digits}g}, {mean + half:.{digits}g}]"
+
+
+def final_values(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
+    """Per (backbone, variant): parameters, GFLOPs, best validation x0-MSE and loss, fidelity and alignment
+    (each cell's mean over its settings), as mean [95% interval] over seeds."""
+    per_cell = frame.groupby(["backbone", "variant", "seed"]).agg(
+        params=("train_num_params", "first"), gflops=("train_gflops_per_image", "first"),
+        x0=("train_val_x0_mse", "first"), loss=("train_val_loss", "first"),
+        fid=(fidelity, "mean"), align=(alignment, "mean")).reset_index()
+    rows = []
+    for (backbone, variant), part in per_cell.groupby(["backbone", "variant"], sort=False):
+        rows.append({"backbone": backbone, "variant": variant, "seeds": len(part),
+                     "params (M)": f"{part['params'].iloc[0] / 1e6:.3f}", "GFLOPs/img": f"{part['gflops'].iloc[0]:.4f}",
+                     "val x0-MSE": _interval(part["x0"]), "val loss": _interval(part["loss"]),
+                     fidelity: _interval(part["fid"]), alignment: _interval(part["align"])})
+    return pd.DataFrame(rows).sort_values(["backbone", "variant"]).reset_index(drop=True)
+
+
+def within_ranks(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
+    """Average non-dominated rank of each variant within each backbone (the paper's Table 1 ranking on the
+    backbone's records alone): rows variants, columns backbones."""
+    columns = {}
+    for backbone, part in frame.groupby("backbone"):
+        means = ranking.setting_ranks(ranking.seed_means(part, alignment, fidelity), alignment, fidelity)
+        t1 = ranking.table1(means)
+        columns[backbone] = t1.set_index("variant")["all"]
+    return pd.DataFrame(columns)
+
+
+def _order(ranks: pd.Series) -> str:
+    """``a > b = c``: best first, ties joined by ``=``."""
+    groups = ranks.dropna().groupby(ranks.dropna()).groups
+    return " > ".join(" = ".join(sorted(groups[r])) for r in sorted(groups))
+
+
+def ranking_verdict(ranks: pd.DataFrame) -> str:
+    """Whether the formulation ranking changes across backbones: it does when some pair of variants is
+    strictly ordered one way within one backbone and strictly the other way within another (a tie
+    contradicts neither)."""
+    flips = []
+    variants = list(ranks.index)
+    for i, a in enumerate(variants):
+        for b in variants[i + 1:]:
+            diff = (ranks.loc[a] - ranks.loc[b]).dropna()
+            if (diff < 0).any() and (diff > 0).any():
+                flips.append(f"{a} vs {b}")
+    orders = "; ".join(f"{backbone}: {_order(ranks[backbone])}" for backbone in ranks.columns)
+    if flips:
+        return f"The formulation ranking changes across backbones ({', '.join(flips)} swap). Orders: {orders}."
+    return f"The formulation ranking does not change across backbones (no pair swaps). Orders: {orders}."
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validation curves per (backbone, variant, step): mean and 95% band over seeds for each of :data:`CURVES`."""
+    cells = frame.drop_duplicates(["backbone", "variant", "seed"])
+    rows = [{"backbone": r.backbone, "variant": r.variant, "seed": r.seed, "step": p["step"],
+             **{key: p.get(key, np.nan) for key, _ in CURVES}}
+            for r in cells.itertuples() for p in (getattr(r, "train_val_curve", None) or [])
+            if isinstance(p, dict)]
+    if not rows:
+        return pd.DataFrame()
+    from scipy.stats import t as student
+
+    data = pd.DataFrame(rows)
+    out = []
+    for (backbone, variant, step), part in data.groupby(["backbone", "variant", "step"]):
+        row = {"backbone": backbone, "variant": variant, "step": step}
+        for key, _ in CURVES:
+            mean, se = mean_and_se(part[key].to_numpy(float))
+            half = student.ppf(0.975, len(part) - 1) * se if len(part) > 1 else np.nan
+            row |= {key: mean, f"{key} low": mean - half, f"{key} high": mean + half}
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def plot_curves(grid: str, table: pd.DataFrame) -> bytes:
+    """PNG bytes in the shape of the paper's Figure 4: one column per variant, one row per curve, a line per
+    backbone with its 95% band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    variants = sorted(table["variant"].unique())
+    fig = Figure(figsize=(4.5 * len(variants) + 1.0, 7.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(CURVES), len(variants), squeeze=False)
+    for col, variant in enumerate(variants):
+        for row, (key, label) in enumerate(CURVES):
+            ax = axes[row][col]
+            for backbone, part in table[table["variant"] == variant].groupby("backbone"):
+                part = part.sort_values("step")
+                ax.plot(part["step"], part[key], label=backbone)
+                ax.fill_between(part["step"], part[f"{key} low"], part[f"{key} high"], alpha=0.2)
+            ax.set_title(variant, fontsize=9)
+            ax.set_xlabel("training step")
+            ax.set_yscale("log")
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    axes[0][0].legend(fontsize=7, title="backbone", title_fontsize=7)
+    fig.suptitle(f"{grid}: validation curves per backbone (mean, 95% band over seeds)", fontsize=10)
+    return _png(fig)
+
+
+def section(frame: pd.DataFrame, grid: str, alignment: str, fidelity: str, out_dir: Path) -> list[str]:
+    """Markdown parts of the backbone axis; writes ``<out_dir>/<grid>-backbones.png`` (the curves)."""
+    ranks = within_ranks(frame, alignment, fidelity)
+    parts = ["## Backbones: formulations ranked within each backbone",
+             "Average non-dominated rank (lower is better) of each variant among the variants of the same backbone; "
+             "Table 1 above ranks every (variant @ backbone) pair together.",
+             markdown_table(ranks.map(lambda v: f"{v:.2f}").rename_axis("variant").reset_index()),
+             ranking_verdict(ranks),
+             "## Backbones: final values",
+             "Best-EMA checkpoint; mean [95% t-interval over seeds]; fidelity and alignment averaged over each cell's "
+             "settings; val loss compares only within a formulation. Parameters include the caption encoder.",
+             markdown_table(final_values(frame, alignment, fidelity))]
+    table = curves(frame)
+    if not table.empty:
+        png = Path(out_dir) / f"{grid}-backbones.png"
+        write_bytes_atomic(png, plot_curves(grid, table))
+        parts += ["## Backbones: validation curves (the paper's Figure 4)",
+                  "Validation x0-MSE and own loss against training steps per backbone (EMA weights, mean and 95% "
+                  "band over seeds). Fidelity and alignment are measured at the end of training only (table above).",
+                  f"![validation curves per backbone]({png.name})"]
+    return parts
