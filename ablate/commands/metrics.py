@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         scorers.append(scorer)
     pool, pool_name = held_out_pool(info, splits)
+    stamp = provenance_stamp(str(device))  # the code that ran: taken before the (long) bench
     torch.manual_seed(0)
     scored = run_bench(scorers, info, pool, args.num, list(range(args.seeds)),
                        progress=lambda line: print(line, flush=True))
-    stamp = provenance_stamp(str(device))
     doc = result_document(info.name, pool_name, args.num, list(range(args.seeds)), scored, skipped, stamp)
     out = args.out if args.out is not None else args.results / "validity"
     found = validity.load(info.name, [out])
