@@ -140,6 +140,7 @@ class EffNetScorer(Scorer):
         self._path: Path | None = None
         self._reference: Reference | None = None
         self._resamples: dict[str, list[float]] = {}
+        self._features: dict[str, np.ndarray] = {}
 
     def check_available(self) -> None:
         self.net()
@@ -158,9 +159,18 @@ class EffNetScorer(Scorer):
     def net(self) -> torch.nn.Module:
         return load_network(str(self.weights_path()), self.image_size, str(torch.device(self.ctx.device)))
 
-    @torch.inference_mode()
     def embed(self, samples: torch.Tensor) -> np.ndarray:
-        """Pooled features (N, 1280) float32 of samples (dataset latents or uint8 images)."""
+        """Pooled features (N, 1280) float32 of samples (dataset latents or uint8 images); the last few
+        batches' features are kept by content hash (the validity bench scores one image set several times)."""
+        key = hashlib.sha256(samples.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        if key not in self._features:
+            if len(self._features) >= 4:
+                self._features.pop(next(iter(self._features)))
+            self._features[key] = self._embed(samples)
+        return self._features[key]
+
+    @torch.inference_mode()
+    def _embed(self, samples: torch.Tensor) -> np.ndarray:
         net, device, out = self.net(), self.ctx.device, []
         for chunk in samples.split(self.batch_size):
             images = samples_to_images(chunk, self.ctx.dataset, device, self.opts.get("autoencoder"))
@@ -200,7 +210,7 @@ class EffNetScorer(Scorer):
                 features, labels = data["features"], data["labels"]
         else:
             order = np.random.default_rng(0).permutation(count)  # blocks and PR subsets mix the classes
-            features, labels = self.embed(latents[torch.as_tensor(order)]), labels[order]
+            features, labels = self._embed(latents[torch.as_tensor(order)]), labels[order]
             buffer = io.BytesIO()
             np.savez(buffer, features=features, labels=labels, key=np.array(json.dumps(key, sort_keys=True)))
             write_bytes_atomic(path, buffer.getvalue())

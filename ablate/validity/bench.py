@@ -38,9 +38,9 @@ def run_bench(scorers: list[Scorer], info: DatasetInfo, pool: Pool, num_samples:
                                         for m, r in roles.items()},
                             "seconds": 0.0}
     for seed in seeds:
-        for ci, c in enumerate(corruptions):
+        for c in corruptions:
             for si, strength in enumerate(c.strengths):
-                gen = torch.Generator().manual_seed(1_000 * seed + ci)  # same base images at every strength
+                gen = torch.Generator().manual_seed(1_000 * seed)  # the same base images at every strength
                 images, labels = c.apply(pool, num_samples, strength, gen)
                 captions = [info.caption(int(y), None) for y in labels]
                 for scorer in scorers:
