@@ -230,13 +230,15 @@ def sample_previews(frame: pd.DataFrame, order: list[str]) -> tuple[list[str], d
     return columns, out
 
 
-def uncertainty_line(seeds: int, replicates: int, fidelity: str, fewest: int) -> str:
+def uncertainty_line(seeds: int, replicates: int, fidelity: str, fewest: int, samples: bool = False) -> str:
     """How the leaderboard's intervals were made: ``seeds`` training seeds (``fewest`` for some variant),
-    ``replicates`` bootstrap replicates (:mod:`ablate.report.statistics`)."""
+    ``replicates`` bootstrap replicates (:mod:`ablate.report.statistics`); ``samples``: the fidelity metric's
+    sample blocks were resampled too."""
+    within = (f"the samples within a setting are resampled too ({fidelity}'s disjoint sample blocks, kept in the "
+              "records, redrawn with replacement)" if samples else "samples within a setting are not resampled "
+              f"({fidelity} is a distance between feature sets, not a per-sample mean, and records keep only its value)")
     line = (f"Uncertainty: {seeds} training seed(s), {replicates} bootstrap replicates resampling the seeds jointly "
-            "(each seed also draws its own prompts and noise); samples within a setting are not resampled "
-            f"({fidelity} is a distance between feature sets, not a per-sample mean, and records keep only its "
-            "value). " + ("With one seed there are no intervals." if seeds < 2 else
+            f"(each seed also draws its own prompts and noise); {within}. " + ("With one seed there are no intervals." if seeds < 2 else
                           "Metrics are shown as seed mean ± standard error."))
     if 1 < seeds and fewest < seeds:
         line += (f" Unequal seeds: some variants have only {fewest} of the {seeds}; a replicate drawing none of a "

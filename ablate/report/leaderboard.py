@@ -29,6 +29,7 @@ from rich.text import Text
 from ablate.report import diagnostics
 from ablate.report import ranking
 from ablate.report import rank_stats
+from ablate.report import validity
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps, plot_sample_sheet
 from ablate.report.rank_stats import RankStats
@@ -62,23 +63,30 @@ class Leaderboard:
     sample_columns: list[str] = field(default_factory=list)  # the sample sheet: diagnostics.sample_previews
     previews: dict[str, list[Path | None]] = field(default_factory=dict)
     completeness: str | None = None
+    validity: list[str] = field(default_factory=list)  # each shown metric's validity-bench verdict
 
 
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
-    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES,
+    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES, validity_dirs: tuple[Path, ...] = (),
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`)."""
+    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`); each metric's
+    validity verdict is read from the first of ``validity_dirs`` holding ``validity-<dataset>.json``."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
-    means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
+    extra, found = ranking.extra_metrics(frame, alignment, fidelity), validity.for_datasets(
+        sorted(map(str, frame["dataset"].unique())), list(validity_dirs))
+    means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity, extra), alignment, fidelity,
+                                  *ranking.directions(frame, alignment, fidelity))
     t1 = ranking.table1(means)
     order = t1["variant"].tolist()
     lb = Leaderboard(
         grid=grid, alignment=alignment, fidelity=fidelity, means=means, table1=t1,
-        table2=ranking.table2(means, alignment, fidelity, order, steps=TABLE2_STEPS),
+        table2=ranking.table2(means, alignment, fidelity, order, TABLE2_STEPS, extra=extra,
+                              marks=validity.marks(found, [alignment, fidelity, *extra])),
         validation=ranking.validation_table(frame, order),
     )
+    lb.validity = validity.header_lines(found, [alignment, fidelity, *extra])
     lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
     lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
@@ -98,7 +106,8 @@ def _top(lb: Leaderboard) -> list[str]:
     lines += [line for line in [lb.completeness] if line]
     lines.append(diagnostics.convergence_line(lb.convergence))
     lines.append(diagnostics.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.stats.replicates if lb.stats else 0,
-                                              lb.fidelity, int(lb.means["seeds"].min())))
+                                              lb.fidelity, int(lb.means["seeds"].min()),
+                                              bool(lb.stats and lb.stats.samples_resampled)))
     return lines
 
 
@@ -107,7 +116,7 @@ def _top(lb: Leaderboard) -> list[str]:
 def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
     settings = lb.means[[*ranking.SETTING_KEYS, "steps", "cfg", "time_grid", "weights"]].drop_duplicates(
         list(ranking.SETTING_KEYS))
-    seeds = lb.means["seeds"]
+    seeds, (a, f) = lb.means["seeds"], ranking.directions(frame, lb.alignment, lb.fidelity)
     per_variant = lb.table1["settings"]
     lines = [
         f"Ranked {len(lb.table1)} variants over {len(settings)} control settings "
@@ -115,8 +124,8 @@ def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
         f"{', '.join(sorted(map(str, settings['dataset'].unique())))}; steps: {_values(settings['steps'])}; "
         f"cfg: {_values(settings['cfg'])}; time grids: {_values(settings['time_grid'])}; "
         f"weights: {_values(settings['weights'])}; seeds per (variant, setting): {_span(seeds)}.",
-        f"Alignment metric: {lb.alignment} (higher is better); fidelity metric: {lb.fidelity} "
-        "(lower is better). Metrics are averaged over seeds, then in each setting the variants are "
+        f"Alignment metric: {lb.alignment} ({'higher' if a else 'lower'} is better); fidelity metric: {lb.fidelity} "
+        f"({'lower' if f else 'higher'} is better). Metrics are averaged over seeds, then in each setting the variants are "
         "ranked by repeated non-dominated sorting (Pareto front = 1); a NaN metric ranks last.",
     ]
     if per_variant.min() != per_variant.max():
@@ -124,8 +133,8 @@ def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
             f"Warning: variants cover different numbers of settings ({_span(per_variant)}); "
             "their average ranks are over different settings."
         )
-    for metric in (lb.alignment, lb.fidelity):
-        lines.extend(metric_provenance(frame, metric))
+    shown = (lb.alignment, lb.fidelity, *ranking.extra_metrics(frame, lb.alignment, lb.fidelity))
+    lines += [line for metric in shown for line in metric_provenance(frame, metric)] + lb.validity
     stamps = {k: _values(frame[k]) for k in ("version", "git_commit", "device")}
     lines.append(
         f"Records written by ablate {stamps['version']}, commit {stamps['git_commit']}, "

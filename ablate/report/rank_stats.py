@@ -35,6 +35,7 @@ class RankStats:
     beats: pd.DataFrame                    # P(row beats column), rows and columns in table order
     seeds: int
     replicates: int
+    samples_resampled: bool = False        # the fidelity metric's sample parts were resampled too
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # column, variants, rho, CI low, CI high
     agreement_note: str = ""
     figure3: dict[str, float | str] = field(default_factory=dict)
@@ -50,8 +51,11 @@ def _bootstrap(data: SeedArray, replicates: int, seed: int) -> tuple[dict[str, n
     """Point estimates (V,) and replicates (B, V) of every column's average rank."""
     masks = column_masks(data.settings)
     point = {k: v[0] for k, v in statistics.average_ranks(data, np.ones((1, len(data.seeds)), int), masks).items()}
-    counts = statistics.seed_counts(len(data.seeds), replicates, np.random.default_rng(seed))
-    return point, statistics.average_ranks(data, counts, masks)
+    rng = np.random.default_rng(seed)
+    counts = statistics.seed_counts(len(data.seeds), replicates, rng)
+    fidelity = None if data.fidelity_parts is None else statistics.part_means(data.fidelity_parts, data.fidelity,
+                                                                                replicates, rng)
+    return point, statistics.average_ranks(data, counts, masks, fidelity)
 
 
 def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: int = statistics.DEFAULT_REPLICATES,
@@ -72,7 +76,7 @@ def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: i
     table["P(beats next)"] = [p[i, i + 1] if i + 1 < len(order) else np.nan for i in range(len(order))]
     names = table["variant"].tolist()
     stats = RankStats(table=table, beats=pd.DataFrame(p, index=names, columns=names), seeds=len(data.seeds),
-                      replicates=replicates)
+                      replicates=replicates, samples_resampled=data.fidelity_parts is not None)
     stats.agreement, stats.agreement_note = paper_agreement(frame, alignment, fidelity, replicates, seed)
     stats.figure3 = figure3_test(data, boot_counts=statistics.seed_counts(len(data.seeds), replicates,
                                                                           np.random.default_rng(seed + 1)))

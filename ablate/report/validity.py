@@ -196,3 +196,27 @@ def plot(doc: dict[str, Any]) -> bytes:
     data = _png(fig)
     plt.close(fig)
     return data
+
+
+def for_datasets(datasets: list[str], folders: list[Path]) -> dict[str, tuple[dict[str, Any], Path] | None]:
+    """Each dataset's validity result, from the first of ``folders`` that has one."""
+    return {d: load(d, folders) for d in datasets}
+
+
+def header_lines(found: dict[str, tuple[dict[str, Any], Path] | None], metrics: list[str]) -> list[str]:
+    """One line per (metric, dataset): its verdicts, or that the bench has not judged it."""
+    lines = []
+    for dataset, hit in found.items():
+        for metric in metrics:
+            if hit is None:
+                lines.append(f"Validity of {metric} on {dataset}: not measured (no {file_name(dataset, 'json')}; "
+                             f"`python -m ablate metrics check --dataset {dataset}` makes it).")
+            else:
+                lines.append(f"Validity on {dataset}: {summary(hit[0], metric, hit[1])}")
+    return lines
+
+
+def marks(found: dict[str, tuple[dict[str, Any], Path] | None], metrics: list[str]) -> dict[str, str]:
+    """Per metric, the table mark of :func:`mark` (from the first dataset with a result)."""
+    docs = [hit[0] for hit in found.values() if hit is not None]
+    return {m: mark(docs[0] if docs else None, m) for m in metrics}
