@@ -70,12 +70,10 @@ def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
     replicates: int = rank_stats.statistics.DEFAULT_REPLICATES, validity_dirs: tuple[Path, ...] = (),
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`); each metric's
-    validity verdict is read from the first of ``validity_dirs`` holding ``validity-<dataset>.json``."""
+    """Rank the variants of one grid's records (a ResultsStore frame); validity verdicts from ``validity_dirs``."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
-    extra, found = ranking.extra_metrics(frame, alignment, fidelity), validity.for_datasets(
-        sorted(map(str, frame["dataset"].unique())), list(validity_dirs))
+    extra, found = ranking.extra_metrics(frame, alignment, fidelity), validity.for_frame(frame, validity_dirs)
     means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity, extra), alignment, fidelity,
                                   *ranking.directions(frame, alignment, fidelity))
     t1 = ranking.table1(means)

@@ -198,9 +198,9 @@ def plot(doc: dict[str, Any]) -> bytes:
     return data
 
 
-def for_datasets(datasets: list[str], folders: list[Path]) -> dict[str, tuple[dict[str, Any], Path] | None]:
-    """Each dataset's validity result, from the first of ``folders`` that has one."""
-    return {d: load(d, folders) for d in datasets}
+def for_frame(frame: Any, folders: tuple[Path, ...]) -> dict[str, tuple[dict[str, Any], Path] | None]:
+    """The validity result of each dataset of a results frame, from the first of ``folders`` that has one."""
+    return {d: load(d, list(folders)) for d in sorted(map(str, frame["dataset"].unique()))}
 
 
 def header_lines(found: dict[str, tuple[dict[str, Any], Path] | None], metrics: list[str]) -> list[str]:
