@@ -243,8 +243,8 @@ class EffNetScorer(Scorer):
 
     def score(self, samples: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, float]:
         n = samples.shape[0]
-        if n < 2 * kernels.MIN_BLOCK:
-            raise ValueError(f"effnet scores at least {2 * kernels.MIN_BLOCK} samples, got {n}")
+        if n <= PR_K:
+            raise ValueError(f"effnet scores at least {PR_K + 1} samples, got {n}")
         ref = self.reference()
         x = self.embed(samples)
         blocks = kernels.kid_blocks(x, ref.blocks(kernels.block_count(n, self.kid_blocks)),
