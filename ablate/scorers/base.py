@@ -4,8 +4,9 @@ Scorers are selected by name in a grid (``eval.scorers: [probe]``) through :func
 Samples arrive as the sampler produced them: latents (N, C, H, W) of the dataset, with the
 class labels and captions they were prompted with. A scorer decodes latents to pixels itself
 (through the dataset's autoencoder) if it needs pixels. Every metric says whether it measures
-alignment (to the prompt) or fidelity (to the data), and which way is better; the leaderboard
-ranks on one alignment and one fidelity metric, as the paper did (CLIP score up, FID down).
+alignment (to the prompt), fidelity (to the data) or diversity (coverage of the data), and which way is
+better (records carry both, :func:`metric_roles`); the leaderboard ranks on one alignment and one fidelity
+metric, as the paper did (CLIP score up, FID down).
 """
 
 from __future__ import annotations
