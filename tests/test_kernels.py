@@ -42,7 +42,19 @@ def test_kid_blocks_are_disjoint_slices_against_their_reference_blocks():
     x, ref = rng.standard_normal((103, 4)), [rng.standard_normal((50, 4)) for _ in range(5)]
     blocks = kernels.kid_blocks(x, ref, [kernels.self_term(r) for r in ref])
     assert blocks.shape == (5,)
-    assert blocks[3] == pytest.approx(kernels.mmd2_unbiased(x[60:80], ref[3]))
+    mixed = x[np.random.default_rng(0).permutation(103)]
+    assert blocks[3] == pytest.approx(kernels.mmd2_unbiased(mixed[60:80], ref[3]))
+
+
+def test_kid_blocks_do_not_inherit_the_order_of_the_samples():
+    """A set whose first half is one mode and second half another: blocks cut in that order would each hold
+    one mode and be far from the mixed reference; the scorer's blocks mix them and see the set as it is."""
+    rng = np.random.default_rng(4)
+    modes = lambda n: np.concatenate([rng.normal(0, 1, (n // 2, 4)), rng.normal(3, 1, (n // 2, 4))])  # noqa: E731
+    x, ref = modes(200), [rng.permutation(modes(100)) for _ in range(4)]
+    selfs = [kernels.self_term(r) for r in ref]
+    in_order = np.mean([kernels.mmd2_unbiased(x[b * 50:(b + 1) * 50], ref[b], selfs[b]) for b in range(4)])
+    assert abs(kernels.kid_blocks(x, ref, selfs).mean()) < 0.1 * in_order
     assert kernels.block_count(1000, 10) == 10 and kernels.block_count(64, 10) == 4 and kernels.block_count(20, 10) == 1
 
 

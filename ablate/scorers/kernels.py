@@ -47,12 +47,14 @@ def block_count(n: int, most: int) -> int:
 
 
 def kid_blocks(x: np.ndarray, reference_blocks: list[np.ndarray], reference_self: list[float]) -> np.ndarray:
-    """Per-block unbiased MMD^2: the samples ``x`` in ``len(reference_blocks)`` disjoint consecutive blocks of
-    equal size (the remainder left out), block b against reference block b (its :func:`self_term` given)."""
+    """Per-block unbiased MMD^2: the samples ``x``, in a fixed pseudo-random order (seed 0: blocks must not
+    inherit an order of the samples, such as one class first), cut into ``len(reference_blocks)`` disjoint
+    blocks of equal size (the remainder left out), block b against reference block b (its :func:`self_term`)."""
     blocks = len(reference_blocks)
     size = len(x) // blocks
     if size < 2:
         raise ValueError(f"{len(x)} samples cannot fill {blocks} KID blocks of at least 2")
+    x = x[np.random.default_rng(0).permutation(len(x))]
     return np.array([mmd2_unbiased(x[b * size:(b + 1) * size], reference_blocks[b], reference_self[b])
                      for b in range(blocks)])
 
