@@ -111,7 +111,8 @@ def summary(doc: dict[str, Any], metric: str, path: Path | str | None = None) ->
     if failed:
         cases = "; ".join(f"{v.corruption} ({v.case})" for v in failed)
         return f"{metric}: FAILS the validity bench in {len(failed)} of {len(judged)} corruptions: {cases} [{where}]."
-    return f"{metric}: passes the validity bench, all {len(judged)} corruptions it must respond to [{where}]."
+    what = f"all {len(judged)} corruptions" if len(judged) > 1 else "the one corruption"
+    return f"{metric}: passes the validity bench, {what} it must respond to [{where}]."
 
 
 def mark(doc: dict[str, Any] | None, metric: str) -> str:
