@@ -67,3 +67,15 @@ def test_precision_recall_of_a_set_against_itself_and_a_collapsed_set():
     assert precision > 0.9 and recall < 0.2
     far = real + 10.0                                                                      # diverse, but not the data
     assert kernels.precision_recall(real, far)[0] < 0.05
+
+
+@pytest.mark.parametrize("n", [5, 40, 90])
+def test_the_low_rank_frechet_distance_equals_the_full_one(n):
+    """effnet's Frechet distance from the N x N matrix (N <= D) is the D x D computation's, and falls back above D."""
+    from ablate.scorers.frechet import frechet_distance_of_features, psd_sqrt
+
+    rng = np.random.default_rng(5)
+    reference = FeatureStats().update(rng.standard_normal((500, 64)) @ rng.standard_normal((64, 64)))
+    x = rng.standard_normal((n, 64)) + 0.3
+    full = frechet_distance(FeatureStats().update(x), reference)
+    assert frechet_distance_of_features(x, reference, psd_sqrt(reference.cov)) == pytest.approx(full, rel=1e-7)

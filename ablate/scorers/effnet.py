@@ -44,7 +44,7 @@ from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.io import write_bytes_atomic
 from ablate.scorers import kernels
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
-from ablate.scorers.frechet import FeatureStats, frechet_distance
+from ablate.scorers.frechet import FeatureStats, frechet_distance_of_features, psd_sqrt
 from ablate.weights import WeightsRequest, locate_weights, scorer_options, unloadable
 
 VERSION = 1
@@ -104,6 +104,7 @@ class Reference:
     features: np.ndarray            # (M, 1280) float32
     labels: np.ndarray              # (M,) int64 (-1: unlabelled)
     stats: FeatureStats
+    root: np.ndarray                # symmetric square root of the covariance (for the Frechet distance)
     block_self: np.ndarray          # (KID_BLOCKS,) within-block kernel means
     class_self: dict[int, float]    # per class: within-class kernel mean
 
@@ -215,8 +216,9 @@ class EffNetScorer(Scorer):
             np.savez(buffer, features=features, labels=labels, key=np.array(json.dumps(key, sort_keys=True)))
             write_bytes_atomic(path, buffer.getvalue())
         size = len(features) // KID_BLOCKS
+        stats = FeatureStats().update(features)
         reference = Reference(
-            features, labels, FeatureStats().update(features),
+            features, labels, stats, psd_sqrt(stats.cov),
             np.array([kernels.self_term(features[b * size:(b + 1) * size]) for b in range(KID_BLOCKS)]),
             {int(c): kernels.self_term(features[labels == c]) for c in np.unique(labels) if (labels == c).sum() > 1},
         )
@@ -255,7 +257,7 @@ class EffNetScorer(Scorer):
                            "ckid_effnet": [float(v) for v in per_class.values()]}
         return {
             "kid_effnet": float(blocks.mean()),
-            "fd_effnet": frechet_distance(FeatureStats().update(x), ref.stats),
+            "fd_effnet": frechet_distance_of_features(x, ref.stats, ref.root),
             "precision_effnet": precision, "recall_effnet": recall,
             "ckid_effnet": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         }
