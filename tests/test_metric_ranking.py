@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ablate.report import rank_stats, ranking, statistics, validity
 from ablate.report.leaderboard import build_leaderboard, render_markdown
@@ -104,3 +105,12 @@ def test_leaderboard_marks_a_failing_metric_in_its_header_and_tables(tmp_path):
     assert "kid_effnet (FAILS validity: a)" in " ".join(lb.table2.columns)
     assert "Validity of ckid_effnet on d: not measured" not in text   # measured-file present, metric absent:
     assert "ckid_effnet: not in the validity bench" in text
+
+
+def test_a_search_maximises_a_lower_is_better_alignment_metric_negated():
+    from ablate.search.points import objectives
+
+    frame = _frame({"good": 0.9, "bad": 0.1})
+    settings = tuple(frame["setting"].unique())
+    good, bad = objectives(frame, "good", [0, 1, 2], settings), objectives(frame, "bad", [0, 1, 2], settings)
+    assert good[0] == pytest.approx(-0.1, abs=0.01) and good[0] > bad[0] and good[1] < bad[1]
