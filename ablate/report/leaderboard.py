@@ -283,9 +283,9 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
     table1 = st.table[[c for c in TABLE1_SHOWN if c in st.table]] if st is not None else lb.table1
     sections = [
         ("Table 1: average non-dominated rank (lower is better)",
-         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), averaged over all settings, the 5-step, "
-         "the 50-step and the 50-step cfg-5 settings (see Deviations); 'all 95% CI': bootstrap interval of 'all'; "
-         "'rank 90%': interval of the variant's position; 'P(beats next)': probability that it has a lower "
+         f"Rank per setting on ({lb.alignment}, {lb.fidelity}; the header says which way is better), averaged over all "
+         "settings, the 5-step, the 50-step and the 50-step cfg-5 settings (see Deviations); 'all 95% CI': bootstrap "
+         "interval of 'all'; 'rank 90%': interval of the variant's position; 'P(beats next)': probability that it has a lower "
          "average rank than the next row; 'settings' counts the settings a variant was ranked in. Rank intervals are "
          "approximate: an average rank is bounded and discrete, so for the best and worst variants they "
          "under-cover when neighbours are within about 2 standard errors (tests/test_statistics.py).", table1),

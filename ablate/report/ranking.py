@@ -164,8 +164,8 @@ def table2(
     """Per dataset: seed-mean alignment and fidelity (then the ``extra`` metrics) at ``steps`` with ``weights``
     (the paper's Table 2), as text ``mean ± SE`` where several seeds give a standard error.
 
-    Columns ``"<dataset> <metric><mark>"`` (``marks``: e.g. a failed validity check); when a dataset has several (cfg, time_grid) at these steps,
-    the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
+    Columns ``"<dataset> <metric><mark>"`` (``marks``: e.g. a failed validity check); when a dataset has several
+    (cfg, time_grid) at these steps, the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
     """
     sel = means[(means["steps"] == steps) & (means["weights"] == weights)]
     if sel.empty:
