@@ -20,7 +20,7 @@ from rich.text import Text
 from ablate import __version__
 from ablate.errors import AblateError
 
-COMMANDS = ("run", "leaderboard", "status", "prepare", "score", "bench", "scale", "search")
+COMMANDS = ("run", "leaderboard", "status", "prepare", "score", "bench", "scale", "search", "metrics")
 
 
 class Parser(argparse.ArgumentParser):

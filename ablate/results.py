@@ -8,7 +8,9 @@ leaderboard read through it (it imports neither torch nor Lightning). Layout::
 where the setting key is :attr:`ablate.config.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record
 holds the setting's fields (solver, steps, cfg, time_grid, weights; records without ``solver`` are
 Euler), the metrics (named as the scorers name them, e.g. ``fd_probe``), the training summary of
-its cell (``train``, with the validation curve when the cell recorded one), the evaluation cost
+its cell (``train``, with the validation curve when the cell recorded one), the values of independent parts
+of the samples behind a metric where its scorer keeps them (``metric_resamples``: KID's sample blocks), the
+evaluation cost
 (``eval``), how the solver ran (``solver_details``; ``sampler`` in records written before it had
 that name), the formulation's metadata with its "our choice" notes, every scorer's provenance, the
 resolved grid config of the cell and a provenance stamp (version, git commit, device, UTC time).

@@ -276,7 +276,7 @@ def test_mixed_provenance_within_a_dataset_is_flagged(tmp_path: Path):
 
 
 def test_provenance_names_the_scorer_of_each_metric():
-    from ablate.report.leaderboard import _scorers_of
+    from ablate.report.provenance import scorers_of as _scorers_of
 
     scorers = {"clip": {"model": "ViT-L-14"}, "fid_clip": {"model": "ViT-L-14", "reference_set": "r"},
                "probe": {"model": "cnn"}}

@@ -1,5 +1,8 @@
 """``python -m ablate leaderboard``: rank the variants of each grid's results (paper Table 1).
 
+Each shown metric's validity verdict comes from ``validity-<dataset>.json`` (``python -m ablate metrics check``),
+looked for in ``<results>/validity/``, the output folder, then ``./leaderboard/`` (the published copy).
+
 The .md and .png go under the results directory (``<results>/<grid>/leaderboard/``) unless ``--out DIR``
 says otherwise: a run with a scratch ``--results`` never overwrites the repository's published
 ``leaderboard/`` (the nox smoke session writes there with an explicit ``--out leaderboard``).
@@ -37,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="where to write .md and .png (default: <results>/<grid>/leaderboard, beside the grid's results)")
     p.add_argument("--alignment", default=None, metavar="METRIC",
-                   help="alignment metric, higher is better (default: first present of clip, align_probe)")
+                   help="alignment metric (default: first present of clip, ckid_effnet, align_probe)")
     p.add_argument("--fidelity", default=None, metavar="METRIC",
-                   help="fidelity metric, lower is better (default: first present of fid_clip, fd_probe)")
+                   help="fidelity metric (default: first present of fid_clip, kid_effnet, fd_probe)")
     p.add_argument("--replicates", type=int, default=1000, metavar="N",
                    help="bootstrap replicates for Figure 3's test (default: 1000; fewer is faster and coarser; the "
                         "rank and metric intervals are t-intervals over seeds and need none)")
@@ -92,9 +95,10 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
         axis = backbones.has_backbones(frame)  # rank (variant @ backbone) pairs, then within each backbone
-        lb = build_leaderboard(backbones.label_variants(frame) if axis else frame, grid, alignment=alignment,
-                               fidelity=fidelity, replicates=replicates)
         out_dir = out if out is not None else results / grid / "leaderboard"
+        lb = build_leaderboard(backbones.label_variants(frame) if axis else frame, grid, alignment=alignment,
+                               fidelity=fidelity, replicates=replicates,
+                               validity_dirs=(results / "validity", out_dir, Path("leaderboard")))
         if axis:
             lb.appendix = backbones.section(frame, grid, lb.alignment, lb.fidelity, out_dir)
         written = write_outputs(lb, out_dir)

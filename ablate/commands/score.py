@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
             unlabelled = torch.full((samples.shape[0],), -1, dtype=torch.int64)  # only label-free scorers see this
             values = scorer.score(samples, labels if labels is not None else unlabelled,
                                   captions or [""] * samples.shape[0])
+            for metric, parts in scorer.resamples().items():  # e.g. KID: its standard error over its sample blocks
+                if len(parts) > 1:
+                    values[f"{metric} SE ({len(parts)} parts)"] = float(torch.tensor(parts).std() / len(parts) ** 0.5)
         results.append((scorer.name, values, {**scorer.provenance(), "num_samples": int(samples.shape[0])}))
 
     table = Table(title=Text(f"Scores of {args.path} ({samples.shape[0]} samples)"))

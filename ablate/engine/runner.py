@@ -45,7 +45,7 @@ from ablate.config.grid import Cell, Grid
 from ablate.engine.metric_keys import curve_point, summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
-from ablate.scorers.base import ScoreContext, Scorer, get_scorer
+from ablate.scorers.base import ScoreContext, Scorer, get_scorer, metric_roles
 from ablate.engine.monitor import TrainingMonitor
 from ablate.engine.batches import LatentDataModule
 from ablate.engine.train import DiffusionModule, network_config
@@ -318,9 +318,11 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
                                   grid.eval.batch_size, ctx.device,
                                   preview=store.preview_path(cell, setting), compiled=module.compiled,
                                   gpu_share=ctx.gpu_share)
-        provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"]} for s in scorers}
+        provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"], "metrics": metric_roles(s)}
+                      for s in scorers}
         store.write_record(new_record(
-            cell, setting, result["metrics"], nfe=result["nfe"], num_samples=result["num_samples"],
+            cell, setting, result["metrics"], metric_resamples=result["metric_resamples"],
+            nfe=result["nfe"], num_samples=result["num_samples"],
             train=summary, eval=result["eval"], solver_details=result["solver_details"],
             formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
                          "variant": cell.variant},

@@ -14,7 +14,6 @@ on convergence, then how uncertainty was measured. :func:`write_outputs` writes 
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,10 @@ from ablate.report import convergence
 from ablate.report import diagnostics
 from ablate.report import intervals
 from ablate.report import ranking
+from ablate.report import provenance
 from ablate.report import rank_stats
 from ablate.report import run_facts
+from ablate.report import validity
 from ablate.io import write_bytes_atomic, write_text_atomic
 from ablate.report.plots import plot_average_ranks, plot_fidelity_vs_steps, plot_sample_sheet
 from ablate.report.rank_stats import RankStats
@@ -66,24 +67,29 @@ class Leaderboard:
     previews: dict[str, list[Path | None]] = field(default_factory=dict)
     completeness: str | None = None
     appendix: list[str] = field(default_factory=list)  # markdown parts after the figures (ablate.report.backbones)
+    validity: list[str] = field(default_factory=list)  # each shown metric's validity-bench verdict
 
 
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
-    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES,
+    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES, validity_dirs: tuple[Path, ...] = (),
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`)."""
+    """Rank the variants of one grid's records (a ResultsStore frame); validity verdicts from ``validity_dirs``."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
-    means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
+    extra, found = ranking.extra_metrics(frame, alignment, fidelity), validity.for_frame(frame, validity_dirs)
+    means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity, extra), alignment, fidelity,
+                                  *ranking.directions(frame, alignment, fidelity))
     means = intervals.with_t_half_widths(means, [alignment, fidelity])
     t1 = ranking.table1(means)
     order = t1["variant"].tolist()
     lb = Leaderboard(
         grid=grid, alignment=alignment, fidelity=fidelity, means=means, table1=t1,
-        table2=ranking.table2(means, alignment, fidelity, order, steps=TABLE2_STEPS),
+        table2=ranking.table2(means, alignment, fidelity, order, TABLE2_STEPS, extra=extra,
+                              marks=validity.marks(found, [alignment, fidelity, *extra])),
         validation=ranking.validation_table(frame, order),
     )
+    lb.validity = validity.header_lines(found, [alignment, fidelity, *extra])
     lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
     lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
@@ -112,102 +118,31 @@ def _top(lb: Leaderboard) -> list[str]:
 def _header(frame: pd.DataFrame, lb: Leaderboard) -> list[str]:
     settings = lb.means[[*ranking.SETTING_KEYS, "steps", "cfg", "time_grid", "weights"]].drop_duplicates(
         list(ranking.SETTING_KEYS))
-    seeds = lb.means["seeds"]
+    seeds, (a, f) = lb.means["seeds"], ranking.directions(frame, lb.alignment, lb.fidelity)
     per_variant = lb.table1["settings"]
     lines = [
         f"Ranked {len(lb.table1)} variants over {len(settings)} control settings "
         f"(dataset x steps x cfg x time grid x weights) from {len(frame)} records; datasets: "
-        f"{', '.join(sorted(map(str, settings['dataset'].unique())))}; steps: {_values(settings['steps'])}; "
-        f"cfg: {_values(settings['cfg'])}; time grids: {_values(settings['time_grid'])}; "
-        f"weights: {_values(settings['weights'])}; seeds per (variant, setting): {_span(seeds)}.",
-        f"Alignment metric: {lb.alignment} (higher is better); fidelity metric: {lb.fidelity} "
-        "(lower is better). Metrics are averaged over seeds, then in each setting the variants are "
+        f"{', '.join(sorted(map(str, settings['dataset'].unique())))}; steps: {provenance.values_text(settings['steps'])}; "
+        f"cfg: {provenance.values_text(settings['cfg'])}; time grids: {provenance.values_text(settings['time_grid'])}; "
+        f"weights: {provenance.values_text(settings['weights'])}; seeds per (variant, setting): {provenance.span(seeds)}.",
+        f"Alignment metric: {lb.alignment} ({'higher' if a else 'lower'} is better); fidelity metric: {lb.fidelity} "
+        f"({'lower' if f else 'higher'} is better). Metrics are averaged over seeds, then in each setting the variants are "
         "ranked by repeated non-dominated sorting (Pareto front = 1); a NaN metric ranks last.",
     ]
     if per_variant.min() != per_variant.max():
         lines.append(
-            f"Warning: variants cover different numbers of settings ({_span(per_variant)}); "
+            f"Warning: variants cover different numbers of settings ({provenance.span(per_variant)}); "
             "their average ranks are over different settings."
         )
-    for metric in (lb.alignment, lb.fidelity):
-        lines.extend(metric_provenance(frame, metric))
-    stamps = {k: _values(frame[k]) for k in ("version", "git_commit", "device")}
+    shown = (lb.alignment, lb.fidelity, *ranking.extra_metrics(frame, lb.alignment, lb.fidelity))
+    lines += [line for metric in shown for line in provenance.metric_provenance(frame, metric)] + lb.validity
+    stamps = {k: provenance.values_text(frame[k]) for k in ("version", "git_commit", "device")}
     lines.append(
         f"Records written by ablate {stamps['version']}, commit {stamps['git_commit']}, "
         f"on {stamps['device']}."
     )
     return lines + run_facts.facts(frame)
-
-
-def metric_provenance(frame: pd.DataFrame, metric: str) -> list[str]:
-    """One line per distinct scorer provenance behind ``metric``, naming the datasets it covers.
-
-    Ranks compare variants within one dataset, so a dataset whose records carry several
-    provenances for the metric is flagged MIXED (its numbers are not comparable).
-    """
-    rows = frame[frame[metric].notna()]
-    groups: dict[str, dict[str, Any]] = {}  # provenance text -> datasets, sample counts, records
-    for dataset, scorers, samples in zip(rows["dataset"], rows["scorers"], rows["num_samples"]):
-        names = _scorers_of(metric, scorers or {})
-        text = "; ".join(f"scorer {n}: {_render_dict(scorers[n])}" for n in names) or "no scorer provenance"
-        group = groups.setdefault(text, {"datasets": set(), "samples": set(), "records": 0})
-        group["datasets"].add(str(dataset))
-        group["samples"].add(_fmt_value(samples))
-        group["records"] += 1
-    seen: dict[str, int] = {}
-    for group in groups.values():
-        for dataset in group["datasets"]:
-            seen[dataset] = seen.get(dataset, 0) + 1
-    lines = []
-    for text, group in groups.items():
-        mixed = sorted(d for d in group["datasets"] if seen[d] > 1)
-        lines.append(
-            f"{metric} ({', '.join(sorted(group['datasets']))}): {text}; samples per setting: "
-            f"{', '.join(sorted(group['samples']))}"
-            + (f" (MIXED provenance within {', '.join(mixed)}: this one in {group['records']} records)." if mixed else ".")
-        )
-    return lines
-
-
-def _scorers_of(metric: str, scorers: dict[str, Any]) -> list[str]:
-    """The scorers that produced ``metric``: those listing it under "metrics", else the scorer named
-    like the metric (``fid_clip``), else those it is named after (``fd_probe`` -> ``probe``), else all."""
-    listed = [n for n, p in scorers.items() if isinstance(p, dict) and metric in (p.get("metrics") or ())]
-    if listed:
-        return listed
-    if metric in scorers:
-        return [metric]
-    named = [n for n in scorers if metric.startswith(f"{n}_") or metric.endswith(f"_{n}")]
-    return named or sorted(scorers)
-
-
-def _render_dict(d: Any) -> str:
-    if not isinstance(d, dict):
-        return str(d)
-    return ", ".join(
-        f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v}"
-        for k, v in d.items() if k != "metrics"
-    ) or "(empty)"
-
-
-def _values(series: pd.Series) -> str:
-    present = [v for v in series.tolist() if _fmt_value(v) != "n/a"]
-    try:
-        present = sorted(set(present))
-    except TypeError:  # mixed types: sort by their text
-        present = sorted(set(present), key=str)
-    return ", ".join(_fmt_value(v) for v in present) or "n/a"
-
-
-def _fmt_value(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _span(series: pd.Series) -> str:
-    lo, hi = int(series.min()), int(series.max())
-    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 # ------------------------------------------------------------------------------------- rendering
@@ -272,7 +207,7 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
     table1 = st.table[[c for c in TABLE1_SHOWN if c in st.table]] if st is not None else lb.table1
     sections = [
         ("Table 1: average non-dominated rank (lower is better)",
-         f"Rank per setting on ({lb.alignment} up, {lb.fidelity} down), pool: all {len(lb.table1)} variants of this grid; "
+         f"Rank per setting on ({lb.alignment}, {lb.fidelity}; the header says which way is better), pool: all {len(lb.table1)} variants of this grid; "
          "'all', '5 steps', '50 steps', '50 steps cfg5': the rank of the seed means averaged over all settings, the "
          "5-step, the 50-step and the 50-step cfg-5 settings (see Deviations). 'per seed': the average rank over all "
          "settings of one training run (each seed ranked with its own cells), mean over seeds, with its 95% CI "

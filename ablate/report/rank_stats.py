@@ -13,7 +13,7 @@ test of Figure 3's claim.
 - Figure 3's claim: D = mean over non-rf variants of log(f5 / f50) minus the same over rf variants
   (f = fidelity, lower is better, at the largest cfg with both 5 and 50 steps, matched by dataset,
   weights and time grid). D > 0 means the rf variants lose less from 50 to 5 steps. Its interval is a
-  percentile bootstrap over seeds (:mod:`ablate.report.statistics`).
+  percentile bootstrap over seeds, and over the samples within a setting where records keep the metric's parts (KID blocks; :mod:`ablate.report.statistics`).
 """
 
 from __future__ import annotations
@@ -100,14 +100,17 @@ def figure3_test(data: SeedArray, boot_counts: np.ndarray) -> dict[str, float | 
     five = s[(s["steps"] == 5) & (s["cfg"] == cfg)].reset_index().merge(
         s[(s["steps"] == 50) & (s["cfg"] == cfg)].reset_index(), on=keys, suffixes=("_5", "_50"))
 
-    def statistic(counts: np.ndarray) -> np.ndarray:
-        f = statistics.weighted_means(data.fidelity, data.present, counts)      # (B, V, S)
+    def statistic(counts: np.ndarray, values: np.ndarray = data.fidelity) -> np.ndarray:
+        f = statistics.weighted_means(values, data.present, counts)             # (B, V, S)
         with np.errstate(invalid="ignore", divide="ignore"):
             loss = np.log(f[:, :, five["index_5"]] / f[:, :, five["index_50"]])  # (B, V, pairs)
             per_variant = np.nanmean(loss, axis=-1)
             return np.nanmean(per_variant[:, ~rf], -1) - np.nanmean(per_variant[:, rf], -1)
 
     point = float(statistic(np.ones((1, len(data.seeds)), int))[0])
-    low, high = statistics.percentile_interval(statistic(boot_counts))
+    # the seeds are resampled, and the samples within a setting too where records keep the metric's parts (KID blocks)
+    parts = (data.fidelity if data.fidelity_parts is None else
+             statistics.part_means(data.fidelity_parts, data.fidelity, len(boot_counts), np.random.default_rng(len(boot_counts))))
+    low, high = statistics.percentile_interval(statistic(boot_counts, parts))
     return {"cfg": cfg, "pairs": len(five), "rf": int(rf.sum()), "others": int((~rf).sum()),
             "D": point, "low": float(low), "high": float(high)}

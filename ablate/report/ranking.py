@@ -20,8 +20,11 @@ import pandas as pd
 from ablate.errors import ConfigError
 from ablate.results import DICT_KEYS, SCALAR_KEYS, SETTING_FIELDS
 
-ALIGNMENT_METRICS = ("clip", "align_probe")  # first present is used; higher is better
-FIDELITY_METRICS = ("fid_clip", "fd_probe")  # first present is used; lower is better
+# First present is used. Which way each is better comes from the records (:func:`higher_is_better`):
+# ckid_effnet is an alignment metric where lower is better; the probe's pair failed the validity bench
+# (leaderboard/validity-fashion-mnist.md) and is the last resort.
+ALIGNMENT_METRICS = ("clip", "ckid_effnet", "align_probe")
+FIDELITY_METRICS = ("fid_clip", "fd_effnet", "kid_effnet", "fd_probe")  # fd_effnet: passes every corruption of the validity bench
 SETTING_KEYS = ("dataset", "setting")  # a control setting
 CELL_KEYS = ("variant",) + SETTING_KEYS
 _GROUP = list(CELL_KEYS + SETTING_FIELDS)  # the fields are functions of the key: carried along
@@ -58,6 +61,22 @@ def non_dominated_ranks(
     return ranks
 
 
+def higher_is_better(frame: pd.DataFrame, metric: str, role: str) -> bool:
+    """Which way ``metric`` is better, as its records' scorer provenance declares it (``metrics`` ->
+    ``higher_is_better``); records without the declaration: alignment higher, anything else lower."""
+    for scorers in frame["scorers"] if "scorers" in frame else ():
+        for provenance in (scorers or {}).values():
+            declared = (provenance.get("metrics") if isinstance(provenance, dict) else None) or {}
+            if isinstance(declared, dict) and isinstance(declared.get(metric), dict):
+                return bool(declared[metric]["higher_is_better"])
+    return role == "alignment"
+
+
+def directions(frame: pd.DataFrame, alignment: str, fidelity: str) -> tuple[bool, bool]:
+    """(alignment: higher is better, fidelity: lower is better), as the records declare them."""
+    return higher_is_better(frame, alignment, "alignment"), not higher_is_better(frame, fidelity, "fidelity")
+
+
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The metric columns of a :meth:`ablate.results.ResultsStore.frame`."""
     reserved = set(SCALAR_KEYS) | set(DICT_KEYS) | {"record", "path"}
@@ -87,12 +106,19 @@ def choose_metric(frame: pd.DataFrame, role: str, override: str | None = None) -
     )
 
 
-def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
-    """Per (variant, setting): the seed-mean of both metrics (NaN if any seed is NaN), its standard error
-    (``<metric>_se``: sample SD / sqrt(seeds), NaN for one seed) and the seed count."""
+def extra_metrics(frame: pd.DataFrame, alignment: str, fidelity: str) -> list[str]:
+    """The other default metrics present (e.g. the probe's beside effnet's): extra columns, not ranked on."""
+    present = set(metric_columns(frame)) - {alignment, fidelity}
+    return [m for m in ALIGNMENT_METRICS + FIDELITY_METRICS if m in present]
+
+
+def seed_means(frame: pd.DataFrame, alignment: str, fidelity: str, extra: list[str] | None = None) -> pd.DataFrame:
+    """Per (variant, setting): the seed-mean of both metrics (and of ``extra`` ones; NaN if any seed is NaN), its
+    standard error (``<metric>_se``: sample SD / sqrt(seeds), NaN for one seed) and the seed count."""
     grouped = frame.groupby(_GROUP, dropna=False, sort=True)
-    means = grouped[[alignment, fidelity]].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
-    for metric in (alignment, fidelity):
+    metrics = [alignment, fidelity, *(extra or [])]
+    means = grouped[metrics].agg(lambda s: float(np.mean(s.to_numpy(dtype=float))))
+    for metric in metrics:
         means[f"{metric}_se"] = grouped[metric].agg(_standard_error)
     means["seeds"] = grouped["seed"].nunique()
     return means.reset_index()
@@ -103,13 +129,14 @@ def _standard_error(values: pd.Series) -> float:
     return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
-def setting_ranks(means: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
+def setting_ranks(means: pd.DataFrame, alignment: str, fidelity: str, alignment_higher: bool = True,
+                  fidelity_lower: bool = True) -> pd.DataFrame:
     """``means`` with a ``rank`` column: non-dominated rank of each variant within its setting."""
     ranked = means.copy()
     ranked["rank"] = 0
     for _, idx in ranked.groupby(list(SETTING_KEYS), dropna=False).groups.items():
         ranked.loc[idx, "rank"] = non_dominated_ranks(
-            ranked.loc[idx, alignment].to_numpy(), ranked.loc[idx, fidelity].to_numpy()
+            ranked.loc[idx, alignment].to_numpy(), ranked.loc[idx, fidelity].to_numpy(), alignment_higher, fidelity_lower
         )
     return ranked
 
@@ -132,13 +159,14 @@ def table1(ranks: pd.DataFrame) -> pd.DataFrame:
 
 def table2(
     means: pd.DataFrame, alignment: str, fidelity: str, order: list[str], steps: int = 25, weights: str = "ema",
+    extra: list[str] | None = None, marks: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per dataset: seed-mean alignment and fidelity at ``steps`` with ``weights`` (the paper's Table 2),
-    as text ``mean ± SE`` where several seeds give a standard error (``mean ± h`` where ``means`` has the 95%
-    half-width ``h`` in ``<metric>_ci95``: :func:`ablate.report.intervals.with_t_half_widths`).
+    """Per dataset: seed-mean alignment and fidelity (then the ``extra`` metrics) at ``steps`` with ``weights``
+    (the paper's Table 2), as text ``mean ± SE`` where several seeds give a standard error (``mean ± h`` where
+    ``means`` has the 95% half-width ``h`` in ``<metric>_ci95``: :func:`ablate.report.intervals.with_t_half_widths`).
 
-    Columns ``"<dataset> <metric>"``; when a dataset has several (cfg, time_grid) at these steps,
-    the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
+    Columns ``"<dataset> <metric><mark>"`` (``marks``: e.g. a failed validity check); when a dataset has several
+    (cfg, time_grid) at these steps, the column names add ``cfg=<cfg> <time_grid>``. Rows follow ``order`` (Table 1's order).
     """
     sel = means[(means["steps"] == steps) & (means["weights"] == weights)]
     if sel.empty:
@@ -148,9 +176,9 @@ def table2(
     for (dataset, cfg, time_grid), part in sel.groupby(["dataset", "cfg", "time_grid"], sort=True):
         label = f"{dataset} cfg={cfg:g} {time_grid}" if several[dataset] else str(dataset)
         part = part.set_index("variant")
-        for metric in (alignment, fidelity):
+        for metric in (alignment, fidelity, *(m for m in extra or [] if m in part)):
             spread = part.get(f"{metric}_ci95", part.get(f"{metric}_se"))  # the 95% half-width where known
-            columns[f"{label} {metric}"] = _with_se(part[metric], spread)
+            columns[f"{label} {metric}{(marks or {}).get(metric, '')}"] = _with_se(part[metric], spread)
     return _in_order(pd.DataFrame(columns), order)
 
 

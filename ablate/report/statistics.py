@@ -2,9 +2,11 @@
 
 What is resampled: the grid's training seeds, jointly for every variant (seed k of every variant
 shares its prompts and initial noise, so pairing is kept). A cell's seed also draws the prompts
-and noise its samples are scored on, so seed resampling carries that variation too. Samples
-*within* a setting are not resampled: a record holds the setting's Frechet distance, not per-sample
-features, and FD is not a mean over samples, so it cannot be resampled from records.
+and noise its samples are scored on, so seed resampling carries that variation too. Samples *within* a
+setting are resampled as well where the record keeps the fidelity metric's parts (``metric_resamples``:
+KID's disjoint sample blocks, whose mean is the metric): each replicate redraws every record's blocks
+with replacement (:func:`part_means`), a bootstrap of the samples in blocks. A metric without parts
+(a Frechet distance is not a mean over samples) is resampled over seeds only.
 
 Per replicate the pipeline is the point estimate's (:mod:`ablate.report.ranking`): seed-mean metrics per
 (variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablate.report import ranking
 from ablate.report.ranking import SETTING_KEYS
 
 DEFAULT_REPLICATES = 1000
@@ -39,6 +42,9 @@ class SeedArray:
     alignment: np.ndarray
     fidelity: np.ndarray
     present: np.ndarray
+    alignment_higher: bool = True
+    fidelity_lower: bool = True
+    fidelity_parts: np.ndarray | None = None  # (V, S, K, P) the fidelity metric's parts, NaN-padded; None: none kept
 
 
 def seed_array(frame: pd.DataFrame, alignment: str, fidelity: str, variants: list[str] | None = None) -> SeedArray:
@@ -53,10 +59,35 @@ def seed_array(frame: pd.DataFrame, alignment: str, fidelity: str, variants: lis
     ki = {s: i for i, s in enumerate(seeds)}
     shape = (len(variants), len(settings), len(seeds))
     a, f, present = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
-    for row in frame[["variant", *SETTING_KEYS, "seed", alignment, fidelity]].itertuples(index=False):
+    parts: dict[tuple[int, int, int], list[float]] = {}
+    records = frame["record"] if "record" in frame else [None] * len(frame)
+    for row, record in zip(frame[["variant", *SETTING_KEYS, "seed", alignment, fidelity]].itertuples(index=False),
+                           records):
         index = (vi[row[0]], si[(row[1], row[2])], ki[int(row[3])])
         a[index], f[index], present[index] = float(row[4]), float(row[5]), True
-    return SeedArray(list(variants), settings, seeds, a, f, present)
+        kept = ((record or {}).get("metric_resamples") or {}).get(fidelity) if isinstance(record, dict) else None
+        if kept and np.isfinite(f[index]):
+            parts[index] = [float(v) for v in kept]
+    return SeedArray(list(variants), settings, seeds, a, f, present,
+                     *ranking.directions(frame, alignment, fidelity), _parts_array(parts, shape))
+
+
+def _parts_array(parts: dict[tuple[int, int, int], list[float]], shape: tuple[int, ...]) -> np.ndarray | None:
+    if not parts:
+        return None
+    out = np.full((*shape, max(len(v) for v in parts.values())), np.nan)
+    for index, values in parts.items():
+        out[index][:len(values)] = values
+    return out
+
+
+def part_means(parts: np.ndarray, values: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, V, S, K) values with each record's parts (V, S, K, P; NaN-padded) redrawn with replacement and
+    averaged; records without parts keep ``values``."""
+    counts = np.isfinite(parts).sum(-1)                                               # (V, S, K)
+    draws = np.floor(rng.random((replicates, *parts.shape)) * np.maximum(counts, 1)[..., None]).astype(int)
+    drawn = np.take_along_axis(np.broadcast_to(parts, (replicates, *parts.shape)), draws, axis=-1).mean(-1)
+    return np.where(counts > 0, drawn, values[None])
 
 
 def seed_counts(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +96,8 @@ def seed_counts(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.n
 
 
 def weighted_means(values: np.ndarray, present: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(B, V, S) seed means with seed weights ``counts`` (B, K); NaN where a drawn seed is NaN or no seed is
+    """(B, V, S) seed means of ``values`` ((V, S, K), or (B, V, S, K) per replicate) with seed weights ``counts``
+    (B, K); NaN where a drawn seed is NaN or no seed is
     present. Where a (variant, setting) has records but none of a replicate's drawn seeds (a grid not yet
     complete: fewer seeds for some variants), it contributes the mean of the seeds it has, so it is not
     ranked as missing; its own seed-to-seed variation is then only partly in the intervals (not at all
@@ -73,19 +105,21 @@ def weighted_means(values: np.ndarray, present: np.ndarray, counts: np.ndarray) 
     w = present[None] * counts[:, None, None, :].astype(float)          # (B, V, S, K)
     w = np.where((w.sum(-1) == 0)[..., None], present[None].astype(float), w)
     total = w.sum(-1)
+    values = values if values.ndim == 4 else values[None]               # (B or 1, V, S, K)
     clean = np.where(np.isnan(values), 0.0, values)
-    means = (w * clean[None]).sum(-1) / np.where(total > 0, total, 1.0)
-    poisoned = ((w > 0) & np.isnan(values)[None]).any(-1)
+    means = (w * clean).sum(-1) / np.where(total > 0, total, 1.0)
+    poisoned = ((w > 0) & np.isnan(values)).any(-1)
     return np.where((total > 0) & ~poisoned, means, np.nan)
 
 
-def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray) -> np.ndarray:
+def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray, alignment_higher: bool = True,
+                fidelity_lower: bool = True) -> np.ndarray:
     """Non-dominated ranks along the last axis (alignment up, fidelity down) for a batch of rows.
 
     Same rule as :func:`ablate.report.ranking.non_dominated_ranks` for the ``active`` entries (a NaN ranks
     after the last front); inactive entries get NaN.
     """
-    c1, c2 = -alignment, fidelity
+    c1, c2 = (-alignment if alignment_higher else alignment), (fidelity if fidelity_lower else -fidelity)
     valid = active & np.isfinite(c1) & np.isfinite(c2)
     le = (c1[..., :, None] <= c1[..., None, :]) & (c2[..., :, None] <= c2[..., None, :])
     lt = (c1[..., :, None] < c1[..., None, :]) | (c2[..., :, None] < c2[..., None, :])
@@ -103,12 +137,15 @@ def batch_ranks(alignment: np.ndarray, fidelity: np.ndarray, active: np.ndarray)
     return np.where(active, ranks, np.nan)
 
 
-def average_ranks(data: SeedArray, counts: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per column (a boolean mask over settings): (B, V) average rank for each row of ``counts``."""
+def average_ranks(data: SeedArray, counts: np.ndarray, columns: dict[str, np.ndarray],
+                  fidelity: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per column (a boolean mask over settings): (B, V) average rank for each row of ``counts``; ``fidelity``:
+    per-replicate fidelity values (B, V, S, K) (samples resampled, :func:`part_means`) instead of the records'."""
     a = weighted_means(data.alignment, data.present, counts)
-    f = weighted_means(data.fidelity, data.present, counts)
+    f = weighted_means(data.fidelity if fidelity is None else fidelity, data.present, counts)
     active = data.present.any(-1)                                          # (V, S)
-    ranks = batch_ranks(np.moveaxis(a, 1, 2), np.moveaxis(f, 1, 2), active.T[None])  # (B, S, V)
+    ranks = batch_ranks(np.moveaxis(a, 1, 2), np.moveaxis(f, 1, 2), active.T[None],
+                        data.alignment_higher, data.fidelity_lower)  # (B, S, V)
     out = {}
     for name, mask in columns.items():
         part = ranks[:, mask, :]

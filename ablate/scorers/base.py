@@ -4,8 +4,9 @@ Scorers are selected by name in a grid (``eval.scorers: [probe]``) through :func
 Samples arrive as the sampler produced them: latents (N, C, H, W) of the dataset, with the
 class labels and captions they were prompted with. A scorer decodes latents to pixels itself
 (through the dataset's autoencoder) if it needs pixels. Every metric says whether it measures
-alignment (to the prompt) or fidelity (to the data), and which way is better; the leaderboard
-ranks on one alignment and one fidelity metric, as the paper did (CLIP score up, FID down).
+alignment (to the prompt), fidelity (to the data) or diversity (coverage of the data), and which way is
+better (records carry both, :func:`metric_roles`); the leaderboard ranks on one alignment and one fidelity
+metric, as the paper did (CLIP score up, FID down).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ablate.errors import ConfigError
 @dataclass(frozen=True)
 class Metric:
     name: str                                  # column name in the results, e.g. "fd_probe"
-    role: Literal["alignment", "fidelity"]
+    role: Literal["alignment", "fidelity", "diversity"]  # diversity: coverage of the data (e.g. recall)
     higher_is_better: bool
     description: str
 
@@ -60,6 +61,11 @@ class Scorer(ABC):
     def score(self, samples: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, float]:
         """Metrics for one batch of samples (the whole setting's samples at once)."""
 
+    def resamples(self) -> dict[str, list[float]]:
+        """Per metric of the last :meth:`score`, the values of independent parts of the samples whose mean is
+        the metric (e.g. KID's disjoint blocks): the record keeps them for resampling samples within a setting."""
+        return {}
+
 
 _REGISTRY: dict[str, type[Scorer]] = {}
 
@@ -83,6 +89,12 @@ def get_scorer(name: str, ctx: ScoreContext) -> Scorer:
     return _REGISTRY[name](ctx)
 
 
+def metric_roles(scorer: Scorer) -> dict[str, dict[str, Any]]:
+    """Each metric's role and direction, as a record's scorer provenance carries them (``metrics``): the
+    leaderboard reads which way is better from the records, without importing the scorers."""
+    return {m.name: {"role": m.role, "higher_is_better": m.higher_is_better} for m in scorer.metrics}
+
+
 def metric_info(name: str) -> Metric | None:
     _load_builtin()
     for cls in _REGISTRY.values():
@@ -95,7 +107,7 @@ def metric_info(name: str) -> Metric | None:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("probe", "clip", "fid"):
+    for module in ("probe", "clip", "fid", "effnet"):
         try:
             importlib.import_module(f"ablate.scorers.{module}")
         except ModuleNotFoundError as err:  # a scorer module not written yet

@@ -113,6 +113,30 @@ def frechet_distance(a: FeatureStats | Moments, b: FeatureStats | Moments) -> fl
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * _trace_sqrt_product(sigma1, sigma2))
 
 
+def frechet_distance_of_features(features: np.ndarray, reference: FeatureStats, reference_root: np.ndarray) -> float:
+    """:func:`frechet_distance` of the features (N, D) against ``reference``, given ``reference_root`` =
+    ``psd_sqrt(reference.cov)`` (computed once): with N <= D the sample covariance has rank below N, so the
+    trace term is taken from the N x N matrix ``A A^T / (N - 1)``, ``A = (X - mean) S_ref^1/2``, which has the
+    same non-zero eigenvalues as ``S_ref^1/2 S S_ref^1/2`` (exact, and O(N D^2) instead of O(D^3))."""
+    x = np.asarray(features, np.float64)
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"a covariance needs at least 2 features, got {n}")
+    centred = x - x.mean(0)
+    if n > x.shape[1]:
+        return frechet_distance(FeatureStats().update(x), reference)
+    a = centred @ reference_root
+    small = a @ a.T / (n - 1)
+    trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((small + small.T) / 2), 0.0, None)).sum())
+    diff = x.mean(0) - reference.mean
+    return float(diff @ diff + (centred * centred).sum() / (n - 1) + np.trace(reference.cov) - 2.0 * trace_sqrt)
+
+
+def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix."""
+    return _psd_sqrt(sigma)
+
+
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((sigma + sigma.T) / 2)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T

@@ -60,7 +60,9 @@ def metric_names(frame: pd.DataFrame) -> tuple[str, str]:
 
 def objectives(frame: pd.DataFrame, variant: str, seeds: Iterable[int], settings: tuple[str, ...]) -> tuple[float, float]:
     """(alignment, fidelity) of a variant: seed means over the records of ``settings`` (setting keys,
-    :attr:`Search.objective_settings`); NaN when a seed lacks a setting's record or a metric is NaN."""
+    :attr:`Search.objective_settings`); NaN when a seed lacks a setting's record or a metric is NaN. Oriented
+    for :data:`ablate.search.trials.DIRECTIONS` (alignment up, fidelity down): a metric the records declare
+    the other way (ckid_effnet: an alignment metric, lower is better) is negated."""
     if frame.empty:
         return math.nan, math.nan
     alignment, fidelity = metric_names(frame)
@@ -68,4 +70,6 @@ def objectives(frame: pd.DataFrame, variant: str, seeds: Iterable[int], settings
     rows = frame[(frame["variant"] == variant) & frame["seed"].isin(seeds) & frame["setting"].isin(settings)]
     if len(rows[["seed", "setting"]].drop_duplicates()) != len(set(seeds)) * len(set(settings)):
         return math.nan, math.nan
-    return float(rows[alignment].astype(float).mean()), float(rows[fidelity].astype(float).mean())
+    higher, lower = ranking.directions(frame, alignment, fidelity)
+    a, f = float(rows[alignment].astype(float).mean()), float(rows[fidelity].astype(float).mean())
+    return (a if higher else -a), (f if lower else -f)

@@ -53,7 +53,7 @@ REDUCED: dict[str, dict[str, Any]] = {
     "data": {"val_size": 64},
     "train": {"max_steps": 10, "val_every": 4},
     "eval": {"num_samples": 32, "batch_size": 32, "weights": ["ema", "raw"],
-             "settings": [{"steps": 50, "cfg": 1.0}, {"steps": 5, "cfg": 5.0}]},
+             "settings": [{"steps": 50, "cfg": 1.0}, {"steps": 5, "cfg": 5.0}], "scorers": ["probe"], "scorer_options": {}},
 }
 
 
