@@ -223,7 +223,7 @@ def test_no_more_workers_than_unfinished_cells(tmp_path, monkeypatch):
     grid = load_grid(workers_kit.write_grid(tmp_path, "few", ["rf", "eps/linear", "v/cos"], max_steps=4),
                      GridOverrides(results=tmp_path / "results"))
     started = []
-    monkeypatch.setattr(workers, "_supervise", lambda grid, ctx, url, options, gpus: started.append(len(gpus)))
+    monkeypatch.setattr(workers, "_supervise", lambda grid, ctx, url, options, gpus, pack: started.append(len(gpus)))
     ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
     assert run_grid(grid, ctx, WorkerOptions(storage=f"sqlite:///{tmp_path / 'q.db'}", workers=8)) == {"pending": 3}
     assert started == [3]
