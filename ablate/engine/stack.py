@@ -10,8 +10,10 @@ network's (a backbone's buffers must be constants, e.g. DiT's positional embeddi
 Modes:
 
 - ``"vmap"``: the stacked call (the CUDA default). Under vmap a convolution with batched weights
-  becomes one grouped convolution, which rounds differently from K separate ones on the CPU
-  (``tests/test_stack.py`` shows it: every other op of the DiT is bit-identical under vmap there).
+  becomes one grouped convolution, and an affine LayerNorm a norm then a multiply-add, which round
+  differently from K separate calls on the CPU; every other op of the DiT (Linear as a batched matmul,
+  attention, non-affine LayerNorm, embeddings, elementwise ops) is bit-identical there
+  (``tests/test_stack.py``: a conv-free backbone exactly, the DiT to rounding).
 - ``"loop"``: each network called on its own slice, in turn (the CPU default): bit-identical to
   lone cells, and as fast as vmap on a CPU for the smoke models (measured: vmap is no faster there).
 """
