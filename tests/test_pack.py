@@ -86,13 +86,14 @@ def _lone(grid, tmp_path):
     return [train_cell(grid, cell, _ctx(), tmp_path / "lone" / str(i)) for i, cell in enumerate(_cells(grid))]
 
 
-def test_a_pack_trains_each_cell_bit_for_bit_as_alone(tmp_path, one_thread):
+@pytest.mark.parametrize("mode", ["flat", "loop"])  # flat: one stacked network (CUDA's); loop: the CPU's
+def test_a_pack_trains_each_cell_bit_for_bit_as_alone(tmp_path, one_thread, mode):
     grid = _grid(tmp_path)
     cells = _cells(grid)
     lone = _lone(grid, tmp_path)
     dirs = [tmp_path / "pack" / str(i) for i in range(len(cells))]
     failed = []
-    packed = train_pack(grid, cells, _ctx(), dirs, lambda k, err: failed.append((k, err)))
+    packed = train_pack(grid, cells, _ctx(), dirs, lambda k, err: failed.append((k, err)), mode=mode)
     assert not failed and sorted(packed) == [0, 1, 2]
     for i in range(len(cells)):
         for key in SAME_KEYS:
@@ -103,13 +104,14 @@ def test_a_pack_trains_each_cell_bit_for_bit_as_alone(tmp_path, one_thread):
         assert (dirs[i] / "logs" / "metrics.csv").exists()
 
 
-def test_a_diverging_member_fails_alone_with_its_step(tmp_path, one_thread, monkeypatch):
+@pytest.mark.parametrize("mode", ["flat", "loop"])
+def test_a_diverging_member_fails_alone_with_its_step(tmp_path, one_thread, monkeypatch, mode):
     monkeypatch.setenv("ABLATE_TEST_NAN_VARIANT", VARIANTS[1])  # NaN inputs from step 3 on (workers_kit)
     grid = _grid(tmp_path)
     cells = _cells(grid)
     dirs = [tmp_path / "pack" / str(i) for i in range(len(cells))]
     failed = []
-    packed = train_pack(grid, cells, _ctx(), dirs, lambda k, err: failed.append((k, err)))
+    packed = train_pack(grid, cells, _ctx(), dirs, lambda k, err: failed.append((k, err)), mode=mode)
     assert [k for k, _ in failed] == [1] and isinstance(failed[0][1], FloatingPointError)
     assert failed[0][1].step == 3 and "at step 3" in str(failed[0][1])  # found before the validation at step 4
     assert sorted(packed) == [0, 2] and not (dirs[1] / "train.json").exists()
@@ -126,7 +128,8 @@ def test_a_killed_pack_resumes_in_a_pack_or_alone_bit_for_bit(tmp_path, one_thre
     lone = _lone(grid, tmp_path)
     dirs = [tmp_path / "pack" / str(i) for i in range(len(cells))]
     with pytest.raises(Interrupted):
-        train_pack(grid, cells, _ctx(InterruptAt(10)), dirs, lambda k, err: pytest.fail(f"member {k} failed: {err}"))
+        train_pack(grid, cells, _ctx(InterruptAt(10)), dirs, lambda k, err: pytest.fail(f"member {k} failed: {err}"),
+                   mode="flat")
     for d in dirs:
         assert torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
         assert not (d / "train.json").exists()

@@ -39,11 +39,11 @@ def train_pack(grid: Grid, cells: Sequence[Cell], ctx: RunContext, directories: 
     reported for every member still training."""
     info, splits = ctx.dataset(grid, cells[0].dataset)
     compiled = compile_for(grid.train.compile, ctx.device)
-    mode = mode or mode_for(ctx.device)
     members = []
     for cell in cells:  # each network starts from its own seed, as alone
         L.seed_everything(cell.seed, workers=True, verbose=False)
         members.append(cell_module(grid, cell.variant, info, cell.seed, compiled, ctx.fused))
+    mode = mode or mode_for(ctx.device, members[0].net)
     pack = PackModule(members, mode, compiled=compiled)
     data = PackDataModule(splits, grid.train.batch_size, grid.data.val_size, [c.seed for c in cells],
                           grid.data.conditioning)
