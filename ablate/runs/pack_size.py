@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ablate.config.grid import Grid
 from ablate.engine.runner import RunContext
 from ablate.engine.train import network_config
@@ -41,6 +43,11 @@ def pack_size(grid: Grid, ctx: RunContext, requested: int | None, workers: int, 
     if spread or grid.train.devices * grid.train.num_nodes > 1:
         return 1
     share = max(1, math.ceil(unfinished / max(workers, 1)))
-    if ctx.device.type == "cuda":
-        return max(1, min(MAX_PACK, share, int(STEP_GFLOP // max(step_gflop(grid, ctx), 1e-9))))
+    return size_for(ctx.device, step_gflop(grid, ctx) if ctx.device.type == "cuda" else 0.0, share)
+
+
+def size_for(device: torch.device, gflop: float, share: int = MAX_PACK) -> int:
+    """The rule (module doc) for a cell step of ``gflop`` training GFLOP and ``share`` cells to run."""
+    if device.type == "cuda":
+        return max(1, min(MAX_PACK, share, int(STEP_GFLOP // max(gflop, 1e-9))))
     return max(1, min(MAX_PACK, share))
