@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
                   f"TFLOP/s (8192^3, random data)" if gpu else f"[bold]ablate bench[/] on {name}: fp32 matmul "
                   f"{peak:,.2f} TFLOP/s", highlight=False)
     table = Table(title=f"training: grid {grid.name}'s train config, {steps} timed steps after {warmup}, "
-                        f"synthetic 32x32x{args.channels} data; 'incl. val': amortised at val_every "
+                        f"synthetic data (the grid's channels for its model, {args.channels} for presets); 'incl. val': amortised at val_every "
                         f"{grid.train.val_every}")
     for col in ("model", "GMACs/img", "batch", "cell img/s", "ms/step", "MFU", "plain img/s", "plain MFU",
                 "cell/plain", "1st step s (compile)", "val s", "ckpt s", "img/s incl. val", "peak GiB"):
