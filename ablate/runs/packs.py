@@ -126,8 +126,9 @@ def _train(worker: Worker, claims: list[_Claim]) -> None:
                 ctx.callbacks = []
             continue
         worker.say(f"training {len(members)} cells as one pack")
-        train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
-                   lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
+        with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
+            train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
+                       lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
 
 
 def run_pack(worker: Worker, size: int) -> bool:
