@@ -27,6 +27,7 @@ Modes:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -130,15 +131,30 @@ class StackedForward:
         self.names = [name for name, _ in self.nets[0].named_parameters()]
         self.template = copy.deepcopy(self.nets[0]).to("meta")
         self.flat = flat_network(self.nets) if mode == "flat" else None
-        self._call: Any = self._vmapped if mode == "vmap" else self._flat
-        if compile and mode != "loop":
-            self._call = torch.compile(self._call, dynamic=False)
+        self._eager: Any = self._vmapped if mode == "vmap" else self._flat
+        self._call: Any = self._eager
+        self._untried = compile and mode != "loop"
+        if self._untried:
+            self._call = torch.compile(self._eager, dynamic=False)
 
     def _flat(self, args: Sequence[tuple[Any, ...]]) -> list[Tensor]:
         flat = self.flat
         assert flat is not None
         joined = [_join([a[i] for a in args]) for i in range(len(args[0]))]
         return list(flat(*joined).chunk(len(args)))
+
+    def _first_call(self, *args: Any) -> Any:
+        """The stacked call; the first compiled one falls back to eager (with a warning) if compiling fails."""
+        if not self._untried:
+            return self._call(*args)
+        self._untried = False
+        try:
+            return self._call(*args)
+        except Exception as err:  # noqa: BLE001 -- a backbone dynamo cannot trace still trains, eagerly
+            warnings.warn(f"the stacked {self.mode} call could not be compiled ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); it runs eagerly", stacklevel=2)
+            self._call = self._eager
+            return self._call(*args)
 
     def _place(self, device: torch.device) -> None:
         """The flat network's buffers follow the networks' device (it is not a registered submodule)."""
@@ -165,13 +181,13 @@ class StackedForward:
             return out
         if self.mode == "flat":
             self._place(args[0][0].device)
-            for k, o in enumerate(self._call(list(args))):
+            for k, o in enumerate(self._first_call(list(args))):
                 out[k] = o if k in members else None
             return out
         params = {name: torch.stack([p for p in ps]) for name, ps in
                   zip(self.names, zip(*(list(n.parameters()) for n in self.nets)))}
         buffers = dict(self.nets[0].named_buffers())
-        stacked = self._call(params, buffers, _stack_inputs(list(args)))
+        stacked = self._first_call(params, buffers, _stack_inputs(list(args)))
         for k in members:
             out[k] = stacked[k]
         return out
