@@ -11,6 +11,7 @@ import ablate  # noqa: F401  (torchvision fix first)
 import lightning as L
 import pytest
 import torch
+import train_kit
 import workers_kit
 from rich.console import Console
 
@@ -25,23 +26,6 @@ SAME_KEYS = ("best_step", "val_loss", "val_loss_raw", "val_x0_mse", "val_loss_by
 
 class Interrupted(BaseException):
     """A kill: not an Exception, so it stops the whole pack (as a signal's KeyboardInterrupt does)."""
-
-
-class InterruptAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
-        if trainer.global_step == self.step:
-            raise Interrupted(f"stopped at step {self.step}")
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _grid(tmp_path, seeds=(0, 1)):
@@ -128,7 +112,7 @@ def test_a_killed_pack_resumes_in_a_pack_or_alone_bit_for_bit(tmp_path, one_thre
     lone = _lone(grid, tmp_path)
     dirs = [tmp_path / "pack" / str(i) for i in range(len(cells))]
     with pytest.raises(Interrupted):
-        train_pack(grid, cells, _ctx(InterruptAt(10)), dirs, lambda k, err: pytest.fail(f"member {k} failed: {err}"),
+        train_pack(grid, cells, _ctx(train_kit.InterruptAt(10, Interrupted)), dirs, lambda k, err: pytest.fail(f"member {k} failed: {err}"),
                    mode="flat")
     for d in dirs:
         assert torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
