@@ -58,13 +58,13 @@ def test_checkpoint_write_cut_short_keeps_the_previous_file(tmp_path, monkeypatc
 
 def test_a_metrics_log_cut_short_does_not_stop_a_resume(tmp_path):
     """A kill mid-write can leave ``metrics.csv`` unparsable; resuming must go on (the logs are for people)."""
-    from ablate.engine.runner import EARLIER_LOG, _keep_earlier_log
+    from ablate.engine.runner import EARLIER_LOG, keep_earlier_log
 
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / EARLIER_LOG).write_text("epoch,step,train/loss\n0,1,0.5\n0,9,0.4\n")
     (logs / "metrics.csv").write_text('epoch,step,train/loss\n0,5,0.3\n0,6,0.2,7,8\n0,7,"0.1\n')
-    _keep_earlier_log(logs, resumed_step=8)  # rows before step 8 that parse are kept; the row with extra fields is not
+    keep_earlier_log(logs, resumed_step=8)  # rows before step 8 that parse are kept; the row with extra fields is not
     assert pd.read_csv(logs / EARLIER_LOG)["step"].tolist() == [1, 5, 7]
     (logs / "metrics.csv").write_bytes(b"epoch,step,train/loss\n0,5,0.3\n\xff\xfe\x00")
-    _keep_earlier_log(logs, resumed_step=8)
+    keep_earlier_log(logs, resumed_step=8)

@@ -12,6 +12,7 @@ import ablate  # noqa: F401  (torchvision fix first)
 import lightning as L
 import pytest
 import torch
+import train_kit
 import workers_kit
 from rich.console import Console
 
@@ -26,21 +27,8 @@ class Interrupted(Exception):
     pass
 
 
-class InterruptAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
-        if trainer.global_step == self.step:
-            raise Interrupted(f"stopped at step {self.step}")
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def InterruptAt(step: int) -> L.Callback:  # noqa: N802 -- reads as the class it makes
+    return train_kit.InterruptAt(step, Interrupted)
 
 
 def test_interrupted_and_resumed_cell_is_bit_identical_to_an_uninterrupted_one(tmp_path, one_thread):

@@ -223,7 +223,7 @@ def test_no_more_workers_than_unfinished_cells(tmp_path, monkeypatch):
     grid = load_grid(workers_kit.write_grid(tmp_path, "few", ["rf", "eps/linear", "v/cos"], max_steps=4),
                      GridOverrides(results=tmp_path / "results"))
     started = []
-    monkeypatch.setattr(workers, "_supervise", lambda grid, ctx, url, options, gpus: started.append(len(gpus)))
+    monkeypatch.setattr(workers, "_supervise", lambda grid, ctx, url, options, gpus, pack: started.append(len(gpus)))
     ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
     assert run_grid(grid, ctx, WorkerOptions(storage=f"sqlite:///{tmp_path / 'q.db'}", workers=8)) == {"pending": 3}
     assert started == [3]
@@ -310,6 +310,7 @@ def test_no_cell_is_claimed_after_the_time_limit(tmp_path, monkeypatch, one_thre
         return outcome
 
     monkeypatch.setattr(queue, "run_cell", run_past_the_limit)
-    assert run_grid(grid, ctx, WorkerOptions(storage=url, claim_until=until)) == {"done": 1, "pending": 1}
+    # one cell at a time (a pack would claim both at once, before the limit)
+    assert run_grid(grid, ctx, WorkerOptions(storage=url, claim_until=until, pack=1)) == {"done": 1, "pending": 1}
     monkeypatch.setattr(queue, "run_cell", real)
     assert run_grid(grid, ctx, WorkerOptions(storage=url)) == {"done": 2}

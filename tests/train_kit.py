@@ -37,3 +37,14 @@ def bare_trainer(max_steps: int, callbacks: list[L.Callback] = (), **kw: Any) ->
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                      num_sanity_val_steps=0, callbacks=list(callbacks), deterministic=True,
                      **{"limit_val_batches": 0, **kw})
+
+
+class InterruptAt(L.Callback):
+    """Raises ``error`` (a kill stand-in) at the end of optimizer step ``step``."""
+
+    def __init__(self, step: int, error: type[BaseException]) -> None:
+        self.step, self.error = step, error
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise self.error(f"stopped at step {self.step}")

@@ -9,8 +9,10 @@ depend on the machine; quote ratios from one run, absolute times only from the G
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+from typing import Any
 from pathlib import Path
 
 from rich.console import Console
@@ -26,15 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", nargs="?", default="fashion-mnist",
                    help="grid whose training and evaluation config to use (default fashion-mnist)")
     p.add_argument("--model", action="append", metavar="PRESET",
-                   help="DiT preset(s) for the training table, e.g. S/2, B/2 (default: S/2 and B/2 on the GPU, "
-                        "the grid's own model on the CPU)")
+                   help="DiT preset(s) for the training table, e.g. S/2, B/2, or 'grid' for the grid's own model "
+                        "(default: the grid's, S/2 and B/2 on the GPU, the grid's own model on the CPU)")
     p.add_argument("--channels", type=int, default=4, help="latent channels of the training table's synthetic "
                    "data (default 4: 32x32x4 SD-VAE latents)")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the grid's)")
-    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 60 GPU, 10 CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first, compile included (default 10, 3)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the grid's; 16 on the CPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 60 GPU, 4 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first, compile included (default 10, 2)")
+    p.add_argument("--pack", type=int, default=None, metavar="K", help="cells in the packing table's pack (default: "
+                   "what run chooses for the grid's model on the GPU, ablate/runs/pack_size.py; 2 on the CPU)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation table (it needs the grid's dataset)")
-    p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per setting (default: the grid's)")
+    p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per setting (default: the "
+                   "grid's; 2 on the CPU, where validation also uses at most 16 items)")
     p.add_argument("--data-dir", type=Path, default=None, help="where the grid's dataset is (evaluation)")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
                    help="probe weights and reference statistics (default: cache/)")
@@ -61,16 +66,20 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     for preset in args.model or ():
-        if preset not in DIT_PRESETS:
+        if preset not in DIT_PRESETS and preset != "grid":
             raise ConfigError(f"--model {preset!r} is not a DiT preset; allowed: {', '.join(DIT_PRESETS)}.")
-    for name in ("channels", "batch_size", "steps", "warmup", "num_samples"):
+    for name in ("channels", "batch_size", "steps", "warmup", "num_samples", "pack"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} is {value}; it must be a positive integer.")
-    overrides = GridOverrides(num_samples=args.num_samples, data_dir=str(args.data_dir) if args.data_dir else None)
+    overrides = GridOverrides(num_samples=args.num_samples or (None if gpu else 2),
+                              data_dir=str(args.data_dir) if args.data_dir else None)
     grid = load_grid(args.grid, overrides)
-    steps, warmup = args.steps or (60 if gpu else 10), args.warmup or (10 if gpu else 3)
-    presets = args.model or (["S/2", "B/2"] if gpu else [None])
+    if not gpu:  # a CPU bench in minutes: a small batch, a short validation (the model is the grid's)
+        grid = dataclasses.replace(grid, data=dataclasses.replace(grid.data, val_size=min(grid.data.val_size, 16)))
+    batch = args.batch_size or (None if gpu else 16)
+    steps, warmup = args.steps or (60 if gpu else 4), args.warmup or (10 if gpu else 2)
+    presets = [None if m == "grid" else m for m in args.model or (["grid", "S/2", "B/2"] if gpu else ["grid"])]
     console = Console(width=max(Console().width, 170))  # the tables stay readable in logs
     name = torch.cuda.get_device_name(device) if gpu else f"cpu, {torch.get_num_threads()} threads"
     peak = B.peak_tflops(device)
@@ -80,14 +89,14 @@ def main(args: argparse.Namespace) -> int:
                   f"TFLOP/s (8192^3, random data)" if gpu else f"[bold]ablate bench[/] on {name}: fp32 matmul "
                   f"{peak:,.2f} TFLOP/s", highlight=False)
     table = Table(title=f"training: grid {grid.name}'s train config, {steps} timed steps after {warmup}, "
-                        f"synthetic 32x32x{args.channels} data; 'incl. val': amortised at val_every "
+                        f"synthetic data (the grid's channels for its model, {args.channels} for presets); 'incl. val': amortised at val_every "
                         f"{grid.train.val_every}")
     for col in ("model", "GMACs/img", "batch", "cell img/s", "ms/step", "MFU", "plain img/s", "plain MFU",
                 "cell/plain", "1st step s (compile)", "val s", "ckpt s", "img/s incl. val", "peak GiB"):
         table.add_column(col, justify="right")
     for preset in presets:
-        g = B.with_model(grid, preset, args.batch_size)
-        info = B.synthetic_info(g, args.channels)
+        g = B.with_model(grid, preset, batch)
+        info = B.synthetic_info(g, grid_channels(grid, args.channels) if preset is None else args.channels)
         row = B.training_row(g, info, device, steps, warmup, peak)
         row["model"] = preset or "grid"
         out["training"].append(row)
@@ -97,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
                       f"{row['ratio']:.2f}x", f"{c['first_step_s']:.1f}", f"{c['val_s']:.1f}", f"{c['ckpt_s']:.1f}",
                       f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
     console.print(table)
+    out["packing"] = packing_table(grid, device, batch, steps, warmup, args.pack, console)
     if not args.no_eval:
         e = B.evaluation_row(grid, device, args.cache_dir)
         out["evaluation"] = e
@@ -108,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{e['nfe_s']:,.0f}", f"{e['warmup_s']:.1f}")
         console.print(t)
     if args.profile:
-        g = B.with_model(grid, presets[0], args.batch_size)
+        g = B.with_model(grid, presets[0], batch)
         info = B.synthetic_info(g, args.channels)
         runs = {"training step": B.kernel_profile(g, info, device, g.train.batch_size, train=True),
                 "sampling forward": B.kernel_profile(g, info, device, 2 * grid.eval.batch_size, train=False)}
@@ -127,3 +137,40 @@ def main(args: argparse.Namespace) -> int:
 
         write_json_atomic(args.json, json.loads(json.dumps(out, default=str)))
     return 0
+
+
+def grid_channels(grid: Any, default: int = 4) -> int:
+    """Latent channels of the grid's first dataset (its own model is timed on data of its shape); ``default``
+    where the dataset is not on this machine."""
+    from ablate.data import load_dataset
+
+    try:
+        return load_dataset(grid.datasets[0], grid.data.resolution,
+                            Path(grid.data.data_dir) if grid.data.data_dir else None)[0].channels
+    except Exception:  # noqa: BLE001 -- not here (ImageNet latents...): time the model on the default shape
+        return default
+
+
+def packing_table(grid: Any, device: Any, batch: int | None, steps: int, warmup: int, pack: int | None,
+                  console: Console) -> dict:
+    """The grid's own model as ``run`` trains it (a pack, :mod:`ablate.engine.pack_bench`) against the plain
+    stacked step of as many networks (the ceiling) and the plain lone step, in this run."""
+    from ablate.engine import benchmark as B
+    from ablate.engine.pack_bench import packing_row
+    from ablate.engine.train import network_config
+    from ablate.runs.pack_size import size_for
+
+    g = B.with_model(grid, None, batch)
+    info = B.synthetic_info(g, grid_channels(grid))
+    gflop = 3 * network_config(g.model, info).gflops_per_image() * g.train.batch_size
+    k = pack or (size_for(device, gflop) if device.type == "cuda" else 2)
+    row = packing_row(g, info, device, k, steps, warmup)
+    t = Table(title=f"packing: grid {grid.name}'s model, batch {g.train.batch_size} per cell, {steps} timed steps after "
+                    f"{warmup}; run packs {k} cells ({row['mode']} stack); the ceiling is the plain {row['ceiling_mode']} "
+                    "stacked step of as many networks (one fused AdamW, per-network clipping, EMA every step)")
+    for col in ("K", "run img/s", "ceiling img/s", "run/ceiling", "plain lone img/s", "ceiling/lone", "1st step s"):
+        t.add_column(col, justify="right")
+    t.add_row(str(k), f"{row['run']['img_s']:,.0f}", f"{row['ceiling']['img_s']:,.0f}", f"{row['run_vs_ceiling']:.2f}",
+              f"{row['lone']['img_s']:,.0f}", f"{row['ceiling_vs_lone']:.2f}x", f"{row['run']['first_step_s']:.1f}")
+    console.print(t)
+    return row

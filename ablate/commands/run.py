@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the visible GPUs, each with an even share of the CPUs (default: 1 in this process, or one "
                    "per GPU x --workers-per-gpu)")
     w.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K", help="workers sharing one GPU")
+    w.add_argument("--pack", type=_positive, metavar="K", help="cells a worker trains at once as one stacked model "
+                   "(1: one at a time; default: chosen from the model's size and the device, see ablate/runs/pack_size.py)")
     w.add_argument("--retry-failed", action="store_true", help="re-queue the cells that failed (diverged or crashed)")
     w.add_argument("--stop-claiming-after", type=_positive, metavar="SECONDS", help="workers claim no new cell after "
                    "SECONDS from the start and stop once their cell is done; the rest stays queued for the next run "
@@ -83,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
-                            retry_failed=args.retry_failed, verbose=args.verbose,
+                            pack=args.pack, retry_failed=args.retry_failed, verbose=args.verbose,
                             claim_until=time.time() + args.stop_claiming_after if args.stop_claiming_after else None)
     with stop_on_signals():
         if grid.train.lr_search is not None:

@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K",
                    help="cells of one grid trained at once on each GPU (a model too small to fill a GPU alone); "
                         "one on the CPU")
+    p.add_argument("--pack", type=_positive, metavar="K", help="cells a worker trains at once as one stacked model "
+                   "(1: one at a time; default: chosen from the model's size, see ablate/runs/pack_size.py)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print the cells (steps, FLOPs) and train nothing")
     mode.add_argument("--report-only", action="store_true", help="fit and report the finished cells; train nothing")
@@ -108,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> WorkerOptions:
     from ablate.runs.workers import WorkerOptions
 
-    return WorkerOptions(workers_per_gpu=args.workers_per_gpu)
+    return WorkerOptions(workers_per_gpu=args.workers_per_gpu, pack=args.pack)
 
 
 def _extrapolation_share(study: Study, data: DataShape, iso: list[Point], spec: str) -> list[Point]:

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna RDB storage of the queue and the search study "
                    "(default: sqlite:///<results>/<name>/optuna.sqlite3)")
     p.add_argument("--workers", type=_positive, metavar="N", help="worker processes training a round's cells")
+    p.add_argument("--pack", type=_positive, metavar="K", help="cells a worker trains at once as one stacked model "
+                   "(1: one at a time; default: chosen from the model's size, see ablate/runs/pack_size.py)")
     p.add_argument("--report-only", action="store_true", help="write the report of the told trials; train nothing")
     p.add_argument("--verbose", action="store_true", help="also show third-party messages on the console")
     p.set_defaults(func=main)
@@ -61,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{escape(str(search.base.results_dir))}", highlight=False, soft_wrap=True)
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
-    options = WorkerOptions(storage=args.storage, workers=args.workers, verbose=args.verbose)
+    options = WorkerOptions(storage=args.storage, workers=args.workers, pack=args.pack, verbose=args.verbose)
     if args.report_only:
         study = open_search_study(search, args.storage or default_storage(search.base))
     else:

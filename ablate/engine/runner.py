@@ -143,8 +143,19 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
     """The Lightning trainer of a cell (also what ``bench`` times): precision, validation cadence, the
     best-EMA checkpoint, the loss monitor and the CSV/TensorBoard logs under ``directory``."""
     cfg = grid.train
-    val_every = min(cfg.val_every, cfg.max_steps)
     best = CellCheckpoint(directory / "checkpoints")
+    loggers = cell_loggers(directory)
+    monitor = TrainingMonitor(label, None if ctx.progress else ctx.console)
+    trainer = L.Trainer(
+        callbacks=[best, monitor, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks, *extra_callbacks],
+        plugins=[AtomicCheckpointIO()], logger=loggers, enable_progress_bar=ctx.progress,
+        log_every_n_steps=min(50, cfg.max_steps), **trainer_options(grid, ctx),
+    )
+    return trainer, best, monitor
+
+
+def cell_loggers(directory: Path) -> list[Any]:
+    """A cell's CSV (``logs/metrics.csv``) and, where installed, TensorBoard loggers."""
     loggers: list[Any] = [CSVLogger(directory, name="logs", version="")]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -152,19 +163,20 @@ def make_trainer(grid: Grid, ctx: RunContext, directory: Path, label: str,
         loggers.append(TensorBoardLogger(directory, name="logs", version="tb"))
     except (ImportError, ModuleNotFoundError):
         pass
+    return loggers
+
+
+def trainer_options(grid: Grid, ctx: RunContext) -> dict[str, Any]:
+    """What every cell's trainer has, lone or in a pack: device, precision, steps and validation cadence."""
+    cfg = grid.train
     distributed = cfg.devices * cfg.num_nodes > 1
-    monitor = TrainingMonitor(label, None if ctx.progress else ctx.console)
-    trainer = L.Trainer(
+    return dict(
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=SpawnDDPStrategy() if distributed else "auto", use_distributed_sampler=False,
         precision=precision_for(cfg.precision, ctx.device), max_steps=cfg.max_steps, max_epochs=-1,
-        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        callbacks=[best, monitor, *([RichProgressBar()] if ctx.progress else []), *ctx.callbacks, *extra_callbacks],
-        plugins=[AtomicCheckpointIO()],
-        logger=loggers, enable_progress_bar=ctx.progress,
-        enable_model_summary=False, log_every_n_steps=min(50, cfg.max_steps), deterministic=ctx.device.type == "cpu",
+        val_check_interval=min(cfg.val_every, cfg.max_steps), check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        enable_model_summary=False, deterministic=ctx.device.type == "cpu",
     )
-    return trainer, best, monitor
 
 
 def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
@@ -187,11 +199,9 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning,
                             tokens=module.net_attends_tokens)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
-    cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
-    val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
     resume = resume_checkpoint(directory, ctx.console)
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
-    _keep_earlier_log(directory / "logs", resumed_step)
+    keep_earlier_log(directory / "logs", resumed_step)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume)
@@ -201,11 +211,21 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         raise
     finally:  # an interrupted run's time counts too: the cell's cost is the sum of its runs
         wall = time.perf_counter() - start
-        runs = _record_run(directory, resumed_step, wall, trainer.world_size, ctx)
-    best_path, last_path = Path(best.best_model_path), directory / "checkpoints" / "last.ckpt"
+        runs = record_run(directory, resumed_step, wall, trainer.world_size, ctx)
+    return training_summary(grid, module, directory, Path(best.best_model_path), wall, runs, monitor.img_per_s,
+                            resumed_step, trainer.world_size, ctx)
+
+
+def training_summary(grid: Grid, module: DiffusionModule, directory: Path, best_path: Path, wall: float,
+                     runs: list[dict], img_per_s: float, resumed_step: int, world: int, ctx: RunContext,
+                     pack: int = 1) -> dict[str, Any]:
+    """A trained cell's summary from its checkpoints and runs, written to its ``train.json`` (and returned);
+    ``pack``: the cells trained with it as one stacked model (1: alone)."""
+    cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
+    val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
+    last_path = directory / "checkpoints" / "last.ckpt"
     best_ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     best_val = validation_of(best_ckpt, best_path)
-    world = trainer.world_size
     summary = {
         "max_steps": cfg.max_steps, "val_every": val_every, "best_step": int(best_ckpt["global_step"]),
         "batch_size": cfg.batch_size, "world_size": world,
@@ -217,9 +237,9 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
-        "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
+        "grad_clip": cfg.grad_clip, "train_img_per_s": img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
-        **validation_summary(best_val),
+        **validation_summary(best_val), **({"pack": pack} if pack > 1 else {}),
     }
     write_json_atomic(directory / "train.json", summary)
     return summary
@@ -228,7 +248,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
 TRAIN_RUNS = "train-runs.json"
 
 
-def _record_run(directory: Path, resumed_step: int, wall: float, world: int, ctx: RunContext) -> list[dict]:
+def record_run(directory: Path, resumed_step: int, wall: float, world: int, ctx: RunContext) -> list[dict]:
     """Append this training run (from ``resumed_step``, ``wall`` seconds) to the cell's ``train-runs.json``
     and return the runs so far: a cell cut by a deadline and resumed trains in several runs, and its
     ``gpu_hours`` is their sum (a run killed by SIGKILL leaves no entry, so that sum is a lower bound).
@@ -245,7 +265,7 @@ def _record_run(directory: Path, resumed_step: int, wall: float, world: int, ctx
 EARLIER_LOG = "metrics-before-resume.csv"
 
 
-def _keep_earlier_log(logs: Path, resumed_step: int) -> None:
+def keep_earlier_log(logs: Path, resumed_step: int) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh, so before a (re)start the rows logged before
     ``resumed_step`` move to ``metrics-before-resume.csv`` (later rows are logged again, identically). The
     logs are for people: a row or file that does not parse (cut short by a kill) is left out, never fatal;
@@ -282,14 +302,9 @@ def _step_of(row: dict[str, str]) -> int | None:
 
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
     """Train (unless already trained) and evaluate one cell; returns "done", "skipped"."""
-    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, cell.backbone)
-    if (directory / "done.json").exists():
+    directory = claim_directory(grid, cell)
+    if directory is None:
         return "skipped"
-    directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
-        leftover.unlink(missing_ok=True)
-    info, splits = ctx.dataset(grid, cell.dataset)
-    scorers = ctx.scorers(grid, cell.dataset)
     summary_path = directory / "train.json"
     ckpt = directory / "checkpoints" / "best.ckpt"
     if summary_path.exists() and ckpt.exists():
@@ -298,6 +313,25 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train_cell(grid, cell, ctx, directory)
+    return evaluate_cell(grid, cell, ctx, directory, summary)
+
+
+def claim_directory(grid: Grid, cell: Cell) -> Path | None:
+    """The cell's directory, made and cleared of a killed writer's temp files; None if the cell is done."""
+    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, cell.backbone)
+    if (directory / "done.json").exists():
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
+        leftover.unlink(missing_ok=True)
+    return directory
+
+
+def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summary: dict[str, Any]) -> str:
+    """Evaluate a trained cell at every setting not yet recorded, then mark it done; returns "done"."""
+    info, splits = ctx.dataset(grid, cell.dataset)
+    scorers = ctx.scorers(grid, cell.dataset)
+    ckpt = directory / "checkpoints" / "best.ckpt"
     if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
         last = directory / "checkpoints" / "last.ckpt"
         curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []

@@ -24,6 +24,7 @@ weights on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -37,7 +38,7 @@ from ablate.data.conditioning import null_conditioning
 from ablate.engine.ema import EMA
 from ablate.formulations import Formulation, TimestepDensity, level_times, matched_times, variant_name
 from ablate.config.grid import ModelConfig, TrainConfig
-from ablate.engine.metric_keys import KINDS, WEIGHTS, level_key, mean_key
+from ablate.engine.metric_keys import KINDS, SELECTION, WEIGHTS, level_key, mean_key
 from ablate.errors import ConfigError
 from ablate.models.network import BACKBONES, NetworkConfig, build_network
 from ablate.models.text_encoder import TextEncoderConfig
@@ -115,6 +116,12 @@ class DiffusionModule(L.LightningModule):
         self._window = 0                       # steps in the window (a host-side count)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        args, finish = self.prepare_step(batch)
+        return finish(self._forward(self.net, *args))
+
+    def prepare_step(self, batch: tuple[Tensor, Tensor]) -> tuple[tuple[Any, ...], Callable[[Tensor], Tensor]]:
+        """This step's network inputs ``(x, t, y)`` and the function from the network's output to the loss
+        (which it also tracks): a pack (:mod:`ablate.engine.pack`) runs the networks of its cells between the two."""
         x0, cond = batch
         n = x0.shape[0]
         gen = torch.Generator(device=x0.device).manual_seed(mix_seed(self.seed, self.global_step, self.global_rank))
@@ -124,10 +131,13 @@ class DiffusionModule(L.LightningModule):
         t = self.density.sample(n, generator=gen, device=x0.device)
         eps = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
         z = self.formulation.add_noise(x0, eps, t)
-        raw = self._forward(self.net, *self.formulation.model_input(z, t), cond)
-        loss = self.formulation.loss(raw.float(), x0, eps, t).mean()
-        self._track(loss.detach())
-        return loss
+
+        def finish(raw: Tensor) -> Tensor:
+            loss = self.formulation.loss(raw.float(), x0, eps, t).mean()
+            self._track(loss.detach())
+            return loss
+
+        return (*self.formulation.model_input(z, t), cond), finish
 
     def _track(self, loss: Tensor) -> None:
         finite = torch.isfinite(loss)
@@ -154,19 +164,18 @@ class DiffusionModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip, foreach=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """The EMA update due after the optimizer step that made ``global_step`` (every ``ema.every`` steps)."""
         ema = self.train_config.ema
         if self.global_step % ema.every == 0:  # before ema.start the average restarts at every update
             self.ema.update_parameters(self.net, restart=self.global_step < ema.start)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.train_config
         fused = self.fused if self.fused is not None else fused_adamw(str(self.trainer.precision), self.device)
         self.fused_used = fused
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                fused=fused)
-        schedule, steps, warmup = cfg.lr_schedule, cfg.max_steps, cfg.warmup_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule.factor(step, steps, warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optimizer_and_schedule(self.train_config, list(self.net.parameters()), fused)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -190,13 +199,30 @@ class DiffusionModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums, self._val_count = {}, 0
 
-    def on_validation_epoch_end(self) -> None:
+    def validation_numbers(self) -> dict[str, float]:
+        """The numbers of the validation that just ended, by key (per level, then the mean); resets the sums."""
         sums, count, self._val_sums = self._val_sums, self._val_count, {}
+        numbers: dict[str, float] = {}
         if not sums:
-            return
+            return numbers
         for weights in WEIGHTS:
             for kind in KINDS:
                 levels = [float(sums[level_key(weights, kind, k)] / count) for k in range(len(level_times()))]
                 for k, value in enumerate(levels):
-                    self.log(level_key(weights, kind, k), value)
-                self.log(mean_key(weights, kind), sum(levels) / len(levels), prog_bar=(weights, kind) == ("ema", "loss"))
+                    numbers[level_key(weights, kind, k)] = value
+                numbers[mean_key(weights, kind)] = sum(levels) / len(levels)
+        return numbers
+
+    def on_validation_epoch_end(self) -> None:
+        for key, value in self.validation_numbers().items():
+            self.log(key, value, prog_bar=key == SELECTION)
+
+
+def optimizer_and_schedule(cfg: TrainConfig, params: list[Tensor], fused: bool) -> dict[str, Any]:
+    """AdamW over ``params`` and its schedule (linear warm-up, then ``cfg.lr_schedule``), as Lightning's ``configure_optimizers`` returns them. AdamW
+    is elementwise, so one optimizer over the parameters of several networks (a pack) steps each exactly as
+    its own would."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused)
+    schedule, steps, warmup = cfg.lr_schedule, cfg.max_steps, cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule.factor(step, steps, warmup))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,13 +28,13 @@ class _FileRouter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        self.files: list[Path] = []
+        self.files: list[tuple[Path, ...]] = []
         self.run_log: Path | None = None
         self.echo = False
 
     def write(self, text: str) -> None:
-        target = self.files[-1] if self.files else self.run_log
-        if target is not None:
+        targets = self.files[-1] if self.files else (self.run_log,) if self.run_log is not None else ()
+        for target in targets:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "a", encoding="utf-8") as fh:
@@ -74,9 +74,9 @@ def route_output(run_log: Path | None, verbose: bool = False) -> None:
 
 
 @contextmanager
-def to_file(path: Path) -> Iterator[None]:
-    """Within the block, routed output goes to ``path`` (a cell's log)."""
-    _ROUTER.files.append(path)
+def to_file(path: Path | Sequence[Path]) -> Iterator[None]:
+    """Within the block, routed output goes to ``path`` (a cell's log; several: every cell of a pack's)."""
+    _ROUTER.files.append((path,) if isinstance(path, Path) else tuple(path))
     try:
         yield
     finally:

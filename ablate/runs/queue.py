@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -227,10 +228,13 @@ class _ClaimSampler(optuna.samplers.RandomSampler):
 class Worker:
     """Claims and runs cells of one grid until none is waiting or running anywhere."""
 
-    def __init__(self, grid: Grid, ctx: RunContext, url: str, name: str = "", claim_until: float | None = None) -> None:
+    def __init__(self, grid: Grid, ctx: RunContext, url: str, name: str = "", claim_until: float | None = None,
+                 claim_round: Callable[[Worker], bool] | None = None) -> None:
         """``claim_until``: a ``time.time()`` after which this worker claims no new cell and stops (a time
-        limit: a batch job's, a device call's); the cell it runs then finishes first."""
+        limit: a batch job's, a device call's); the cell it runs then finishes first. ``claim_round``: claims
+        and runs some waiting cells at once (a pack, :func:`ablate.runs.packs.run_pack`) instead of one."""
         self.grid, self.ctx, self.url, self.name, self.claim_until = grid, ctx, url, name, claim_until
+        self.claim_round = claim_round
         self.study = optuna.load_study(study_name=grid.name, storage=open_storage(url), sampler=_ClaimSampler())
         self.counts: Counter[str] = Counter()
         self.lost = False
@@ -330,7 +334,9 @@ class Worker:
                 self.say("no new cell: the time limit for claiming (--stop-claiming-after) has passed; the "
                          "cells still waiting are left for the next run")
                 return self.counts
-            if TrialState.WAITING in states:
+            if TrialState.WAITING in states and self.claim_round is not None:
+                self.claim_round(self)
+            elif TrialState.WAITING in states:
                 self.lost = False
                 try:
                     self.study.optimize(self.objective, n_trials=1, catch=(CellFailed,))

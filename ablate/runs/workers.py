@@ -39,6 +39,8 @@ from ablate.runs.queue import Worker, cell_states, queue_cells
 from ablate.runs.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
 from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
+from ablate.runs.pack_size import pack_size
+from ablate.runs.packs import claim_rounds
 from ablate.runs.signals import stop_on_signals
 
 STOP_TIMEOUT_S = 60.0
@@ -51,6 +53,7 @@ class WorkerOptions:
     storage: str | None = None
     workers: int | None = None          # None: one per GPU group x workers_per_gpu on GPUs, else 1
     workers_per_gpu: int = 1
+    pack: int | None = None             # cells per pack (ablate.runs.packs); None: ablate.runs.pack_size decides
     retry_failed: bool = False
     verbose: bool = False               # third-party output on the console too (see ablate.runs.logs)
     claim_until: float | None = None    # time.time() after which no worker claims a new cell (a time limit)
@@ -80,11 +83,15 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     unfinished = sum(states[cell.id][0] not in ("done", "failed") for cell in grid.cells())
     workers = min(workers, max(unfinished, 1))  # a worker with no cell to claim would only start and wait
     gpus = gpu_assignment(workers, grid.train.devices, visible) if visible else [None] * workers
+    size = pack_size(grid, ctx, options.pack, workers, unfinished,
+                     spread=options.workers is not None or options.workers_per_gpu > 1)
+    if size > 1:
+        ctx.console.print(f"each worker trains up to {size} cells at once as one stacked model (--pack)", highlight=False)
     if workers <= 1:
         threads.apply(1)
-        Worker(grid, ctx, url, claim_until=options.claim_until).run()
+        Worker(grid, ctx, url, claim_until=options.claim_until, claim_round=claim_rounds(size)).run()
     else:
-        _supervise(grid, ctx, url, options, gpus)
+        _supervise(grid, ctx, url, options, gpus, size)
     return _report(grid, ctx, study)
 
 
@@ -131,7 +138,8 @@ def gpu_assignment(workers: int, devices: int, visible: list[str]) -> list[str]:
     return [",".join(groups[i % len(groups)]) for i in range(workers)]
 
 
-def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gpus: list[str | None]) -> None:
+def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gpus: list[str | None],
+               pack: int = 1) -> None:
     """Run one worker process per entry of ``gpus``, replacing any killed by a signal, until all are done."""
     from ablate.scorers.base import _REGISTRY, _load_builtin
 
@@ -144,7 +152,7 @@ def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gp
     def start(i: int) -> mp.process.BaseProcess:
         proc = spawn.Process(target=_worker_process, name=f"ablate-w{i}", args=(
             grid, ctx.device.type, ctx.cache_dir, ctx.weights_dir, url, f"w{i}", gpus[i], modules, count,
-            options.verbose, os.getpid(), gpu_shares(gpus)[i], options.claim_until))
+            options.verbose, os.getpid(), gpu_shares(gpus)[i], options.claim_until, pack))
         proc.start()
         return proc
 
@@ -215,7 +223,7 @@ def _stop_with_parent(parent: int) -> None:
 
 def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path | None, url: str, name: str,
                     gpus: str | None, modules: list[str], processes: int, verbose: bool, parent: int,
-                    gpu_share: float = 1.0, claim_until: float | None = None) -> None:
+                    gpu_share: float = 1.0, claim_until: float | None = None, pack: int = 1) -> None:
     """Entry point of a local worker process (forked from the forkserver, which never touches CUDA);
     ``gpu_share``: 1 / the workers sharing its GPUs (for the records' GPU-hours)."""
     import importlib
@@ -233,7 +241,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
                      gpu_share=gpu_share)
     try:
         with stop_on_signals():
-            Worker(grid, ctx, url, name, claim_until).run()
+            Worker(grid, ctx, url, name, claim_until, claim_rounds(pack)).run()
     except AblateError as err:
         Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
         raise SystemExit(2) from None

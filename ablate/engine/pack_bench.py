@@ -1,0 +1,104 @@
+"""What ``run`` does with a grid's model, timed against its ceiling: a pack of K cells through the real path
+(:func:`ablate.engine.pack_train.train_pack`: Lightning, per-cell loss, clipping, EMA, validation and
+checkpoints) against the plain stacked step of the same K networks (:class:`ablate.engine.stack.StackedForward`,
+compiled on CUDA, one fused AdamW, per-network clipping, an EMA update every step, nothing else), and the
+plain stacked step's own alternatives (lone and stacked, eager and compiled). Synthetic data; img/s."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.config.grid import Cell, Grid
+from ablate.data.base import DatasetInfo
+from ablate.engine.accel import compile_for, fused_adamw, precision_for, synchronize
+from ablate.engine.ema import EMA
+from ablate.engine.stack import Mode, StackedForward, mode_for
+from ablate.engine.train import network_config
+from ablate.models.dit import DiT
+
+
+def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int,
+                 mode: Mode, compiled: bool) -> dict[str, float]:
+    """img/s of the plain step of ``k`` networks of the grid's model stacked in ``mode`` (module doc)."""
+    b = grid.train.batch_size
+    nets = []
+    for i in range(k):
+        torch.manual_seed(i)
+        nets.append(DiT(network_config(grid.model, info)).to(device))
+    emas = [EMA(n, 0.99) for n in nets]
+    fused = fused_adamw(precision_for(grid.train.precision, device), device)
+    opt = torch.optim.AdamW([p for n in nets for p in n.parameters()], lr=1e-4, fused=fused)
+    stack = StackedForward(nets, mode, compile=compiled)
+    shape = (b, info.channels, info.resolution, info.resolution)
+    data = [(torch.randn(shape, device=device), torch.rand(b, device=device),
+             torch.randint(0, info.num_classes, (b,), device=device), torch.randn(shape, device=device)) for _ in nets]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def step() -> None:
+        with autocast:
+            inputs = [(x * (1 - t[:, None, None, None]) + e * t[:, None, None, None], t, y) for x, t, y, e in data]
+            outs = stack(inputs)
+        torch.stack([((o.float() - (e - x)) ** 2).mean() for o, (x, _, _, e) in zip(outs, data)]).sum().backward()
+        for n in nets:
+            torch.nn.utils.clip_grad_norm_(n.parameters(), 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for n, ema in zip(nets, emas):
+            ema.update_parameters(n)
+
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    wall = time.perf_counter() - start
+    return {"img_s": k * b * steps / wall, "ms_step": 1e3 * wall / steps, "warmup_s": warm}
+
+
+def pack_path(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int) -> dict[str, float]:
+    """img/s of ``run``'s own pack of ``k`` cells of the grid's model (module doc), between steps ``warmup``
+    and ``warmup + steps`` (the closing validation and checkpoints are not in it)."""
+    from rich.console import Console
+
+    from ablate.engine.benchmark import _Stopwatch, synthetic_splits
+    from ablate.engine.pack_train import train_pack
+    from ablate.engine.runner import RunContext
+
+    total = warmup + steps
+    g = dataclasses.replace(grid, train=dataclasses.replace(grid.train, max_steps=total, val_every=total),
+                            data=dataclasses.replace(grid.data, val_size=min(grid.data.val_size, 8)))  # untimed
+    watch = _Stopwatch(device, (1, warmup, total))
+    ctx = RunContext(device=device, console=Console(quiet=True), progress=False, callbacks=[watch])
+    ctx._datasets[("synthetic", g.data.resolution)] = (info, synthetic_splits(info, g.train.batch_size * (total + 1),
+                                                                             g.data.val_size))
+    cells = [Cell(g.name, "rf", "synthetic", seed) for seed in range(k)]
+    failed: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        train_pack(g, cells, ctx, [Path(tmp) / str(i) for i in range(k)], lambda i, err: failed.append(err))
+    if failed:
+        raise failed[0]
+    wall = watch.at[total] - watch.at[warmup]
+    return {"img_s": k * g.train.batch_size * steps / wall, "ms_step": 1e3 * wall / steps,
+            "first_step_s": watch.at[1] - watch.at["start"]}
+
+
+def packing_row(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int) -> dict[str, Any]:
+    """``run``'s pack of ``k`` against the plain stacked step (the ceiling) and the plain lone step."""
+    compiled = compile_for(grid.train.compile, device)
+    net = DiT(network_config(grid.model, info))
+    ceiling_mode: Mode = "flat" if mode_for(torch.device("cuda"), net) == "flat" else "vmap"
+    run = pack_path(grid, info, device, k, steps, warmup)
+    ceiling = stacked_step(grid, info, device, k, steps, warmup, ceiling_mode, compiled)
+    lone = stacked_step(grid, info, device, 1, steps, warmup, ceiling_mode, compiled)
+    return {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "run": run, "ceiling": ceiling,
+            "lone": lone, "run_vs_ceiling": run["img_s"] / ceiling["img_s"], "ceiling_vs_lone": ceiling["img_s"] / lone["img_s"]}

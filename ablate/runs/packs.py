@@ -1,0 +1,177 @@
+"""A worker's packs: it claims up to K waiting cells of its grid at once and trains them as one stacked model
+(:mod:`ablate.engine.pack`), then evaluates each. A cell stays the unit of the queue: each claimed cell is its
+own trial, with its own heartbeat thread, ``where``, ``step`` (:class:`~ablate.runs.queue.TrialReporter`),
+failure (``fail_reason``, ``fail_step``, told FAIL as it fails while its pack-mates go on) and completion;
+a stale one is reclaimed as any. Cells that cannot share a pack (another step to resume from, another
+training config) train as smaller packs or alone, one group after another.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import TrialState
+from rich.markup import escape
+
+from ablate.config.grid import Cell
+from ablate.engine.pack import resume_groups
+from ablate.engine.pack_train import resume_steps, train_pack
+from ablate.engine.runner import claim_directory, evaluate_cell, train_cell
+from ablate.results import cell_dir
+from ablate.runs import logs
+from ablate.runs.queue import ATTEMPT_ATTRS, TrialLost, TrialReporter, _superseded, cell_of
+from ablate.runs.signals import describe, received, settle
+
+if TYPE_CHECKING:
+    from ablate.runs.queue import Worker
+
+
+@dataclass
+class _Claim:
+    trial: optuna.Trial
+    cell: Cell
+    reporter: TrialReporter
+    heartbeat: Any
+    directory: Path | None = None
+    start: float = field(default_factory=time.perf_counter)
+    open: bool = True  # not yet told (COMPLETE or FAIL) nor lost
+
+
+def claim(worker: Worker, size: int) -> list[_Claim]:
+    """Up to ``size`` waiting cells of the grid, each claimed as its trial (RUNNING, heartbeat, ``where``)."""
+    study, claims = worker.study, []
+    while len(claims) < size:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break
+        trial = study.ask()  # the oldest waiting trial; a new, cell-less one if another worker took the last
+        cell = cell_of(trial.user_attrs, worker.grid.name)
+        if cell is None or _superseded(study, trial, cell.id):
+            study.tell(trial, state=TrialState.PRUNED)
+            if cell is None:
+                break
+            continue
+        heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
+        heartbeat.start()
+        study._storage.record_heartbeat(trial._trial_id)  # first: a confirmed claim has a heartbeat
+        trial.set_user_attr("where", {**worker.where, "trial": trial.number})
+        for key in ATTEMPT_ATTRS:
+            trial.set_user_attr(key, None)  # attributes of an earlier attempt
+        claims.append(_Claim(trial, cell, TrialReporter(worker.url, trial._trial_id), heartbeat))
+    return claims
+
+
+def _tell(worker: Worker, c: _Claim, **kw: Any) -> None:
+    c.open = False
+    c.heartbeat.join()
+    try:
+        worker.study.tell(c.trial, **kw)
+    except UpdateFinishedTrialError:  # another worker failed it as stale meanwhile
+        worker.say("[yellow]another worker took a cell of this pack over (our heartbeat looked stale); moving on[/]")
+        worker.counts["lost"] += 1
+
+
+def _failed(worker: Worker, c: _Claim, err: BaseException) -> None:
+    if not c.open:
+        return
+    if isinstance(err, TrialLost):
+        c.open = False
+        c.heartbeat.join()
+        worker.say("[yellow]another worker took a cell of this pack over (our heartbeat looked stale); moving on[/]")
+        worker.counts["lost"] += 1
+        return
+    worker._fail(c.trial, c.directory or Path("."), c.reporter, err)  # type: ignore[arg-type]
+    _tell(worker, c, state=TrialState.FAIL)
+
+
+def _complete(worker: Worker, c: _Claim, outcome: str) -> None:
+    summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
+    c.trial.set_user_attr("train", summary)
+    c.trial.set_user_attr("step", summary["max_steps"])
+    worker.counts[outcome] += 1
+    worker.say(f"{escape(worker.label(c.cell))}: {outcome} in {time.perf_counter() - c.start:.1f} s")
+    _tell(worker, c, values=[float(summary["val_loss"])])
+
+
+def _train(worker: Worker, claims: list[_Claim]) -> None:
+    """Train the claimed cells that need it: in packs of cells at one resume step, a lone one alone."""
+    grid, ctx = worker.grid, worker.ctx
+    todo = [c for c in claims if c.open and not ((c.directory / "train.json").exists()  # type: ignore[operator]
+                                                 and (c.directory / "checkpoints" / "best.ckpt").exists())]  # type: ignore[operator]
+    if not todo:
+        return
+    steps = [step for _, step in resume_steps([c.directory for c in todo], ctx)]  # type: ignore[misc]
+    groups = resume_groups(grid, [c.cell for c in todo], steps)
+    for group in groups:
+        members = [todo[i] for i in group]
+        if len(members) == 1:
+            c = members[0]
+            ctx.callbacks = [c.reporter]
+            try:
+                with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
+                    train_cell(grid, c.cell, ctx, c.directory)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
+                _failed(worker, c, err)
+            finally:
+                ctx.callbacks = []
+            continue
+        worker.say(f"training {len(members)} cells as one pack")
+        with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
+            train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
+                       lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
+
+
+def run_pack(worker: Worker, size: int) -> bool:
+    """Claim up to ``size`` cells, train them (packed), evaluate each; False if there was none to claim."""
+    claims = claim(worker, size)
+    if not claims:
+        return False
+    try:
+        for c in claims:
+            worker.say(escape(worker.label(c.cell)))
+            c.directory = claim_directory(worker.grid, c.cell)
+            if c.directory is None:  # done already (recorded by an earlier run)
+                g = worker.grid
+                c.directory = cell_dir(g.results_root, g.name, c.cell.dataset, c.cell.variant, c.cell.seed, c.cell.backbone)
+                _complete(worker, c, "skipped")
+        _train(worker, claims)
+        for c in claims:
+            if not c.open:
+                continue
+            try:
+                with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
+                    summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
+                    outcome = evaluate_cell(worker.grid, c.cell, worker.ctx, c.directory, summary)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
+                _failed(worker, c, err)
+                continue
+            _complete(worker, c, outcome)
+    except KeyboardInterrupt:  # a signal (ablate.runs.signals): the next run re-queues the open cells
+        settle()
+        for c in claims:
+            if c.open:
+                c.trial.set_user_attr("interrupted", True)
+                c.trial.set_user_attr("fail_reason", f"stopped by {describe(received() or signal.SIGINT)}; "
+                                                     "the next run resumes it")
+                c.trial.set_user_attr("fail_step", c.reporter.step)
+                _tell(worker, c, state=TrialState.FAIL)
+        raise
+    finally:
+        for c in claims:
+            if c.open:
+                c.heartbeat.join()
+    return True
+
+
+def claim_rounds(size: int) -> Callable[[Worker], bool] | None:
+    """A worker's ``claim_round`` for packs of up to ``size`` cells (None for 1: one cell at a time, as ever)."""
+    return None if size <= 1 else functools.partial(run_pack, size=size)
