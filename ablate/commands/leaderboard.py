@@ -73,6 +73,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
     defaults to ``<results>/<grid>/leaderboard``."""
     from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
+    from ablate import store_audit
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)
@@ -82,6 +83,9 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     err = Console(stderr=True)
     csv_parts: list[str] = []
     for grid in grids:
+        found = store_audit.problems(store, grid)
+        if found:
+            raise store_audit.refusal(found, results, grid)
         frame = store.frame(grid)
         if frame.empty:
             raise AblateError(
@@ -90,7 +94,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
                 f"`python -m ablate run grids/{grid}.yaml`."
             )
         lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
-                               replicates=replicates)
+                               replicates=replicates, flags=store_audit.missing_settings(store, grid))
         written = write_outputs(lb, out if out is not None else results / grid / "leaderboard")
         if fmt == "table":
             render_console(lb, console)

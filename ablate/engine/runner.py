@@ -3,10 +3,12 @@
 Layout of one cell (``results/<grid>/<dataset>/<variant-slug>/seed<k>/``): ``checkpoints/``
 (best EMA validation loss, and last), ``logs/`` (Lightning CSV/TensorBoard), ``train.json`` (the
 training summary, written once training finished), ``records/*.json`` (one per setting x weights,
-each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). A cell with
-``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting; a
-cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
+each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). The records are
+the truth: a cell whose every record reads back whole is skipped; otherwise exactly its missing or
+damaged records are evaluated (again), ``done.json`` or not; a cell with ``train.json`` resumes at
+evaluation; a cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
 EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.engine.train`).
+A damaged training file is worked around first (:mod:`ablate.engine.cell_state`).
 Checkpoints are written atomically, the last step is always validated, and the training summary is
 read from the checkpoints (see :mod:`ablate.engine.checkpointing`); temp files of a killed writer are removed
 when the cell starts (whoever runs a cell owns it: :mod:`ablate.runs.queue`).
@@ -23,6 +25,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -35,13 +38,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.engine.accel import compile_for, gpu_hours, precision_for
+from ablate.engine.cell_state import check_training_state, load_checkpoint, note
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
+from ablate.io import check_fence
 from ablate.engine.evaluate import draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
 from ablate.config.grid import Cell, Grid
+from ablate.config.setting import Setting
 from ablate.engine.metric_keys import curve_point, summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
@@ -122,19 +128,17 @@ class SpawnDDPStrategy(DDPStrategy):
         self._launcher = _SpawnLauncher(self, start_method="spawn")
 
 
-def resume_checkpoint(directory: Path, console: Console | None = None) -> Path | None:
+def resume_checkpoint(directory: Path, say: Callable[[str], None] | None = None) -> Path | None:
     """The checkpoint to resume a cell's training from: ``last.ckpt``, else ``best.ckpt`` (both hold the
-    whole training state), skipping a file that does not load (a write cut short); None: start at step 0."""
+    whole training state), skipping a file that does not load (a write cut short, said); None: start at step 0."""
     for name in ("last.ckpt", "best.ckpt"):
         path = directory / "checkpoints" / name
-        if not path.exists():
-            continue
-        try:
-            torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint, fault = load_checkpoint(path)
+        if checkpoint is not None:
             return path
-        except Exception as err:  # noqa: BLE001 -- any unreadable file means: do not resume from it
-            if console:
-                console.print(f"[yellow]{escape(str(path))} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
+        if fault != "missing" and say is not None:
+            say(f"{path} is damaged ({fault}): not resuming from it"
+                + (", trying best.ckpt" if name == "last.ckpt" else ", the cell starts at step 0"))
     return None
 
 
@@ -186,7 +190,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     cfg, precision = grid.train, precision_for(grid.train.precision, ctx.device)
     val_every, distributed = min(cfg.val_every, cfg.max_steps), cfg.devices * cfg.num_nodes > 1
-    resume = resume_checkpoint(directory, ctx.console)
+    resume = resume_checkpoint(directory, _say(ctx))
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     _keep_earlier_log(directory / "logs", resumed_step)
     start = time.perf_counter()
@@ -277,38 +281,52 @@ def _step_of(row: dict[str, str]) -> int | None:
         return None
 
 
-def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
-    """Train (unless already trained) and evaluate one cell; returns "done", "skipped"."""
-    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed)
-    if (directory / "done.json").exists():
-        return "skipped"
-    directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
-        leftover.unlink(missing_ok=True)
-    info, splits = ctx.dataset(grid, cell.dataset)
-    scorers = ctx.scorers(grid, cell.dataset)
-    summary_path = directory / "train.json"
-    ckpt = directory / "checkpoints" / "best.ckpt"
-    if summary_path.exists() and ckpt.exists():
-        import json
+def _say(ctx: RunContext) -> Callable[[str], None]:
+    """A warning on the console that also goes to the cell's log."""
+    return note(lambda text: ctx.console.print(f"[yellow]{escape(text)}[/]", highlight=False))
 
-        summary = json.loads(summary_path.read_text())
-    else:
-        summary = train_cell(grid, cell, ctx, directory)
-    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
-        last = directory / "checkpoints" / "last.ckpt"
-        curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
-        summary = {**summary, "val_curve": [curve_point(p) for p in curve]}
+
+def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
+    """Train (unless already trained) and evaluate the cell's missing or damaged records; returns "done", or
+    "skipped" when every record was whole and ``done.json`` there."""
+    directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed)
+    store, settings = ResultsStore(grid.results_root), grid.eval.all_settings()
+    faults, done = store.faults(cell, settings), (directory / "done.json").exists()
+    if faults:
+        say = _say(ctx)
+        if done or any(why != "missing" for why in faults.values()):
+            say(f"{len(faults)} of the cell's {len(settings)} records to evaluate again: "
+                + "; ".join(f"{store.record_path(cell, s)} ({why})" for s, why in faults.items()))
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
+            leftover.unlink(missing_ok=True)
+        info, splits = ctx.dataset(grid, cell.dataset)
+        scorers = ctx.scorers(grid, cell.dataset)
+        summary = check_training_state(directory, say) or train_cell(grid, cell, ctx, directory)
+        if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
+            last, _ = load_checkpoint(directory / "checkpoints" / "last.ckpt")
+            summary = {**summary, "val_curve": [curve_point(p) for p in (validation_curve_of(last) if last else [])]}
+        _evaluate(grid, cell, ctx, store, list(faults), summary, (info, splits, scorers),
+                  directory / "checkpoints" / "best.ckpt")
+    elif done:
+        return "skipped"
+    write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **provenance_stamp(str(ctx.device))})
+    return "done"
+
+
+def _evaluate(grid: Grid, cell: Cell, ctx: RunContext, store: ResultsStore, settings: list[Setting],
+              summary: dict[str, Any], data: tuple[DatasetInfo, dict[str, LatentSplit], list[Scorer]],
+              ckpt: Path) -> None:
+    """Sample and score ``settings`` from the cell's best checkpoint ``ckpt``, writing one record each."""
+    info, splits, scorers = data
     module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device))
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
     module.to(ctx.device)
     nets = {"ema": module.ema.module, "raw": module.net}
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning)
     stamp = provenance_stamp(str(ctx.device))
-    store = ResultsStore(grid.results_root)
-    for setting in grid.eval.all_settings():
-        if store.has_record(cell, setting):
-            continue
+    for setting in settings:
+        check_fence(store.record_path(cell, setting))  # a worker whose claim was taken over stops here
         result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
                                   grid.eval.batch_size, ctx.device,
                                   preview=store.preview_path(cell, setting), compiled=module.compiled,
@@ -320,5 +338,3 @@ def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
             formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
                          "variant": cell.variant},
             scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))
-    write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
-    return "done"

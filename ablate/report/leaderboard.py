@@ -62,13 +62,15 @@ class Leaderboard:
     sample_columns: list[str] = field(default_factory=list)  # the sample sheet: diagnostics.sample_previews
     previews: dict[str, list[Path | None]] = field(default_factory=dict)
     completeness: str | None = None
+    flags: list[str] = field(default_factory=list)   # what the store check found (ablate.store_audit), read first
 
 
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
-    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES,
+    replicates: int = rank_stats.statistics.DEFAULT_REPLICATES, flags: list[str] | tuple[str, ...] = (),
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`)."""
+    """Rank the variants of one grid's records (a :meth:`ablate.results.ResultsStore.frame`); ``flags``: lines
+    on the store's state (e.g. missing records) shown first."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
     means = ranking.setting_ranks(ranking.seed_means(frame, alignment, fidelity), alignment, fidelity)
@@ -77,7 +79,7 @@ def build_leaderboard(
     lb = Leaderboard(
         grid=grid, alignment=alignment, fidelity=fidelity, means=means, table1=t1,
         table2=ranking.table2(means, alignment, fidelity, order, steps=TABLE2_STEPS),
-        validation=ranking.validation_table(frame, order),
+        validation=ranking.validation_table(frame, order), flags=list(flags),
     )
     lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
@@ -95,7 +97,7 @@ def _top(lb: Leaderboard) -> list[str]:
     if diagnostics.is_smoke(lb.grid):
         lines.append("SMOKE TEST of the machinery, not a result: a short CPU run that checks the pipeline end to "
                      "end; its ranks say nothing about the formulations.")
-    lines += [line for line in [lb.completeness] if line]
+    lines += lb.flags + [line for line in [lb.completeness] if line]
     lines.append(diagnostics.convergence_line(lb.convergence))
     lines.append(diagnostics.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.stats.replicates if lb.stats else 0,
                                               lb.fidelity, int(lb.means["seeds"].min())))
