@@ -203,7 +203,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     finally:  # an interrupted run's time counts too: the cell's cost is the sum of its runs
         wall = time.perf_counter() - start
         runs = _record_run(directory, resumed_step, wall, trainer.world_size, ctx)
-    best_path, last_path = Path(best.best_model_path), directory / "checkpoints" / "last.ckpt"
+    best_path, last_path = directory / "checkpoints" / "best.ckpt", directory / "checkpoints" / "last.ckpt"  # not best_model_path: the results may have moved since
     best_ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     best_val = validation_of(best_ckpt, best_path)
     world = trainer.world_size
@@ -219,7 +219,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
         "grad_clip": cfg.grad_clip, "train_img_per_s": monitor.img_per_s, "checkpoint": best_path.name,
-        "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
+        "final_val": validation_of(load_checkpoint(last_path)[0] or best_ckpt, last_path),  # last damaged: resumed at best
         **validation_summary(best_val),
     }
     write_json_atomic(directory / "train.json", summary)

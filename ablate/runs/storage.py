@@ -45,6 +45,7 @@ from ablate.runs.storage_urls import is_sqlite, sqlite_file
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 MAX_STALE_RETRIES = 3
+SQLITE_TIMEOUT_S = 120  # how long a SQLite statement waits for another process's lock before it fails
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retry callback
 
@@ -174,7 +175,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
         sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     if heartbeat:
         interval, grace = heartbeat_settings()
         kwargs.update(heartbeat_interval=interval, grace_period=grace,
