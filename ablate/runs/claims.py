@@ -11,7 +11,9 @@ its worker is gone, and fenced so that a worker whose claim was taken over write
   write: the file is not replaced (its temp file is removed) and the worker moves on to the next cell
   without failing the run. The check runs right before the rename; a filesystem has no compare-and-swap,
   so a worker frozen in the microseconds between the two could still land one file, which the reclaiming
-  worker writes again from the same checkpoint (the checks make the window small, not zero).
+  worker writes again from the same checkpoint (the checks make the window small, not zero). The ranks
+  of a DDP cell (``ddp_spawn``, other processes) write checkpoints unfenced; rank 0's
+  :class:`TrialReporter` stops their training once the claim is lost.
 - **Clocks are compared in the storage's time, or not at all.** Optuna records each heartbeat with the
   database's ``now()`` and judges staleness against ``now()`` again: the server's clock for PostgreSQL or
   MySQL, and for SQLite (a file on one machine) that machine's. A claim not yet confirmed by its worker
