@@ -170,7 +170,8 @@ class Worker:
         self.grid, self.ctx, self.url, self.name, self.claim_until = grid, ctx, url, name, claim_until
         self.study = optuna.load_study(study_name=grid.name, storage=open_storage(url), sampler=_ClaimSampler())
         self.counts: Counter[str] = Counter()
-        self.lost, self.returned, self.trial_id = False, False, None
+        self.lost: bool | str = False
+        self.returned, self.trial_id = False, None
         self._waiting_for: list[int] = []
         self.where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": name or "main",
                       "device": os.environ.get("CUDA_VISIBLE_DEVICES", str(ctx.device))
@@ -206,8 +207,8 @@ class Worker:
             with logs.to_file(directory / logs.CELL_LOG), fenced(claim.check):
                 outcome = run_cell(self.grid, cell, self.ctx)
                 claim.check("the cell's completion")
-        except TrialLost:
-            self.lost = True
+        except TrialLost as err:
+            self.lost = str(err)
             raise
         except KeyboardInterrupt:  # a signal (ablate.runs.signals): the next run re-queues the cell
             settle()
@@ -256,8 +257,12 @@ class Worker:
         reason = f"{type(err).__name__}: {err}"[:1000] + (" (during evaluation)" if trained else "")
         log = directory / logs.CELL_LOG
         logs.write_failure(log, err)
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_step", step)
+        try:
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_step", step)
+        except UpdateFinishedTrialError:  # the cell was taken over meanwhile: its failure is not ours to tell
+            self.lost = f"trial {trial._trial_id} was taken over by another worker before it failed here ({reason})"
+            raise TrialLost(self.lost) from None
         label = self.label(cell_of(trial.user_attrs, self.grid.name))
         self.say(f"[red]{escape(label)}: failed at step {step}: {escape(reason)}[/] (traceback in {escape(str(log))})")
         self.counts["failed"] += 1
@@ -280,13 +285,14 @@ class Worker:
                          "cells still waiting are left for the next run")
                 return self.counts
             if TrialState.WAITING in states:
-                self.lost, self.returned, self.trial_id = False, False, None
+                self.lost, self.returned, self.trial_id = False, False, None  # lost: why, once taken over
                 try:
                     self.study.optimize(self.objective, n_trials=1, catch=(CellFailed,))
                 except Exception as err:  # a trial that another worker already failed as stale cannot be told
                     if not (self.lost or isinstance(err, UpdateFinishedTrialError) or self._taken_over()):
                         raise
-                    self.say("[yellow]another worker took this cell over (our heartbeat looked stale); moving on[/]")
+                    self.say("[yellow]another worker took this cell over (our heartbeat looked stale); moving on[/]"
+                             + (f" ({escape(self.lost)})" if isinstance(self.lost, str) else ""))
                     self.counts["lost"] += 1
             elif TrialState.RUNNING in states:
                 self._say_waiting()
