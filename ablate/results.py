@@ -23,6 +23,12 @@ reading it into one :class:`pandas.DataFrame` with :meth:`ResultsStore.frame` is
 
 NaN and infinite metric values are written as JSON's common extensions ``NaN``/``Infinity``
 (Python's :mod:`json` reads them back exactly).
+
+Reading is strict (:func:`read_record`): a file that does not parse, is not a JSON object with the
+required keys, has metrics that are not numbers, or whose identity (grid, dataset, variant, seed,
+setting) names another path (a copy, a moved file) raises :class:`RecordError` naming it. The store,
+not the queue, says what is done: :meth:`ResultsStore.faults` lists a cell's missing or damaged
+records, which ``run`` evaluates again (:mod:`ablate.runs.queue`, :func:`ablate.engine.runner.run_cell`).
 """
 
 from __future__ import annotations
