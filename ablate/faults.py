@@ -5,7 +5,9 @@ write its pid to the file ``ABLATE_TEST_PAUSE_FILE`` and sleep there, so that a 
 signal it at that moment. Points: ``claim`` (a worker claimed a cell, whose trial is RUNNING, and
 has not sent its first heartbeat) and ``write`` (a file whose path matches PATTERN, e.g.
 ``write:*/records/*.json``, is written and fsynced under a temporary name, not yet renamed into
-place). Other processes, and every process without the variables, pass through at no cost.
+place). Other processes, and every process without the variables, pass through at no cost. The
+paused process goes on once a file named like the marker plus ``.release`` exists (so a test can
+SIGSTOP it there, release it, and SIGCONT it later); no other process pauses at that point after it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 
 def pause_at(point: str, subject: str = "") -> None:
-    """Sleep here for ever if ``ABLATE_TEST_PAUSE_AT`` names this point and no process paused yet."""
+    """Sleep here until released if ``ABLATE_TEST_PAUSE_AT`` names this point and no process paused yet."""
     spec = os.environ.get("ABLATE_TEST_PAUSE_AT")
     if not spec:
         return
@@ -36,5 +38,5 @@ def pause_at(point: str, subject: str = "") -> None:
             os.unlink(marker + ".tmp-" + str(os.getpid()))
         except OSError:
             pass
-    while True:
+    while not os.path.exists(marker + ".release"):
         time.sleep(0.1)

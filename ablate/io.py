@@ -5,6 +5,11 @@ Bytes go to a temp file in the same directory, are fsynced, then ``os.replace``d
 A killed writer may leave a temp file ``.<name>.<random>.tmp``, never a partial ``<name>``. Failures
 raise :class:`ablate.errors.ResultsError` (an ``OSError``) naming the directory. No heavy imports, so
 every layer may use it.
+
+Fencing: inside :func:`fenced` (a queue worker running a cell it claimed, :mod:`ablate.runs.claims`),
+every atomic write calls the fence's check right before its rename, and :func:`check_fence` lets other
+code ask too: a check raises once the claim was taken over, so the write never lands (its temp file is
+removed) and the worker stops the cell.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +27,24 @@ from ablate.faults import pause_at
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
+_FENCES: list[Callable[[Path], None]] = []
+
+
+@contextmanager
+def fenced(check: Callable[[Path], None]) -> Iterator[None]:
+    """Within the block, ``check(path)`` runs before every atomic write lands (and at :func:`check_fence`);
+    it raises to stop the write (see the module doc)."""
+    _FENCES.append(check)
+    try:
+        yield
+    finally:
+        _FENCES.remove(check)
+
+
+def check_fence(path: Path) -> None:
+    """Run the checks of the :func:`fenced` blocks around this call (none outside them) for ``path``."""
+    for check in list(_FENCES):
+        check(Path(path))
 
 
 # ---------------------------------------------------------------------------------- atomic writes
@@ -54,6 +77,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             fh.flush()
             os.fsync(fh.fileno())
         pause_at("write", str(path))
+        check_fence(path)
         os.replace(tmp, path)
     except BaseException as err:
         try:

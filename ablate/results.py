@@ -25,6 +25,12 @@ reading it into one :class:`pandas.DataFrame` with :meth:`ResultsStore.frame` is
 
 NaN and infinite metric values are written as JSON's common extensions ``NaN``/``Infinity``
 (Python's :mod:`json` reads them back exactly).
+
+Reading is strict (:func:`read_record`): a file that does not parse, is not a JSON object with the
+required keys, has metrics that are not numbers, or whose identity (grid, dataset, variant, seed,
+setting) names another path (a copy, a moved file) raises :class:`RecordError` naming it. The store,
+not the queue, says what is done: :meth:`ResultsStore.faults` lists a cell's missing or damaged
+records, which ``run`` evaluates again (:mod:`ablate.runs.queue`, :func:`ablate.engine.runner.run_cell`).
 """
 
 from __future__ import annotations
@@ -155,6 +161,22 @@ class ResultsStore:
     def has_record(self, cell: CellLike, setting: Setting) -> bool:
         return self.record_path(cell, setting).exists()
 
+    def record_fault(self, cell: CellLike, setting: Setting) -> str | None:
+        """None if the record of ``cell`` at ``setting`` exists and reads back whole and as its own
+        (:func:`read_record`); else why not (``missing``, or the reader's short reason)."""
+        path = self.record_path(cell, setting)
+        if not path.exists():
+            return "missing"
+        try:
+            read_record(path, self.root)
+        except RecordError as err:
+            return err.reason
+        return None
+
+    def faults(self, cell: CellLike, settings: list[Setting]) -> dict[Setting, str]:
+        """The ``settings`` of ``cell`` whose record is missing or damaged, with why (:meth:`record_fault`)."""
+        return {s: fault for s in settings if (fault := self.record_fault(cell, s)) is not None}
+
     def setting_keys(self, cell: CellLike) -> set[str]:
         """The keys of the settings of ``cell`` that have a record."""
         return {p.stem for p in (self.cell_dir(cell) / "records").glob("*.json")}
@@ -187,8 +209,8 @@ class ResultsStore:
         except (TypeError, ValueError, AblateError) as err:
             raise ResultsError(f"The record of variant {record['variant']!r} has an invalid seed or setting "
                                f"(seed={record['seed']!r}): {err} Seed must be an integer.") from None
-        cell = _Cell(str(record["grid"]), str(record["variant"]), str(record["dataset"]), seed,
-                     str(record.get("backbone", "dit")))
+        cell = CellKey(str(record["grid"]), str(record["variant"]), str(record["dataset"]), seed,
+                       str(record.get("backbone", "dit")))
         path = self.record_path(cell, setting)
         write_json_atomic(path, {**record, **setting.fields()})
         return path
@@ -198,14 +220,21 @@ class ResultsStore:
         pattern = f"{_check_name('grid name', grid) if grid else '*'}/*/*/seed*/records/*.json"
         return sorted(self.root.glob(pattern))
 
+    def stray_files(self, grid: str) -> list[Path]:
+        """Files in the grid's ``records/`` folders that are no record file (``*.json``), the atomic writer's
+        temp files left by a killed writer excepted (the cell's next run removes them)."""
+        pattern = f"{_check_name('grid name', grid)}/*/*/seed*/records/*"
+        return sorted(p for p in self.root.glob(pattern)
+                      if p.suffix != ".json" and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
     def grids(self) -> list[str]:
         """Names of the grids that have at least one record."""
         return sorted({p.relative_to(self.root).parts[0] for p in self.record_files()})
 
     def records(self, grid: str | None = None) -> list[dict[str, Any]]:
-        """Every record (as written) of one grid or of all; a file that does not parse raises
-        :class:`ResultsError` naming it."""
-        return [_read_record(p) for p in self.record_files(grid)]
+        """Every record (as written) of one grid or of all; a file that is no valid record at its place
+        raises :class:`ResultsError` naming it (:func:`read_record`)."""
+        return [read_record(p, self.root) for p in self.record_files(grid)]
 
     def frame(self, grid: str | None = None) -> "pd.DataFrame":
         """Every record as one DataFrame row.
@@ -219,7 +248,7 @@ class ResultsStore:
         """
         import pandas as pd
 
-        rows = [_flatten(_read_record(p), p) for p in self.record_files(grid)]
+        rows = [_flatten(read_record(p, self.root), p) for p in self.record_files(grid)]
         if not rows:
             return pd.DataFrame(columns=list(SCALAR_KEYS))
         frame = pd.DataFrame(rows)
@@ -229,35 +258,80 @@ class ResultsStore:
         return frame
 
 
-class _Cell:
+class RecordError(ResultsError):
+    """A file in the store that is no valid record at its place: ``path`` and a short ``reason``."""
+
+    def __init__(self, path: Path, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+class CellKey:
+    """A cell named by its four fields (what :class:`CellLike` asks), for code that has no grid."""
+
     def __init__(self, grid_name: str, variant: str, dataset: str, seed: int, backbone: str = "dit") -> None:
         self.grid_name, self.variant, self.dataset, self.seed = grid_name, variant, dataset, seed
         self.backbone = backbone
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """The record at ``path``, checked: a JSON object with the required keys, a valid setting, metrics that
+    are numbers (or null) and, given the store's ``root``, an identity (grid, dataset, variant, seed,
+    setting) that names exactly this path. Anything else raises :class:`ResultsError` naming the file."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ResultsError(
-            f"The result record {str(path)!r} cannot be read ({err}). Records are written "
-            "atomically, so this file was changed by something else: delete it and rerun the "
-            "grid to regenerate it."
-        ) from err
+        reason = f"cannot be read ({type(err).__name__}: {_short(str(err))})"
+        raise RecordError(path, reason, f"The result record {str(path)!r} {reason}. {DAMAGED_ADVICE}") from None
     if not isinstance(record, dict) or any(k not in record for k in REQUIRED_KEYS):
-        raise ResultsError(
-            f"The file {str(path)!r} is not a result record: it must be a JSON object with the "
-            f"keys {list(REQUIRED_KEYS)}. Remove it from the results directory."
-        )
+        reason = (f"a JSON {type(record).__name__}, not an object" if not isinstance(record, dict)
+                  else f"lacks the keys {[k for k in REQUIRED_KEYS if k not in record]}")
+        raise RecordError(path, reason, f"The file {str(path)!r} is not a result record ({reason}): it must be a "
+                          f"JSON object with the keys {list(REQUIRED_KEYS)}. {DAMAGED_ADVICE}")
     try:
         setting = Setting.from_fields(record)
     except AblateError as err:
-        raise ResultsError(f"The result record {str(path)!r} has an invalid setting: {err} Remove it from the "
-                           "results directory.") from None
+        raise RecordError(path, "an invalid setting", f"The result record {str(path)!r} has an invalid setting: "
+                          f"{err} {DAMAGED_ADVICE}") from None
+    metrics = record["metrics"]
+    bad = {k: v for k, v in metrics.items() if not _is_number(v)} if isinstance(metrics, dict) else metrics
+    if not isinstance(metrics, dict) or bad:
+        reason = f"metrics that are not numbers ({_short(bad)})"
+        raise RecordError(path, reason, f"The result record {str(path)!r} has {reason}; every metric must be a "
+                          f"number or null. {DAMAGED_ADVICE}")
+    if root is not None:
+        try:
+            where = ResultsStore(root).record_path(
+                CellKey(str(record["grid"]), str(record["variant"]), str(record["dataset"]), int(record["seed"]),
+                        str(record.get("backbone", "dit"))), setting)
+        except (TypeError, ValueError, AblateError):
+            where = None
+        if where != path:
+            raise RecordError(
+                path, f"holds the record of {record['variant']!r}, seed {record['seed']!r}, setting {setting.key!r}: "
+                "a copy or a moved file", f"The file {str(path)!r} holds the record of grid {record['grid']!r}, dataset {record['dataset']!r}, "
+                f"variant {record['variant']!r}, seed {record['seed']!r}, setting {setting.key!r}, whose place is "
+                f"{str(where)!r}: a copy or a moved file. Move it out of the results directory (the record at its "
+                "own place, if any, is the one that counts).")
     record.update(setting.fields())
     if "solver_details" not in record and "sampler" in record:
         record["solver_details"] = record["sampler"]  # its name before the rename
     return record
+
+
+DAMAGED_ADVICE = ("Records are written atomically, so this file was changed by something else: run its grid again "
+                  "(`python -m ablate run GRID_FILE --results DIR`), which re-evaluates exactly the damaged or missing "
+                  "records from the cell's checkpoint (or trains the cell again if that is gone), or delete the file "
+                  "to leave that setting out.")
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _reserved_columns() -> tuple[str, ...]:

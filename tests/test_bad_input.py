@@ -292,3 +292,96 @@ def test_a_bad_checkpoint_interval_stops_the_run_before_anything_is_written(
     assert code == 2 and message.startswith("error:") and "Traceback" not in message
     assert "ABLATE_CHECKPOINT_EVERY_S='ten minutes'" in message and "a number >= 0" in message
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 27, store and queue side (harden-store): damaged or stray record files make `leaderboard` refuse, naming
+# them; a damaged queue file is named with the command that rebuilds it; bad heartbeat settings are refused.
+
+RECORD_DIR = "results/smoke/fashion-mnist/rf/seed0/records"
+VALID = {"grid": "smoke", "variant": "rf", "dataset": "fashion-mnist", "seed": 0, "steps": 5, "cfg": 5.0,
+         "time_grid": "own", "weights": "ema", "metrics": {"fd_probe": 1.0, "align_probe": 0.5}}
+RERUN = "python -m ablate run GRID_FILE --results"
+
+
+def store_case(name: str, files: dict[str, object], *fragments: str) -> Case:
+    return Case(f"leaderboard: {name}", ("leaderboard", "--results", RESULTS), ("no leaderboard is drawn", *fragments),
+                files, records=True)
+
+
+STORE_CASES: list[Case] = [
+    store_case("a truncated record", {f"{RECORD_DIR}/50steps-cfg5.0-own-ema.json": '{"grid": "smoke", "vari'},
+               "50steps-cfg5.0-own-ema.json (cannot be read (JSONDecodeError", RERUN),
+    store_case("a binary record", {f"{RECORD_DIR}/50steps-cfg5.0-own-ema.json": bytes(range(256)) * 4},
+               "50steps-cfg5.0-own-ema.json (cannot be read (UnicodeDecodeError", RERUN),
+    store_case("a record that is a JSON list", {f"{RECORD_DIR}/50steps-cfg5.0-own-ema.json": "[1, 2]"},
+               "50steps-cfg5.0-own-ema.json (a JSON list, not an object)", RERUN),
+    store_case("record metrics that are strings", {f"{RECORD_DIR}/50steps-cfg5.0-own-ema.json": json.dumps(
+        {**VALID, "steps": 50, "metrics": {"fd_probe": "1.0", "align_probe": 0.5}})},
+               "50steps-cfg5.0-own-ema.json (metrics that are not numbers ({'fd_probe': '1.0'}))", RERUN),
+    store_case("a stray copy of a record", {f"{RECORD_DIR}/5steps-cfg5.0-own-ema (copy).json": json.dumps(VALID)},
+               "5steps-cfg5.0-own-ema (copy).json (holds the record of 'rf', seed 0, setting '5steps-cfg5.0-own-ema': "
+               "a copy or a moved file)", "move a copy"),
+    store_case("a record in another seed's folder", {
+        "results/smoke/fashion-mnist/rf/seed1/records/5steps-cfg5.0-own-ema.json": json.dumps(VALID)},
+               "seed1/records/5steps-cfg5.0-own-ema.json (holds the record of 'rf', seed 0", "a copy or a moved file"),
+    store_case("a record of another variant", {
+        "results/smoke/fashion-mnist/eps__linear/seed0/records/5steps-cfg5.0-own-ema.json": json.dumps(VALID)},
+               "eps__linear/seed0/records/5steps-cfg5.0-own-ema.json (holds the record of 'rf'"),
+    store_case("a file that is no record", {f"{RECORD_DIR}/notes.txt": "mine"}, "notes.txt (not a record file (*.json))"),
+    Case("status: a queue file of random bytes", ("status", "{smoke}", "--results", RESULTS),
+         ("results/smoke/optuna.sqlite3 is damaged (file is not a database)", "the grid's queue only",
+          "records, checkpoints, training summaries) live in the results directory and are safe",
+          "--results {tmp}/results --rebuild-queue"),
+         {"results/smoke/optuna.sqlite3": bytes(range(256)) * 16}),
+]
+
+
+@pytest.mark.parametrize("case", STORE_CASES, ids=[c.id for c in STORE_CASES])
+def test_a_damaged_store_is_one_clear_paragraph(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    test_bad_input_is_one_clear_paragraph(case, tmp_path, monkeypatch, capsys)
+
+
+def test_a_variant_ranked_on_fewer_settings_is_flagged_with_the_missing_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_record(tmp_path)
+    for variant, steps in (("rf", 50), ("eps/linear", 5), ("eps/linear", 50)):
+        ResultsStore(tmp_path / "results").write_record({**VALID, "variant": variant, "steps": steps})
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "--format", "markdown", "--replicates", "5"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "MISSING RECORDS" not in out  # every cell whole
+    (tmp_path / RECORD_DIR / "50steps-cfg5.0-own-ema.json").unlink()
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "--format", "markdown", "--replicates", "5"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("MISSING RECORDS: rf lacks 1 record that other cells of its dataset have, so it is ranked on fewer settings: "
+            f"{tmp_path}/results/smoke/fashion-mnist/rf/seed0/records/50steps-cfg5.0-own-ema.json") in out, out
+    assert "eps/linear lacks" not in out
+
+
+@pytest.mark.parametrize("variable", ["ABLATE_HEARTBEAT_INTERVAL", "ABLATE_GRACE_PERIOD"])
+@pytest.mark.parametrize("value", ["abc", "1.5", "", "0", "-5"])
+def test_a_bad_heartbeat_setting_stops_the_run_before_anything_is_written(
+        variable: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setenv(variable, value)
+    code = main(["run", str(SMOKE), "--results", str(tmp_path / "results")])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and message.startswith("error:") and "Traceback" not in message, message
+    assert f"Environment variable {variable}={value!r} is not allowed" in message and "a whole number" in message
+    assert "psycopg" not in message and not (tmp_path / "results").exists()
+
+
+def test_a_grace_period_of_under_three_heartbeats_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setenv("ABLATE_HEARTBEAT_INTERVAL", "20")
+    monkeypatch.setenv("ABLATE_GRACE_PERIOD", "30")
+    code = main(["run", str(SMOKE), "--results", str(tmp_path / "results")])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "\n" not in message and not (tmp_path / "results").exists()
+    assert ("ABLATE_GRACE_PERIOD=30 is too short for ABLATE_HEARTBEAT_INTERVAL=20: the grace period must be at least "
+            "3 heartbeat intervals (60 s here)") in message, message

@@ -270,3 +270,176 @@ def test_verbose_run_shows_third_party_output(tmp_path, capsys):
     assert "GPU available" in err and "litlogger" in err  # what a plain run keeps in logs/output.log
     cell_log = cell_dir(tmp_path / "results", "tiny", "fashion-mnist", "rf", 0) / "logs" / "output.log"
     assert "GPU available" in cell_log.read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 27: the store heals (damaged or missing records, cells and training files), the queue is rebuilt from it.
+
+TWO_SETTINGS = "[{steps: 4, cfg: 2.0}, {steps: 2, cfg: 1.0}]"
+HEAL_VARIANTS = ["rf", "eps/linear"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 2-cell, 2-setting grid (one validation, at the last step: best.ckpt and last.ckpt hold the
+    same state); each test copies it. Returns (root, {relative path: bytes} of every record and summary)."""
+    root = tmp_path_factory.mktemp("finished")
+    grid = load_grid(workers_kit.write_grid(root, variants=HEAL_VARIANTS, max_steps=5, settings=TWO_SETTINGS),
+                     GridOverrides(results=root / "results"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in worker processes; the tests re-evaluate with it too (bit-identical sums)
+    assert run_grid(grid, _quiet_ctx()) == {"done": 2}
+    files = {str(p.relative_to(root)): p.read_bytes() for p in (root / "results").rglob("*")
+             if p.suffix == ".json" or p.suffix == ".ckpt"}
+    yield root, files
+    torch.set_num_threads(threads)
+
+
+def _quiet_ctx(console: Console | None = None) -> RunContext:
+    return RunContext(device=torch.device("cpu"), console=console or Console(quiet=True), progress=False)
+
+
+def _copy(finished, tmp_path):  # type: ignore[no-untyped-def]
+    import shutil
+
+    root, files = finished
+    shutil.copytree(root / "results", tmp_path / "results")
+    grid = load_grid(workers_kit.write_grid(tmp_path, variants=HEAL_VARIANTS, max_steps=5, settings=TWO_SETTINGS),
+                     GridOverrides(results=tmp_path / "results"))
+    return grid, files
+
+
+def _cell(tmp_path, variant="rf"):  # type: ignore[no-untyped-def]
+    return cell_dir(tmp_path / "results", "tiny", "fashion-mnist", variant, 0)
+
+
+def _metrics(path) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(path.read_text())["metrics"]
+
+
+def _unchanged_except(tmp_path, files: dict, changed: set[str]) -> None:
+    """Every record, summary and checkpoint of the finished grid is byte-identical, except ``changed``."""
+    for rel, data in files.items():
+        if rel not in changed and not rel.endswith(("done.json", "train-runs.json")):
+            assert (tmp_path / rel).read_bytes() == data, rel
+
+
+def _run_and_log(grid, tmp_path, **options) -> tuple:  # type: ignore[no-untyped-def]
+    import io
+
+    out = io.StringIO()
+    counts = run_grid(grid, _quiet_ctx(Console(file=out, width=400, soft_wrap=True)), WorkerOptions(**options))
+    return counts, out.getvalue()
+
+
+RECORD = "results/tiny/fashion-mnist/rf/seed0/records/2steps-cfg1.0-own-ema.json"
+OTHER = "results/tiny/fashion-mnist/rf/seed0/records/4steps-cfg2.0-own-ema.json"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "binary", "a JSON list", "wrong identity", "string metrics"])
+def test_a_damaged_record_is_re_evaluated_without_retraining(finished, tmp_path, damage):
+    """`run` on a finished grid with one damaged record: the queue says done, the store does not; that one
+    setting is evaluated again from the checkpoint (same numbers), nothing else is touched."""
+    grid, files = _copy(finished, tmp_path)
+    path = tmp_path / RECORD
+    original = json.loads(files[RECORD])
+    path.write_bytes({"truncated": files[RECORD][:50], "binary": bytes(range(256)) * 4,
+                      "a JSON list": b"[1, 2]", "wrong identity": files[OTHER],
+                      "string metrics": json.dumps({**original, "metrics": {"moment_fd": "0.5"}}).encode()}[damage])
+    counts, out = _run_and_log(grid, tmp_path)
+    assert counts == {"done": 2}, out
+    assert "1 cells queued" in out and "records to evaluate again" in out and RECORD.split("/")[-1] in out, out
+    assert _metrics(path) == original["metrics"]
+    _unchanged_except(tmp_path, files, {RECORD})  # not trained again, no other record rewritten
+    assert not list((tmp_path / "results").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("loss", ["records/ deleted, done.json kept", "the cell folder deleted"])
+def test_a_lost_cell_is_queued_again(finished, tmp_path, loss):
+    """Today: "0 cells queued, 2 done" and the variant silently gone. Now the cell runs again: its records
+    are evaluated from the checkpoint, or (the folder gone) the cell is trained again, to the same numbers."""
+    import shutil
+
+    grid, files = _copy(finished, tmp_path)
+    shutil.rmtree(_cell(tmp_path, "eps/linear") / ("records" if loss.startswith("records") else ""))
+    counts, out = _run_and_log(grid, tmp_path)
+    assert counts == {"done": 2} and "1 cells queued" in out, out
+    assert "eps/linear · seed 0 is done in the queue, but 2 of its 2 records" in out
+    lost = {rel for rel in files if "/eps__linear/" in rel}
+    for rel in lost:
+        if "/records/" in rel:
+            assert _metrics(tmp_path / rel) == json.loads(files[rel])["metrics"], rel
+    _unchanged_except(tmp_path, files, lost if loss.startswith("the cell") else {r for r in lost if "/records/" in r})
+    assert run_grid(grid, _quiet_ctx()) == {"done": 2}  # healed: nothing more to do
+    assert trials_by_cell(_study(default_storage(grid)))["fashion-mnist--eps+linear--seed0"][-1].user_attrs["heals"] == 1
+
+
+@pytest.mark.parametrize("damage", ["best.ckpt truncated", "best.ckpt and last.ckpt truncated", "train.json truncated",
+                                    "train-runs.json truncated, train.json gone", "last.ckpt truncated, train.json gone"])
+def test_damaged_training_state_resumes_from_an_intact_checkpoint_or_starts_over(finished, tmp_path, damage):
+    """A damaged training file of a cell that still has a record to evaluate: today a torch-internal error or
+    a JSONDecodeError naming no file, and --retry-failed fails the same for ever. Now the cell goes on from the
+    intact checkpoint (or starts over), says which on the console and in its log, and ends with the numbers
+    of an undamaged run."""
+    grid, files = _copy(finished, tmp_path)
+    cell = _cell(tmp_path)
+    (tmp_path / RECORD).unlink()
+    for name in damage.split(", ")[0].replace(" truncated", "").split(" and "):
+        target = cell / ("checkpoints" if name.endswith(".ckpt") else "") / name
+        data = target.read_bytes()
+        target.write_bytes(data[:min(300, len(data) // 2)])
+    if "train.json gone" in damage:
+        (cell / "train.json").unlink()
+    (cell / "done.json").unlink()  # the cell as a worker finds it that resumes (or retries) it after a crash
+    import io
+
+    from ablate.engine.runner import run_cell
+    from ablate.runs import logs
+
+    out = io.StringIO()
+    logs.route_output(tmp_path / "run.log")
+    with logs.to_file(cell / logs.CELL_LOG):
+        assert run_cell(grid, grid.cells()[0], _quiet_ctx(Console(file=out, width=400, soft_wrap=True))) == "done"
+    out = out.getvalue()
+    said = {"best.ckpt truncated": "restored from last.ckpt, written at the same step (5",
+            "best.ckpt and last.ckpt truncated": "the cell starts over from step 0",
+            "train.json truncated": "train.json is damaged",
+            "train-runs.json truncated, train.json gone": "train-runs.json is damaged",
+            "last.ckpt truncated, train.json gone": "last.ckpt is damaged"}[damage]
+    assert said in out, out
+    assert said in (cell / "logs" / "output.log").read_text()
+    assert _metrics(tmp_path / RECORD) == json.loads(files[RECORD])["metrics"]  # as if nothing had happened
+    assert (tmp_path / OTHER).read_bytes() == files[OTHER]  # the whole record is kept
+    summary = json.loads((cell / "train.json").read_text())
+    assert summary["val_loss"] == json.loads(files["results/tiny/fashion-mnist/rf/seed0/train.json"])["val_loss"]
+    assert summary["resumed_from_step"] == (0 if "starts over" in said else 5 if "train" in damage or "last" in damage
+                                            else json.loads(files["results/tiny/fashion-mnist/rf/seed0/train.json"])[
+                                                "resumed_from_step"])
+    assert torch.load(cell / "checkpoints" / "best.ckpt", weights_only=False)["global_step"] == 5
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_a_damaged_queue_file_is_named_and_rebuilt_from_the_records(finished, tmp_path, damage):
+    from ablate.errors import ResultsError
+
+    grid, files = _copy(finished, tmp_path)
+    queue = tmp_path / "results" / "tiny" / "optuna.sqlite3"
+    data = queue.read_bytes()
+    queue.write_bytes(bytes(range(256)) * 16 if damage == "random bytes" else data[:len(data) // 2])
+    damaged = queue.read_bytes()
+    (tmp_path / RECORD).unlink()  # one record to do after the rebuild
+    with pytest.raises(ResultsError) as err:
+        run_grid(grid, _quiet_ctx())
+    message = str(err.value)
+    assert f"The queue file {queue} is damaged" in message and "records, checkpoints" in message, message
+    assert f"python -m ablate run {tmp_path / 'tiny.yaml'} --results {tmp_path / 'results'} --rebuild-queue" in message
+    for hint in ("SQL", "database server", "psycopg", "\n"):
+        assert hint not in message
+    assert queue.read_bytes() == damaged  # left as it was
+    counts, out = _run_and_log(grid, tmp_path, rebuild_queue=True)
+    assert counts == {"done": 2}, out
+    assert "1 of 2 cells done (every record whole)" in out and "1 cells queued" in out, out
+    (aside,) = queue.parent.glob("optuna.sqlite3.damaged-*")
+    assert aside.read_bytes() == damaged
+    _unchanged_except(tmp_path, files, {RECORD})  # nothing trained again
+    assert _metrics(tmp_path / RECORD) == json.loads(files[RECORD])["metrics"]

@@ -266,9 +266,12 @@ def test_sqlite_claims_are_exclusive(tmp_path):
     assert len(claimed) == len(set(claimed)) == 40
 
 
-def test_cells_tried_before_go_to_the_head_of_the_queue(tmp_path):
+def test_cells_tried_before_go_to_the_head_of_the_queue(tmp_path, monkeypatch):
     """A run cut by a deadline (a device call) re-queues its interrupted cells ahead of the cells that
     were still waiting, so the next run resumes them from their checkpoints before starting new ones."""
+    from ablate.runs import queue
+
+    monkeypatch.setattr(queue, "store_faults", lambda *args: {})  # the done cells' records are whole (not made here)
     variants = ["rf", "eps/linear", "v/cos", "edm/rf", "rf/cosmap"]
     grid = load_grid(workers_kit.write_grid(tmp_path, "order", variants), GridOverrides(results=tmp_path))
     study = open_study(grid, open_storage(f"sqlite:///{tmp_path / 'order.sqlite3'}", heartbeat=False))
@@ -314,3 +317,139 @@ def test_no_cell_is_claimed_after_the_time_limit(tmp_path, monkeypatch, one_thre
     assert run_grid(grid, ctx, WorkerOptions(storage=url, claim_until=until, pack=1)) == {"done": 1, "pending": 1}
     monkeypatch.setattr(queue, "run_cell", real)
     assert run_grid(grid, ctx, WorkerOptions(storage=url)) == {"done": 2}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 27: a cell never runs twice at once (fencing), heartbeats survive a locked storage, clocks need not agree.
+
+def test_a_worker_whose_claim_was_taken_over_writes_nothing_and_moves_on(tmp_path):
+    """A worker stopped (SIGSTOP) while writing a record, past the grace period: the other worker reclaims the
+    cell and finishes it. Continued (SIGCONT), the first one checks its claim before the rename, finds it taken
+    over, drops the write and moves on: every record and done.json written once, no crash (today: both write,
+    then "Cannot tell a FAIL trial", run rc 2)."""
+    grid_file = workers_kit.write_grid(tmp_path, variants=["rf", "eps/linear"], max_steps=8)
+    url, marker = f"sqlite:///{tmp_path / 'optuna.sqlite3'}", tmp_path / "paused"
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(workers_kit.cli_command("run", str(grid_file), "--results", str(tmp_path / "results"),
+                                                        "--storage", url, "--workers", "2", "--no-leaderboard"),
+                                env=workers_kit.worker_env(ABLATE_TEST_PAUSE_AT="write:*/records/*.json",
+                                                           ABLATE_TEST_PAUSE_FILE=str(marker)),
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        pid = workers_kit.pid_paused_at(marker, proc)
+        os.kill(pid, signal.SIGSTOP)
+        (tmp_path / "paused.release").touch()  # it goes on from the pause once continued
+        (stopped,) = [t for t in _study(url, "tiny").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                      if t.user_attrs.get("where", {}).get("pid") == pid]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not any(
+                t.state == TrialState.COMPLETE for t in trials_by_cell(_study(url, "tiny"))[stopped.user_attrs["cell"]]):
+            time.sleep(0.2)
+        record = next((tmp_path / "results").rglob(f"{stopped.user_attrs['variant'].replace('/', '__')}/seed0/records/*.json"))
+        written = record.read_bytes()
+        os.kill(pid, signal.SIGCONT)
+        code = proc.wait(timeout=180)
+    text = log_path.read_text()
+    assert code == 0, text[-3000:]
+    assert "Cannot tell" not in text and "Traceback" not in text, text[-3000:]
+    assert re.search(r"another worker took this cell over .*records/[^ ]+\.json not written", text), text[-3000:]
+    trials = trials_by_cell(_study(url, "tiny"))[stopped.user_attrs["cell"]]
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert record.read_bytes() == written  # the stopped worker's record never landed over the reclaimer's
+    assert len(re.findall(r"(\[\d+/\d+\]) [^\n]*: done in", text)) == 2, text  # each cell finished once
+    assert not list((tmp_path / "results").rglob("*.tmp"))
+
+
+def test_a_fenced_write_of_a_lost_claim_does_not_land(tmp_path):
+    from ablate.io import fenced, write_json_atomic
+    from ablate.runs.claims import Claim, TrialLost
+
+    url = f"sqlite:///{tmp_path / 'fence.sqlite3'}"
+    study = optuna.create_study(study_name="fence", storage=open_storage(url, heartbeat=False))
+    trial = study.ask()
+    target = tmp_path / "done.json"
+    with fenced(Claim(url, trial._trial_id).check):
+        write_json_atomic(target, {"claim": 1})  # the claim holds: written
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # reclaimed by another worker
+        with pytest.raises(TrialLost, match="taken over"):
+            write_json_atomic(target, {"claim": 2})
+    assert json.loads(target.read_text()) == {"claim": 1} and not list(tmp_path.glob(".*.tmp"))
+    write_json_atomic(target, {"claim": 3})  # outside the block: no fence
+    assert json.loads(target.read_text()) == {"claim": 3}
+
+
+def test_heartbeats_survive_a_storage_locked_past_its_timeout(tmp_path, monkeypatch, capfd):
+    """A SQLite file locked by another process past the timeout: the beat is noted in the cell's log and sent
+    again, Optuna's heartbeat thread lives on (today: its traceback on the console and no more heartbeats)."""
+    import sqlite3
+
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    from ablate.runs import logs, storage
+
+    monkeypatch.setattr(storage, "SQLITE_TIMEOUT_S", 0.2)
+    monkeypatch.setenv("ABLATE_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("ABLATE_GRACE_PERIOD", "3")
+    path = tmp_path / "lock.sqlite3"
+    study = optuna.create_study(study_name="lock", storage=storage.open_storage(f"sqlite:///{path}"))
+    trial = study.ask()
+    beats = "SELECT heartbeat FROM trial_heartbeats WHERE trial_id = ?"
+    logs.route_output(tmp_path / "run.log")
+    with logs.to_file(tmp_path / "cell.log"), get_heartbeat_thread(trial._trial_id, study._storage):
+        time.sleep(0.5)
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(2.5)  # two beats fail
+        lock.execute("ROLLBACK")
+        before = lock.execute(beats, (trial._trial_id,)).fetchone()
+        time.sleep(2.5)
+        after = lock.execute(beats, (trial._trial_id,)).fetchone()
+    assert after > before  # beating again after the lock
+    assert "heartbeat of trial" in (tmp_path / "cell.log").read_text() and "not recorded" in (tmp_path / "cell.log").read_text()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "OperationalError" not in err, err
+
+
+def test_an_unconfirmed_claim_is_timed_on_the_observers_clock(tmp_path, monkeypatch):
+    """A claim whose worker's clock is an hour behind (Optuna stores the start in the claimer's local time) is
+    not reclaimed at once: it is reclaimed after the grace period of this process's own monotonic clock."""
+    import datetime
+    import sqlite3
+
+    from ablate.runs import claims
+    from ablate.runs.queue import reclaim_stale
+
+    monkeypatch.setenv("ABLATE_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("ABLATE_GRACE_PERIOD", "3")
+    url = f"sqlite:///{tmp_path / 'clock.sqlite3'}"
+    study = optuna.create_study(study_name="clock", storage=open_storage(url))
+    study.enqueue_trial({}, user_attrs={"cell": "c"})
+    trial = study.ask()  # RUNNING, no heartbeat, not confirmed
+    with sqlite3.connect(tmp_path / "clock.sqlite3") as db:
+        db.execute("UPDATE trials SET datetime_start = ? WHERE trial_id = ?",
+                   ((datetime.datetime.now() - datetime.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    trial._trial_id))
+    study = _study(url, "clock")  # read afresh
+    assert study.trials[0].datetime_start < datetime.datetime.now() - datetime.timedelta(minutes=59)
+    reclaim_stale(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # today: failed at once
+    for key in claims._FIRST_SEEN:
+        claims._FIRST_SEEN[key] -= 3.0  # the grace period passed on this process's clock
+    reclaim_stale(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+def test_a_cell_done_on_another_machine_is_not_queued_again(tmp_path):
+    """The store heals only what this machine can tell: a cell done on another host, whose folder is not in this
+    results directory, keeps its trial (its records are in that machine's results directory)."""
+    grid = load_grid(workers_kit.write_grid(tmp_path, "away", ["rf", "eps/linear"]), GridOverrides(results=tmp_path))
+    study = open_study(grid, open_storage(f"sqlite:///{tmp_path / 'away.sqlite3'}", heartbeat=False))
+    assert queue_cells(study, grid) == 2
+    for host in ("another-host", None):  # None: a trial of this machine (no where: rebuilt)
+        trial = study.ask()
+        if host:
+            trial.set_user_attr("where", {"host": host, "pid": 1, "trial": trial.number})
+        study.tell(trial, 0.5)
+    said: list[str] = []
+    assert queue_cells(study, grid, say=said.append) == 1  # only this machine's cell, whose records are missing
+    assert len(said) == 1 and "eps/linear · seed 0 is done in the queue, but 1 of its 1 records is missing" in said[0]

@@ -59,15 +59,16 @@ seeds: [0]
 data: {{resolution: 8, val_size: 32}}
 model: {{patch_size: 4, hidden_size: 32, depth: 2, num_heads: 2}}
 train: {{max_steps: {max_steps}, batch_size: 16, lr: 1.0e-3, warmup_steps: 2, val_every: 8, ema: {{every: 1, decay: 0.9}}}}
-eval: {{num_samples: 16, batch_size: 16, weights: [ema], settings: [{{steps: 4, cfg: 2.0}}], scorers: [test-moments]}}
+eval: {{num_samples: 16, batch_size: 16, weights: [ema], settings: {settings}, scorers: [test-moments]}}
 """
 VARIANTS = ["rf", "eps/linear", "rf/lognorm(0.00, 1.00)"]
 
 
-def write_grid(directory: Path, name: str = "tiny", variants: list[str] = VARIANTS, max_steps: int = 24) -> Path:
+def write_grid(directory: Path, name: str = "tiny", variants: list[str] = VARIANTS, max_steps: int = 24,
+               settings: str = "[{steps: 4, cfg: 2.0}]") -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(TINY_GRID.format(name=name, variants="[" + ", ".join(f'"{v}"' for v in variants) + "]",
-                                     max_steps=max_steps))
+                                     max_steps=max_steps, settings=settings))
     return path
 
 

@@ -78,6 +78,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     defaults to ``<results>/<grid>/leaderboard``."""
     from ablate.report import backbones
     from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
+    from ablate import store_audit
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)
@@ -87,6 +88,9 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     err = Console(stderr=True)
     csv_parts: list[str] = []
     for grid in grids:
+        found = store_audit.problems(store, grid)
+        if found:
+            raise store_audit.refusal(found, results, grid)
         frame = store.frame(grid)
         if frame.empty:
             raise AblateError(
@@ -98,7 +102,8 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
         out_dir = out if out is not None else results / grid / "leaderboard"
         lb = build_leaderboard(backbones.label_variants(frame) if axis else frame, grid, alignment=alignment,
                                fidelity=fidelity, replicates=replicates,
-                               validity_dirs=(results / "validity", out_dir, Path("leaderboard")))
+                               validity_dirs=(results / "validity", out_dir, Path("leaderboard")),
+                               flags=store_audit.missing_settings(store, grid))
         if axis:
             lb.appendix = backbones.section(frame, grid, lb.alignment, lb.fidelity, out_dir)
         written = write_outputs(lb, out_dir)

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--pack", type=_positive, metavar="K", help="cells a worker trains at once as one stacked model "
                    "(1: one at a time; default: chosen from the model's size and the device, see ablate/runs/pack_size.py)")
     w.add_argument("--retry-failed", action="store_true", help="re-queue the cells that failed (diverged or crashed)")
+    w.add_argument("--rebuild-queue", action="store_true", help="set the grid's queue aside (a damaged SQLite file is "
+                   "renamed *.damaged-TIME) and rebuild it from the records: cells whose records are all whole are "
+                   "done, the others queued (stop the grid's other workers first)")
     w.add_argument("--stop-claiming-after", type=_positive, metavar="SECONDS", help="workers claim no new cell after "
                    "SECONDS from the start and stop once their cell is done; the rest stays queued for the next run "
                    "(a batch job's or a device call's time limit: no cell is started that cannot finish)")
@@ -85,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
     ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
                      progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
-                            pack=args.pack, retry_failed=args.retry_failed, verbose=args.verbose,
+                            pack=args.pack, retry_failed=args.retry_failed, rebuild_queue=args.rebuild_queue,
+                            verbose=args.verbose,
                             claim_until=time.time() + args.stop_claiming_after if args.stop_claiming_after else None)
     with stop_on_signals():
         if grid.train.lr_search is not None:

@@ -1,7 +1,7 @@
 """``python -m ablate status GRID [--storage URL]``: every cell of a grid and where it stands.
 
 One row per cell, from the grid's queue (see :mod:`ablate.runs.queue`) and its results store
-(``records``: settings scored / settings of the grid, from :class:`ablate.results.ResultsStore`): pending (not queued
+(``records``: whole records / settings of the grid, from :class:`ablate.results.ResultsStore`): pending (not queued
 yet, waiting, or re-queued after its worker was lost), running (where: host, pid, device; since
 when, UTC; the last reported training step), done (the EMA validation loss) or failed (the step and
 the reason). ``attempts`` counts the cell's trials (retries after lost workers or --retry-failed).
@@ -58,12 +58,13 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
     """The status table of a grid, and its cell counts by state."""
     from ablate.runs.queue import cell_states
     from ablate.results import ResultsStore
-    from ablate.runs.storage import default_storage
+    from ablate.runs.storage import default_storage, storage_errors
 
     grid = load_grid(grid_path, overrides)  # type: ignore[arg-type]
-    study = _study_if_exists(grid.name, storage or default_storage(grid))
-    states = cell_states(study, grid)
-    store, wanted = ResultsStore(grid.results_root), {s.key for s in grid.eval.all_settings()}
+    with storage_errors(grid, storage or default_storage(grid)):
+        study = _study_if_exists(grid.name, storage or default_storage(grid))
+        states = cell_states(study, grid)
+    store, settings = ResultsStore(grid.results_root), grid.eval.all_settings()
     cells = {c.id: c for c in grid.cells()}
     counts = {s: 0 for s in STYLES}
     table = Table(title=Text(f"grid {grid.name} in {storage or default_storage(grid)}"
@@ -78,7 +79,7 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
         if trial is None:
             cell = cells[cell_id]
             variant, dataset, seed = cell.variant, cell.dataset, cell.seed
-        records = len(store.setting_keys(cells[cell_id]) & wanted) if cell_id in cells else 0
+        records = len(settings) - len(store.faults(cells[cell_id], settings)) if cell_id in cells else 0
         where = attrs.get("where") or {}
         place = f"{where['host']}:{where['pid']} ({where['device']})" if where and state in ("running", "done") else ""
         step, detail = attrs.get("step"), ""
@@ -101,7 +102,7 @@ def status_table(grid_path: str, storage: str | None, overrides: object = None) 
                       Text(str(attempts)), Text(place),
                       Text(_utc(trial.datetime_start) if trial is not None and state != "pending" else ""),
                       Text(f"{step}/{max_steps}" if step is not None and state != "pending" else ""),
-                      Text(f"{records}/{len(wanted)}"), Text(detail))
+                      Text(f"{records}/{len(settings)}"), Text(detail))
     table.caption = ", ".join(f"{n} {s}" for s, n in counts.items())
     return table, counts
 

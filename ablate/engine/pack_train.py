@@ -18,7 +18,7 @@ from ablate.engine.accel import compile_for
 from ablate.engine.checkpointing import AtomicCheckpointIO
 from ablate.engine.pack import Failed, PackCallback, PackDataModule, PackModule, fit_pack
 from ablate.engine.runner import (RunContext, cell_loggers, cell_module, keep_earlier_log, record_run,
-                                  resume_checkpoint, trainer_options, training_summary)
+                                  resume_checkpoint, say_to_cell, trainer_options, training_summary)
 from ablate.engine.stack import Mode, mode_for
 
 
@@ -26,7 +26,7 @@ def resume_steps(directories: Sequence[Path], ctx: RunContext) -> list[tuple[Pat
     """Each cell's checkpoint to resume from (None: start) and its step (0 without one)."""
     out = []
     for directory in directories:
-        path = resume_checkpoint(directory, ctx.console)
+        path = resume_checkpoint(directory, say_to_cell(ctx))
         out.append((path, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"]) if path else 0))
     return out
 

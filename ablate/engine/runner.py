@@ -3,10 +3,12 @@
 Layout of one cell (``results/<grid>/<dataset>/<variant-slug>/seed<k>/``): ``checkpoints/``
 (best EMA validation loss, and last), ``logs/`` (Lightning CSV/TensorBoard), ``train.json`` (the
 training summary, written once training finished), ``records/*.json`` (one per setting x weights,
-each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). A cell with
-``done.json`` is skipped; a cell with ``train.json`` resumes at evaluation, setting by setting; a
-cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
+each written atomically), ``samples/*.png`` (previews) and ``done.json`` (written last). The records are
+the truth: a cell whose every record reads back whole is skipped; otherwise exactly its missing or
+damaged records are evaluated (again), ``done.json`` or not; a cell with ``train.json`` resumes at
+evaluation; a cell with a checkpoint but no ``train.json`` resumes training from ``checkpoints/last.ckpt`` (model,
 EMA, optimizer, schedule, step; data order and noise follow from the step, see :mod:`ablate.engine.train`).
+A damaged training file is worked around first (:mod:`ablate.engine.cell_state`).
 Checkpoints are written atomically, the last step is always validated, and the training summary is
 read from the checkpoints (see :mod:`ablate.engine.checkpointing`); temp files of a killed writer are removed
 when the cell starts (whoever runs a cell owns it: :mod:`ablate.runs.queue`).
@@ -23,6 +25,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -35,13 +38,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.engine.accel import compile_for, gpu_hours, precision_for
+from ablate.engine.cell_state import check_training_state, load_checkpoint, note
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
+from ablate.io import check_fence
 from ablate.engine.evaluate import draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
 from ablate.config.grid import Cell, Grid
+from ablate.config.setting import Setting
 from ablate.engine.metric_keys import curve_point, summary as validation_summary
 from ablate.results import (ResultsStore, cell_dir, new_record, provenance_stamp, write_json_atomic,
                             write_text_atomic)
@@ -122,19 +128,17 @@ class SpawnDDPStrategy(DDPStrategy):
         self._launcher = _SpawnLauncher(self, start_method="spawn")
 
 
-def resume_checkpoint(directory: Path, console: Console | None = None) -> Path | None:
+def resume_checkpoint(directory: Path, say: Callable[[str], None] | None = None) -> Path | None:
     """The checkpoint to resume a cell's training from: ``last.ckpt``, else ``best.ckpt`` (both hold the
-    whole training state), skipping a file that does not load (a write cut short); None: start at step 0."""
+    whole training state), skipping a file that does not load (a write cut short, said); None: start at step 0."""
     for name in ("last.ckpt", "best.ckpt"):
         path = directory / "checkpoints" / name
-        if not path.exists():
-            continue
-        try:
-            torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint, fault = load_checkpoint(path)
+        if checkpoint is not None:
             return path
-        except Exception as err:  # noqa: BLE001 -- any unreadable file means: do not resume from it
-            if console:
-                console.print(f"[yellow]{escape(str(path))} cannot be loaded ({type(err).__name__}); not resuming from it[/]")
+        if fault != "missing" and say is not None:
+            say(f"{path} is damaged ({fault}): not resuming from it"
+                + (", trying best.ckpt" if name == "last.ckpt" else ", the cell starts at step 0"))
     return None
 
 
@@ -199,7 +203,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning,
                             tokens=module.net_attends_tokens)
     trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
-    resume = resume_checkpoint(directory, ctx.console)
+    resume = resume_checkpoint(directory, say_to_cell(ctx))
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     keep_earlier_log(directory / "logs", resumed_step)
     start = time.perf_counter()
@@ -212,7 +216,8 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     finally:  # an interrupted run's time counts too: the cell's cost is the sum of its runs
         wall = time.perf_counter() - start
         runs = record_run(directory, resumed_step, wall, trainer.world_size, ctx)
-    return training_summary(grid, module, directory, Path(best.best_model_path), wall, runs, monitor.img_per_s,
+    best_path = directory / "checkpoints" / "best.ckpt"  # not best_model_path: the results may have moved since
+    return training_summary(grid, module, directory, best_path, wall, runs, monitor.img_per_s,
                             resumed_step, trainer.world_size, ctx)
 
 
@@ -238,7 +243,7 @@ def training_summary(grid: Grid, module: DiffusionModule, directory: Path, best_
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
         "grad_clip": cfg.grad_clip, "train_img_per_s": img_per_s, "checkpoint": best_path.name,
-        "final_val": validation_of(torch.load(last_path, map_location="cpu", weights_only=False), last_path),
+        "final_val": validation_of(load_checkpoint(last_path)[0] or best_ckpt, last_path),  # last damaged: resumed at best
         **validation_summary(best_val), **({"pack": pack} if pack > 1 else {}),
     }
     write_json_atomic(directory / "train.json", summary)
@@ -300,42 +305,48 @@ def _step_of(row: dict[str, str]) -> int | None:
         return None
 
 
+def say_to_cell(ctx: RunContext) -> Callable[[str], None]:
+    """A warning on the console that also goes to the cell's log."""
+    return note(lambda text: ctx.console.print(f"[yellow]{escape(text)}[/]", highlight=False))
+
+
 def run_cell(grid: Grid, cell: Cell, ctx: RunContext) -> str:
-    """Train (unless already trained) and evaluate one cell; returns "done", "skipped"."""
-    directory = claim_directory(grid, cell)
-    if directory is None:
+    """Train (unless already trained) and evaluate the cell's missing or damaged records; returns "done", or
+    "skipped" when every record was whole and ``done.json`` there."""
+    claimed = claim_directory(grid, cell, ctx)
+    if claimed is None:
         return "skipped"
-    summary_path = directory / "train.json"
-    ckpt = directory / "checkpoints" / "best.ckpt"
-    if summary_path.exists() and ckpt.exists():
-        import json
-
-        summary = json.loads(summary_path.read_text())
-    else:
-        summary = train_cell(grid, cell, ctx, directory)
-    return evaluate_cell(grid, cell, ctx, directory, summary)
+    directory, settings = claimed
+    summary = check_training_state(directory, say_to_cell(ctx)) or train_cell(grid, cell, ctx, directory)
+    return evaluate_cell(grid, cell, ctx, directory, summary, settings)
 
 
-def claim_directory(grid: Grid, cell: Cell) -> Path | None:
-    """The cell's directory, made and cleared of a killed writer's temp files; None if the cell is done."""
+def claim_directory(grid: Grid, cell: Cell, ctx: RunContext) -> tuple[Path, list[Setting]] | None:
+    """The cell's directory (made, cleared of a killed writer's temp files) and the settings whose records are
+    missing or damaged (said when the cell looked done); None if ``done.json`` is there and every record whole."""
     directory = cell_dir(grid.results_root, grid.name, cell.dataset, cell.variant, cell.seed, cell.backbone)
-    if (directory / "done.json").exists():
+    store, settings = ResultsStore(grid.results_root), grid.eval.all_settings()
+    faults, done = store.faults(cell, settings), (directory / "done.json").exists()
+    if not faults and done:
         return None
+    if done or any(why != "missing" for why in faults.values()):
+        say_to_cell(ctx)(f"{len(faults)} of the cell's {len(settings)} records to evaluate again: "
+                         + "; ".join(f"{store.record_path(cell, s)} ({why})" for s, why in faults.items()))
     directory.mkdir(parents=True, exist_ok=True)
     for leftover in directory.rglob(".*.tmp"):  # temp files of a killed writer (the cell is ours now)
         leftover.unlink(missing_ok=True)
-    return directory
+    return directory, list(faults)
 
 
-def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summary: dict[str, Any]) -> str:
-    """Evaluate a trained cell at every setting not yet recorded, then mark it done; returns "done"."""
+def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summary: dict[str, Any],
+                  settings: list[Setting]) -> str:
+    """Sample and score ``settings`` from the cell's best checkpoint, one record each, then mark it done."""
     info, splits = ctx.dataset(grid, cell.dataset)
     scorers = ctx.scorers(grid, cell.dataset)
-    ckpt = directory / "checkpoints" / "best.ckpt"
+    store, ckpt = ResultsStore(grid.results_root), directory / "checkpoints" / "best.ckpt"
     if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
-        last = directory / "checkpoints" / "last.ckpt"
-        curve = validation_curve_of(torch.load(last, map_location="cpu", weights_only=False)) if last.exists() else []
-        summary = {**summary, "val_curve": [curve_point(p) for p in curve]}
+        last, _ = load_checkpoint(directory / "checkpoints" / "last.ckpt")
+        summary = {**summary, "val_curve": [curve_point(p) for p in (validation_curve_of(last) if last else [])]}
     module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device),
                          backbone=cell.backbone)
     module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
@@ -344,10 +355,8 @@ def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summ
     prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning,
                            tokens=module.net_attends_tokens)
     stamp = provenance_stamp(str(ctx.device))
-    store = ResultsStore(grid.results_root)
-    for setting in grid.eval.all_settings():
-        if store.has_record(cell, setting):
-            continue
+    for setting in settings:
+        check_fence(store.record_path(cell, setting))  # a worker whose claim was taken over stops here
         result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
                                   grid.eval.batch_size, ctx.device,
                                   preview=store.preview_path(cell, setting), compiled=module.compiled,

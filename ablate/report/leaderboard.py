@@ -68,13 +68,16 @@ class Leaderboard:
     completeness: str | None = None
     appendix: list[str] = field(default_factory=list)  # markdown parts after the figures (ablate.report.backbones)
     validity: list[str] = field(default_factory=list)  # each shown metric's validity-bench verdict
+    flags: list[str] = field(default_factory=list)   # what the store check found (ablate.store_audit), read first
 
 
 def build_leaderboard(
     frame: pd.DataFrame, grid: str, alignment: str | None = None, fidelity: str | None = None,
     replicates: int = rank_stats.statistics.DEFAULT_REPLICATES, validity_dirs: tuple[Path, ...] = (),
+    flags: list[str] | tuple[str, ...] = (),
 ) -> Leaderboard:
-    """Rank the variants of one grid's records (a ResultsStore frame); validity verdicts from ``validity_dirs``."""
+    """Rank the variants of one grid's records (a ResultsStore frame); validity verdicts from ``validity_dirs``;
+    ``flags``: lines on the store's state (e.g. missing records) shown first."""
     alignment = ranking.choose_metric(frame, "alignment", alignment)
     fidelity = ranking.choose_metric(frame, "fidelity", fidelity)
     extra, found = ranking.extra_metrics(frame, alignment, fidelity), validity.for_frame(frame, validity_dirs)
@@ -87,7 +90,7 @@ def build_leaderboard(
         grid=grid, alignment=alignment, fidelity=fidelity, means=means, table1=t1,
         table2=ranking.table2(means, alignment, fidelity, order, TABLE2_STEPS, extra=extra,
                               marks=validity.marks(found, [alignment, fidelity, *extra])),
-        validation=ranking.validation_table(frame, order),
+        validation=ranking.validation_table(frame, order), flags=list(flags),
     )
     lb.validity = validity.header_lines(found, [alignment, fidelity, *extra])
     lb.completeness = diagnostics.completeness_line(frame)
@@ -106,7 +109,7 @@ def _top(lb: Leaderboard) -> list[str]:
     if diagnostics.is_smoke(lb.grid):
         lines.append("SMOKE TEST of the machinery, not a result: a short CPU run that checks the pipeline end to "
                      "end; its ranks say nothing about the formulations.")
-    lines += [line for line in [lb.completeness] if line]
+    lines += lb.flags + [line for line in [lb.completeness] if line]
     lines.append(convergence.warning_line(lb.convergence))
     lines.append(intervals.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.fidelity, int(lb.means["seeds"].min()),
                                             lb.stats.replicates if lb.stats else 0))

@@ -2,7 +2,8 @@
 
 Third-party messages (Lightning's notices and tips, Optuna's trial reports), Python warnings (e.g.
 deprecations inside libraries, Lightning's data-loader advice) and the tracebacks of failed cells go
-to the running cell's ``logs/output.log``, and outside a cell to the grid's ``run.log``. With
+to the running cell's ``logs/output.log``, and outside a cell to the grid's ``run.log``; so do ablate's own
+notes for the log (the ``ablate`` logger: e.g. a damaged file that a cell worked around). With
 ``run --verbose`` they are also echoed to stderr. A log file that cannot be written (a full disk)
 is skipped silently: it must not add its own errors to the console.
 """
@@ -65,7 +66,7 @@ def route_output(run_log: Path | None, verbose: bool = False) -> None:
     import optuna
 
     optuna.logging.disable_default_handler()
-    for name in THIRD_PARTY:
+    for name in (*THIRD_PARTY, "ablate"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)

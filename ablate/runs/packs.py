@@ -26,9 +26,12 @@ from rich.markup import escape
 from ablate.config.grid import Cell
 from ablate.engine.pack import resume_groups
 from ablate.engine.pack_train import resume_steps, train_pack
-from ablate.engine.runner import claim_directory, evaluate_cell, train_cell
+from ablate.engine.cell_state import check_training_state
+from ablate.engine.runner import claim_directory, evaluate_cell, say_to_cell, train_cell
+from ablate.io import fenced
 from ablate.results import cell_dir
 from ablate.runs import logs
+from ablate.runs.claims import Claim
 from ablate.runs.queue import ATTEMPT_ATTRS, TrialLost, TrialReporter, _superseded, cell_of
 from ablate.runs.signals import describe, received, settle
 
@@ -43,8 +46,10 @@ class _Claim:
     reporter: TrialReporter
     heartbeat: Any
     directory: Path | None = None
+    settings: list[Any] = field(default_factory=list)  # the settings whose records are missing or damaged
     start: float = field(default_factory=time.perf_counter)
     open: bool = True  # not yet told (COMPLETE or FAIL) nor lost
+    lost: bool = False  # taken over by another worker: nothing more of it is written
 
 
 def claim(worker: Worker, size: int) -> list[_Claim]:
@@ -84,7 +89,7 @@ def _failed(worker: Worker, c: _Claim, err: BaseException) -> None:
     if not c.open:
         return
     if isinstance(err, TrialLost):
-        c.open = False
+        c.open, c.lost = False, True
         c.heartbeat.join()
         worker.say("[yellow]another worker took a cell of this pack over (our heartbeat looked stale); moving on[/]")
         worker.counts["lost"] += 1
@@ -105,8 +110,7 @@ def _complete(worker: Worker, c: _Claim, outcome: str) -> None:
 def _train(worker: Worker, claims: list[_Claim]) -> None:
     """Train the claimed cells that need it: in packs of cells at one resume step, a lone one alone."""
     grid, ctx = worker.grid, worker.ctx
-    todo = [c for c in claims if c.open and not ((c.directory / "train.json").exists()  # type: ignore[operator]
-                                                 and (c.directory / "checkpoints" / "best.ckpt").exists())]  # type: ignore[operator]
+    todo = [c for c in claims if c.open and check_training_state(c.directory, say_to_cell(ctx)) is None]  # type: ignore[arg-type]
     if not todo:
         return
     steps = [step for _, step in resume_steps([c.directory for c in todo], ctx)]  # type: ignore[misc]
@@ -125,9 +129,13 @@ def _train(worker: Worker, claims: list[_Claim]) -> None:
                 ctx.callbacks = []
             continue
         worker.say(f"training {len(members)} cells as one pack")
-        with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
-            train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
-                       lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
+        try:
+            with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
+                train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
+                           lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
+        except TrialLost as err:  # a member taken over while the pack wrote its files: nothing of it landed; a
+            # pack-mate whose summary was not written yet fails its evaluation and is queued again
+            worker.say(f"[yellow]{escape(str(err))}[/]")
 
 
 def run_pack(worker: Worker, size: int) -> bool:
@@ -138,23 +146,15 @@ def run_pack(worker: Worker, size: int) -> bool:
     try:
         for c in claims:
             worker.say(escape(worker.label(c.cell)))
-            c.directory = claim_directory(worker.grid, c.cell)
-            if c.directory is None:  # done already (recorded by an earlier run)
+            claimed = claim_directory(worker.grid, c.cell, worker.ctx)
+            if claimed is None:  # done already, every record whole (recorded by an earlier run)
                 g = worker.grid
                 c.directory = cell_dir(g.results_root, g.name, c.cell.dataset, c.cell.variant, c.cell.seed, c.cell.backbone)
                 _complete(worker, c, "skipped")
-        _train(worker, claims)
-        for c in claims:
-            if not c.open:
-                continue
-            try:
-                with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
-                    summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
-                    outcome = evaluate_cell(worker.grid, c.cell, worker.ctx, c.directory, summary)  # type: ignore[arg-type]
-            except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
-                _failed(worker, c, err)
-                continue
-            _complete(worker, c, outcome)
+            else:
+                c.directory, c.settings = claimed
+        with fenced(_fence(worker, claims)):
+            _run_claims(worker, claims)
     except KeyboardInterrupt:  # a signal (ablate.runs.signals): the next run re-queues the open cells
         settle()
         for c in claims:
@@ -170,6 +170,36 @@ def run_pack(worker: Worker, size: int) -> bool:
             if c.open:
                 c.heartbeat.join()
     return True
+
+
+def _fence(worker: Worker, claims: list[_Claim]) -> Callable[[Path], None]:
+    """The fence of a pack's writes (:func:`ablate.io.fenced`): a write into a claimed cell's directory lands only
+    while that cell's trial is still ours (:class:`ablate.runs.claims.Claim`)."""
+    def check(path: Path) -> None:
+        for c in claims:
+            if c.directory is None or not Path(path).is_relative_to(c.directory):
+                continue
+            if c.lost:
+                raise TrialLost(f"trial {c.trial._trial_id} was taken over by another worker; {path} not written")
+            if c.open:  # a cell this worker told (failed, done) stays its own until it is queued again
+                Claim(worker.url, c.trial._trial_id).check(path)
+    return check
+
+
+def _run_claims(worker: Worker, claims: list[_Claim]) -> None:
+    """Train the claimed cells that need it (packed), then evaluate each one's missing or damaged settings."""
+    _train(worker, claims)
+    for c in claims:
+        if not c.open:
+            continue
+        try:
+            with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
+                summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
+                outcome = evaluate_cell(worker.grid, c.cell, worker.ctx, c.directory, summary, c.settings)  # type: ignore[arg-type]
+        except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
+            _failed(worker, c, err)
+            continue
+        _complete(worker, c, outcome)
 
 
 def claim_rounds(size: int) -> Callable[[Worker], bool] | None:

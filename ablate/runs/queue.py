@@ -8,14 +8,15 @@ Conventions:
   ``dataset``, ``seed``). A worker claims the oldest waiting trial through ``study.optimize``,
   which runs Optuna's heartbeat thread; the worker then records a heartbeat itself and confirms the
   claim (``where``: host, pid, worker, device, the trial's number, boot id and process start time).
-- Reclaim (:func:`reclaim_stale`, before every claim and while waiting): a running trial whose
-  heartbeat is older than the grace period, that was never confirmed within the grace period of its
-  claim (its worker died in between), or whose worker ran on this machine and is gone (no process
-  with its pid and start time: no need to wait), is failed and re-queued (up to ``MAX_STALE_RETRIES``
-  times, :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`); the cell resumes from its last
-  checkpoint (if this machine sees the cell's results directory).
+  Heartbeats, reclaiming a dead worker's cell and the fencing of a worker whose claim was taken over:
+  :mod:`ablate.runs.claims`.
 - A finished trial is COMPLETE with value = the cell's best EMA validation loss. The queue holds
-  the queue's state only: the cell's records live in the results store (:mod:`ablate.results`).
+  the queue's state only: the cell's records live in the results store (:mod:`ablate.results`), which
+  is the truth for what is done. :func:`queue_cells` queues a COMPLETE cell again when its records
+  are missing or damaged (``heals``: the number of the trial it heals); the cell then re-evaluates
+  exactly those settings, from its checkpoint (:func:`ablate.engine.runner.run_cell`). A cell done on
+  another machine, whose folder this machine's results directory lacks, is left alone (its records are
+  in that machine's results directory). A damaged queue is rebuilt from the records: :mod:`ablate.runs.rebuild`.
 - Any failure of a cell (divergence, a crash, a full disk) makes its trial FAIL with ``fail_reason``
   and ``fail_step`` (the traceback goes to the cell's ``logs/output.log``), and the grid goes on; the
   cell stays failed until ``--retry-failed``. A cell stopped by a signal is FAIL with ``interrupted``
@@ -30,34 +31,31 @@ Conventions:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
 import socket
 import time
 from collections import Counter
-from datetime import datetime
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import lightning as L
 import optuna
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
-from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
 from ablate.runs import logs
-from ablate.errors import ResultsError
 from ablate.faults import pause_at
 from ablate.config.grid import Cell, Grid
-from ablate.results import cell_dir
+from ablate.config.setting import Setting
+from ablate.io import fenced
+from ablate.results import ResultsError, ResultsStore, cell_dir, read_record
 from ablate.engine.runner import RunContext, run_cell
+from ablate.runs.claims import Claim, TrialLost, TrialReporter, boot_id, process_start, reclaim_stale
 from ablate.runs.signals import describe, received, settle
-from ablate.runs.storage import heartbeat_settings, open_storage
+from ablate.runs.storage import heartbeat_settings, open_storage, storage_errors
 
 POLL_S = 2.0
 STATE_NAMES = {None: "pending", TrialState.WAITING: "pending", TrialState.RUNNING: "running",
@@ -67,10 +65,6 @@ ATTEMPT_ATTRS = ("step", "fail_reason", "fail_step", "interrupted")  # reset whe
 
 class CellFailed(Exception):
     """A cell's run failed (divergence, a crash in training or scoring); the grid goes on."""
-
-
-class TrialLost(RuntimeError):
-    """This worker's trial was failed by another worker (its heartbeat looked stale): stop the cell."""
 
 
 def cell_of(attrs: dict[str, Any], grid_name: str) -> Cell | None:
@@ -95,9 +89,21 @@ def cell_failed(trial: FrozenTrial) -> bool:
         not trial.user_attrs.get("interrupted")
 
 
-def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> int:
-    """Enqueue each cell that has no trial yet, or whose last trial failed without :func:`cell_failed`
-    (stopped by a signal, worker lost), or failed at all with ``retry_failed``. Returns how many were queued.
+def store_faults(grid: Grid, cell: Cell, trial: FrozenTrial) -> dict[Setting, str]:
+    """The settings whose record is missing or damaged of a cell the queue has as done (``trial``), as far as
+    this machine can tell: none for a cell done on another host whose folder is not in this results directory."""
+    store = ResultsStore(grid.results_root)
+    host = (trial.user_attrs.get("where") or {}).get("host")
+    if host not in (None, socket.gethostname()) and not store.cell_dir(cell).exists():
+        return {}
+    return store.faults(cell, grid.eval.all_settings())
+
+
+def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False,
+                say: Callable[[str], None] | None = None) -> int:
+    """Enqueue each cell that has no trial yet, whose last trial failed without :func:`cell_failed`
+    (stopped by a signal, worker lost), or failed at all with ``retry_failed``, or is done while its
+    records are missing or damaged (:func:`store_faults`; ``say`` tells which). Returns how many were queued.
 
     Cells tried before (they may have a checkpoint) go to the head of the queue: a worker claims the
     oldest waiting trial, so the cells still waiting from an earlier run are re-queued behind them (their
@@ -105,7 +111,15 @@ def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> 
     run (a device call, a batch job's time limit) would start new cells and leave the cut ones behind."""
     existing, cells = trials_by_cell(study), grid.cells()
     last = {cell.id: existing.get(cell.id, [None])[-1] for cell in cells}
-    due = [c for c in cells if last[c.id] is None or (
+    heal = {c.id: faults for c in cells if last[c.id] is not None and last[c.id].state == TrialState.COMPLETE
+            and (faults := store_faults(grid, c, last[c.id]))}
+    for cell in cells:
+        if cell.id in heal and say is not None:
+            faults = heal[cell.id]
+            say(f"{cell.dataset} · {cell.variant} · seed {cell.seed} is done in the queue, but {len(faults)} of its "
+                f"{len(grid.eval.all_settings())} records {'is' if len(faults) == 1 else 'are'} missing or damaged "
+                f"({'; '.join(f'{s.key}: {why}' for s, why in list(faults.items())[:3])}): queued again")
+    due = [c for c in cells if last[c.id] is None or c.id in heal or (
         last[c.id].state == TrialState.FAIL and (retry_failed or not cell_failed(last[c.id])))]
     resumed = [c for c in due if last[c.id] is not None]
     waiting = [c for c in cells if last[c.id] is not None and last[c.id].state == TrialState.WAITING]
@@ -121,99 +135,22 @@ def queue_cells(study: optuna.Study, grid: Grid, retry_failed: bool = False) -> 
     order = resumed + [c for c in cells if c in due and c not in resumed]
     for cell in order:
         study.enqueue_trial({}, user_attrs={"cell": cell.id, "variant": cell.variant, "dataset": cell.dataset,
-                                            "seed": cell.seed, "backbone": cell.backbone})
+                                            "seed": cell.seed, "backbone": cell.backbone,
+                                            **({"heals": last[cell.id].number} if cell.id in heal else {})})
     return len(order) - rotated
 
 
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc); None if it does not run."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _worker_gone(where: dict[str, Any]) -> bool:
-    """The confirmed worker ``where`` ran on this machine (same host and boot) and its process is gone."""
-    if not where.get("boot") or where.get("host") != socket.gethostname() or where.get("boot") != _boot_id():
-        return False
-    return _process_start(int(where["pid"])) != where.get("started")
-
-
-def reclaim_stale(study: optuna.Study) -> None:
-    """Fail and re-queue the running trials whose worker is gone (see the module doc); a worker of this
-    machine whose process is gone is known dead at once, without waiting for the grace period."""
-    fail_stale_trials(study)
-    storage, grace = study._storage, heartbeat_settings()[1]
-    retry = storage.get_heartbeat_stale_trial_callback()
-    now = datetime.now()  # Optuna stores naive local start times
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        where = trial.user_attrs.get("where") or {}
-        confirmed = where.get("trial") == trial.number
-        age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
-        gone = _worker_gone(where) if confirmed else age >= grace  # unconfirmed: its worker died after claiming
-        if not gone:
-            continue
-        try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL) and retry is not None:
-                retry(study, storage.get_trial(trial._trial_id))
-        except UpdateFinishedTrialError:
-            pass  # another worker reclaimed it first
-
-
 def _superseded(study: optuna.Study, trial: optuna.Trial, cell_id: str) -> bool:
-    """Another trial already covers this cell: it is complete, or older and waiting or running."""
+    """Another trial already covers this cell: it is complete (and not the one this trial heals, nor older), or
+    older and waiting or running."""
+    heals = trial.user_attrs.get("heals", -1)
     for other in trials_by_cell(study).get(cell_id, []):
         if other.number == trial.number:
             continue
-        if other.state == TrialState.COMPLETE or (
+        if (other.state == TrialState.COMPLETE and other.number > heals) or (
                 other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number):
             return True
     return False
-
-
-@functools.lru_cache(maxsize=4)
-def _plain_storage(url: str) -> RDBStorage:
-    """One heartbeat-less connection per storage and process, for progress reports."""
-    return open_storage(url, heartbeat=False)
-
-
-class TrialReporter(L.Callback):
-    """Follows the training step (``step``, for failure reports); on global rank 0, every heartbeat
-    interval, stores it in the trial and stops training with :class:`TrialLost` if the trial is no
-    longer this worker's (no longer RUNNING)."""
-
-    def __init__(self, url: str, trial_id: int) -> None:
-        self.url, self.trial_id, self.every = url, trial_id, heartbeat_settings()[0]
-        self.step: int | None = None
-        self._storage: RDBStorage | None = None
-        self._last = 0.0
-
-    def __getstate__(self) -> dict[str, Any]:  # ddp_spawn pickles callbacks: reconnect in the child
-        return {**self.__dict__, "_storage": None}
-
-    def report(self, trainer: L.Trainer, force: bool = False) -> None:
-        self.step = int(trainer.global_step)
-        if trainer.global_rank != 0 or (not force and time.monotonic() - self._last < self.every):
-            return
-        self._last = time.monotonic()
-        self._storage = self._storage or _plain_storage(self.url)
-        if self._storage.get_trial(self.trial_id).state != TrialState.RUNNING:
-            raise TrialLost(f"trial {self.trial_id} was taken over by another worker (stale heartbeat)")
-        self._storage.set_trial_user_attr(self.trial_id, "step", self.step)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.report(trainer, force=True)
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.report(trainer)
 
 
 class _ClaimSampler(optuna.samplers.RandomSampler):
@@ -237,12 +174,13 @@ class Worker:
         self.claim_round = claim_round
         self.study = optuna.load_study(study_name=grid.name, storage=open_storage(url), sampler=_ClaimSampler())
         self.counts: Counter[str] = Counter()
-        self.lost = False
+        self.lost: bool | str = False
+        self.returned, self.trial_id = False, None
         self._waiting_for: list[int] = []
         self.where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": name or "main",
                       "device": os.environ.get("CUDA_VISIBLE_DEVICES", str(ctx.device))
                       if ctx.device.type == "cuda" else "cpu",
-                      "boot": _boot_id(), "started": _process_start(os.getpid())}
+                      "boot": boot_id(), "started": process_start(os.getpid())}
 
     def label(self, cell: Cell | None) -> str:
         """``[k/n] dataset · variant · seed s``: the cell's place in the grid (as ``status`` lists it)."""
@@ -262,8 +200,9 @@ class Worker:
             raise optuna.TrialPruned("no cell to run (spare or duplicate trial)")
         directory = cell_dir(self.grid.results_root, self.grid.name, cell.dataset, cell.variant, cell.seed,
                              cell.backbone)
-        reporter = TrialReporter(self.url, trial._trial_id)
+        reporter, claim = TrialReporter(self.url, trial._trial_id), Claim(self.url, trial._trial_id)
         self.ctx.callbacks = [reporter]
+        self.trial_id, self.returned = trial._trial_id, False
         start = time.perf_counter()
         try:
             self.study._storage.record_heartbeat(trial._trial_id)  # first: a confirmed claim has a heartbeat
@@ -271,10 +210,11 @@ class Worker:
             for key in ATTEMPT_ATTRS:
                 trial.set_user_attr(key, None)  # attributes of an earlier attempt
             self.say(escape(self.label(cell)))
-            with logs.to_file(directory / logs.CELL_LOG):
+            with logs.to_file(directory / logs.CELL_LOG), fenced(claim.check):
                 outcome = run_cell(self.grid, cell, self.ctx)
-        except TrialLost:
-            self.lost = True
+                claim.check("the cell's completion")
+        except TrialLost as err:
+            self.lost = str(err)
             raise
         except KeyboardInterrupt:  # a signal (ablate.runs.signals): the next run re-queues the cell
             settle()
@@ -288,12 +228,29 @@ class Worker:
             raise CellFailed(str(err)) from err
         finally:
             self.ctx.callbacks = []
-        summary = json.loads((directory / "train.json").read_text())
+        summary = self._summary(cell, directory)
         trial.set_user_attr("train", summary)
-        trial.set_user_attr("step", summary["max_steps"])
+        trial.set_user_attr("step", summary.get("max_steps"))
         self.counts[outcome] += 1
         self.say(f"{escape(self.label(cell))}: {outcome} in {time.perf_counter() - start:.1f} s")
-        return float(summary["val_loss"])
+        self.returned = True
+        return float(summary.get("val_loss", float("nan")))
+
+    def _summary(self, cell: Cell, directory: Path) -> dict[str, Any]:
+        """The cell's training summary: its train.json, or (that file damaged, all records whole) a record's copy."""
+        try:
+            summary = json.loads((directory / "train.json").read_text())
+            if isinstance(summary, dict) and "val_loss" in summary:
+                return summary
+        except (OSError, ValueError):
+            pass
+        store = ResultsStore(self.grid.results_root)
+        for setting in self.grid.eval.all_settings():
+            try:
+                return dict(read_record(store.record_path(cell, setting))["train"] or {})
+            except (ResultsError, TypeError, ValueError):
+                continue
+        return {}
 
     def _fail(self, trial: optuna.Trial, directory: Path, reporter: TrialReporter, err: Exception) -> None:
         """Record a cell's failure: step and reason in the trial, the traceback in the cell's log."""
@@ -306,24 +263,23 @@ class Worker:
         reason = f"{type(err).__name__}: {err}"[:1000] + (" (during evaluation)" if trained else "")
         log = directory / logs.CELL_LOG
         logs.write_failure(log, err)
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_step", step)
+        try:
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_step", step)
+        except UpdateFinishedTrialError:  # the cell was taken over meanwhile: its failure is not ours to tell
+            self.lost = f"trial {trial._trial_id} was taken over by another worker before it failed here ({reason})"
+            raise TrialLost(self.lost) from None
         label = self.label(cell_of(trial.user_attrs, self.grid.name))
         self.say(f"[red]{escape(label)}: failed at step {step}: {escape(reason)}[/] (traceback in {escape(str(log))})")
         self.counts["failed"] += 1
 
     def run(self) -> Counter[str]:
-        """Run cells until the queue is empty; a storage that fails (a full disk, a lost database server)
-        stops the run with a :class:`ResultsError` (finished cells are kept, the next run goes on)."""
+        """Run cells until the queue is empty; a storage that fails (a full disk, a lost database server, a
+        damaged file) stops the run with a :class:`ResultsError` paragraph (finished cells are kept)."""
         for dataset in self.grid.datasets:  # fail before any training if data or a scorer is unavailable
             self.ctx.scorers(self.grid, dataset)
-        try:
+        with storage_errors(self.grid, self.url):
             return self._loop()
-        except (StorageInternalError, SQLAlchemyError) as err:
-            raise ResultsError(f"The grid's queue in the Optuna storage {self.url} cannot be read or written "
-                               f"({type(err).__name__}: {str(err).splitlines()[0]}). Check that its disk has free "
-                               "space, or that its database server runs, then run the same command again: "
-                               "finished cells are kept.") from None
 
     def _loop(self) -> Counter[str]:
         while True:
@@ -337,19 +293,26 @@ class Worker:
             if TrialState.WAITING in states and self.claim_round is not None:
                 self.claim_round(self)
             elif TrialState.WAITING in states:
-                self.lost = False
+                self.lost, self.returned, self.trial_id = False, False, None  # lost: why, once taken over
                 try:
                     self.study.optimize(self.objective, n_trials=1, catch=(CellFailed,))
                 except Exception as err:  # a trial that another worker already failed as stale cannot be told
-                    if not (self.lost or isinstance(err, UpdateFinishedTrialError)):
+                    if not (self.lost or isinstance(err, UpdateFinishedTrialError) or self._taken_over()):
                         raise
-                    self.say("[yellow]another worker took this cell over (our heartbeat looked stale); moving on[/]")
+                    self.say("[yellow]another worker took this cell over (our heartbeat looked stale); moving on[/]"
+                             + (f" ({escape(self.lost)})" if isinstance(self.lost, str) else ""))
                     self.counts["lost"] += 1
             elif TrialState.RUNNING in states:
                 self._say_waiting()
                 time.sleep(POLL_S)  # another worker is busy; its cell comes back here if it dies
             else:
                 return self.counts
+
+    def _taken_over(self) -> bool:
+        """The cell this worker finished was taken over meanwhile (its trial failed by another worker), so that
+        Optuna could not tell it complete."""
+        return bool(self.returned and self.trial_id is not None
+                    and self.study._storage.get_trial(self.trial_id).state == TrialState.FAIL)
 
     def _say_waiting(self) -> None:
         """Say (once per set of cells) which cells this worker waits for, and when they come back if dead."""

@@ -5,18 +5,27 @@ One study per grid (named like the grid) in an Optuna RDB storage: by default
 several machines share a grid. Optuna's journal storage is not offered: it has no heartbeat, so a dead
 worker's cell would never be reclaimed. The study stores the grid's configuration; every run that joins
 must have the same (its cells may differ). ``ABLATE_HEARTBEAT_INTERVAL`` (s, default 20) and
-``ABLATE_GRACE_PERIOD`` (s, default 120) tune how fast a dead worker's cell is reclaimed.
+``ABLATE_GRACE_PERIOD`` (s, default 120, at least 3 intervals) tune how fast a dead worker's cell is
+reclaimed (:func:`heartbeat_settings`).
+
+A heartbeat that fails (the storage locked past its timeout, a dropped connection) is noted in the cell's
+log and sent again at the next interval, rather than ending Optuna's heartbeat thread. A SQLite queue file
+that is damaged is named in one paragraph (:class:`QueueDamagedError`) with the command that rebuilds it
+from the records (:mod:`ablate.runs.rebuild`); :func:`storage_errors` turns every other storage failure
+into a paragraph too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 try:
@@ -25,24 +34,125 @@ except ImportError:  # not on Windows: there, only the retries below
     fcntl = None  # type: ignore[assignment]
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.exc import SQLAlchemyError
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, ResultsError
 from ablate.config.grid import Grid
 from ablate.config.schema import plain
-from ablate.runs.storage_urls import sqlite_file
+from ablate.runs.storage_urls import is_sqlite, sqlite_file
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 MAX_STALE_RETRIES = 3
+SQLITE_TIMEOUT_S = 120  # how long a SQLite statement waits for another process's lock before it fails
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retry callback
 
 
+HEARTBEAT_VARIABLES = (("ABLATE_HEARTBEAT_INTERVAL", 20), ("ABLATE_GRACE_PERIOD", 120))
+GRACE_MARGIN = 3  # grace period >= this many heartbeat intervals
+MAX_SECONDS = 1_000_000
+
+
 def heartbeat_settings() -> tuple[int, int]:
-    return int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", 20)), int(os.environ.get("ABLATE_GRACE_PERIOD", 120))
+    """(heartbeat interval, grace period) in seconds, from ``ABLATE_HEARTBEAT_INTERVAL`` (default 20) and
+    ``ABLATE_GRACE_PERIOD`` (default 120): whole numbers from 1 to 1,000,000 (what Optuna's heartbeat takes),
+    the grace period at least :data:`GRACE_MARGIN` intervals (a live worker that misses a beat or two under
+    load must not lose its cell to a second worker). Anything else is a :class:`ConfigError` paragraph naming
+    the variable. (All of it here, in one function: the one place that reads these two variables.)"""
+    values = []
+    for name, default in HEARTBEAT_VARIABLES:
+        text = os.environ.get(name)
+        if text is not None and not (text.strip().isdigit() and 1 <= int(text) <= MAX_SECONDS):
+            raise ConfigError(f"Environment variable {name}={text[:40]!r} is not allowed: seconds, a whole number "
+                              f"from 1 to {MAX_SECONDS:,}; unset it for the default ({default}).")
+        values.append(default if text is None else int(text))
+    interval, grace = values
+    if grace < GRACE_MARGIN * interval:
+        raise ConfigError(
+            f"ABLATE_GRACE_PERIOD={grace} is too short for ABLATE_HEARTBEAT_INTERVAL={interval}: the grace period "
+            f"must be at least {GRACE_MARGIN} heartbeat intervals ({GRACE_MARGIN * interval} s here), so that a live "
+            "worker that misses a beat or two under load does not lose its cell to a second worker (both would then "
+            "train it in one folder). Raise ABLATE_GRACE_PERIOD or lower ABLATE_HEARTBEAT_INTERVAL.")
+    return interval, grace
+
+
+def storage_log(text: str) -> None:
+    """A note on the queue's storage for the log files (the running cell's log, else the run's), never the
+    console: e.g. a heartbeat that the storage did not take."""
+    logging.getLogger("ablate.queue").warning(text)
+
+
+logging.getLogger("ablate").addHandler(logging.NullHandler())  # not on stderr where no log file is routed
+
+
+class QueueDamagedError(ResultsError):
+    """A SQLite queue file that SQLite cannot read (cut short, overwritten, a disk error)."""
+
+    def __init__(self, path: Path, reason: str, command: str = "") -> None:
+        self.path, self.reason = path, reason
+        command = command or "python -m ablate run GRID_FILE --results DIR --rebuild-queue"
+        super().__init__(
+            f"The queue file {path} is damaged ({reason}). It holds the grid's queue only (which cells wait, run, "
+            "are done or failed): the results (records, checkpoints, training summaries) live in the results "
+            f"directory and are safe. Rebuild the queue from the records with `{command}` (with this run's options): "
+            "it moves the damaged file aside, marks every cell whose records are all there as done and queues the "
+            "others, which resume from their checkpoints.")
+
+
+DAMAGE = ("file is not a database", "database disk image is malformed", "malformed database schema")
+
+
+def _damage(url: str, err: BaseException) -> str | None:
+    """For a SQLite URL, what SQLite says when ``err`` (or its cause) means the file is damaged; else None."""
+    while err is not None:
+        first = (str(getattr(err, "orig", None) or err).splitlines() or [""])[0]
+        if is_sqlite(url) and any(d in first for d in DAMAGE):
+            return first
+        err = err.__cause__  # type: ignore[assignment]
+    return None
+
+
+def rebuild_command(grid: Grid, url: str) -> str:
+    """The command that rebuilds the queue of ``grid`` in ``url`` from its records."""
+    storage = "" if url == default_storage(grid) else f" --storage {url}"
+    return f"python -m ablate run {grid.source or grid.name} --results {grid.results_root}{storage} --rebuild-queue"
+
+
+@contextmanager
+def storage_errors(grid: Grid, url: str) -> Iterator[None]:
+    """Storage failures in the block as one paragraph (:class:`ResultsError`): a damaged SQLite file names
+    the command that rebuilds it; anything else, where to look (finished cells are kept)."""
+    try:
+        yield
+    except QueueDamagedError as err:
+        raise QueueDamagedError(err.path, err.reason, rebuild_command(grid, url)) from None
+    except (StorageInternalError, SQLAlchemyError) as err:
+        if (reason := _damage(url, err)) is not None:
+            raise QueueDamagedError(sqlite_file(url), reason, rebuild_command(grid, url)) from None
+        cause = err.__cause__ if isinstance(err, StorageInternalError) and err.__cause__ else err
+        where = ("Check that its disk has free space and that no other program holds the file" if is_sqlite(url)
+                 else "Check that its database server runs and has free space")
+        raise ResultsError(f"The grid's queue in the Optuna storage {url} cannot be read or written "
+                           f"({type(cause).__name__}: {(str(getattr(cause, 'orig', None) or cause).splitlines() or [''])[0]}). "
+                           f"{where}, then run the same command again: finished cells are kept.") from None
+
+
+class _HeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage whose heartbeat outlives a storage that is briefly unavailable (see the module doc)."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (StorageInternalError, SQLAlchemyError) as err:
+            cause = err.__cause__ or err
+            storage_log(f"heartbeat of trial {trial_id} not recorded (sent again in {self.heartbeat_interval} s): "
+                        f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}")
 
 
 def default_storage(grid: Grid) -> str:
+    """``sqlite:///<results>/<grid>/optuna.sqlite3`` (absolute)."""
     return f"sqlite:///{(grid.results_dir / 'optuna.sqlite3').resolve()}"
 
 
@@ -65,7 +175,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
         sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     if heartbeat:
         interval, grace = heartbeat_settings()
         kwargs.update(heartbeat_interval=interval, grace_period=grace,
@@ -73,13 +183,19 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     for attempt in range(5):  # several processes creating the tables of a new database at once can race
         try:
             with _creating(url if scheme == "sqlite" else None):
-                storage = RDBStorage(url, **kwargs)
+                storage = (_HeartbeatStorage if heartbeat else RDBStorage)(url, **kwargs)
             if scheme == "sqlite":
                 _serialise_sqlite(storage.engine)
             return storage
         except Exception as err:  # noqa: BLE001
+            if (reason := _damage(url, err)) is not None:
+                raise QueueDamagedError(sqlite_file(url), reason) from None
             if attempt == 4 or not any(s in str(err) for s in ("already exists", "locked", "UNIQUE", "duplicate")):
-                raise ConfigError(f"Cannot open the Optuna storage {url!r}: {err}. Check the URL, that the "
+                first = (str(getattr(err, "orig", None) or err).splitlines() or [""])[0]
+                if scheme == "sqlite":
+                    raise ConfigError(f"Cannot open the SQLite queue file {sqlite_file(url)} ({first}). Check that "
+                                      "its directory exists and is writable, and that it has free space.") from None
+                raise ConfigError(f"Cannot open the Optuna storage {url!r}: {first}. Check the URL, that the "
                                   "database server runs and accepts this user, and that its driver is installed "
                                   "(psycopg[binary] for PostgreSQL).") from None
             time.sleep(0.5 + attempt)

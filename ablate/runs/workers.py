@@ -30,13 +30,15 @@ from pathlib import Path
 import optuna
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from ablate import threads
 from ablate.runs import logs
 from ablate.errors import AblateError, ConfigError
 from ablate.config.grid import Grid
 from ablate.runs.queue import Worker, cell_states, queue_cells
-from ablate.runs.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
+from ablate.runs.storage import (MAX_STALE_RETRIES, check_url, default_storage, heartbeat_settings, open_storage,
+                                 open_study, storage_errors)
 from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
 from ablate.runs.pack_size import pack_size
@@ -55,6 +57,7 @@ class WorkerOptions:
     workers_per_gpu: int = 1
     pack: int | None = None             # cells per pack (ablate.runs.packs); None: ablate.runs.pack_size decides
     retry_failed: bool = False
+    rebuild_queue: bool = False         # set the old queue aside and rebuild it from the records first
     verbose: bool = False               # third-party output on the console too (see ablate.runs.logs)
     claim_until: float | None = None    # time.time() after which no worker claims a new cell (a time limit)
 
@@ -63,6 +66,7 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     """Queue the grid's cells and run them until none is waiting or running; returns the grid's cell
     counts by state (done, failed, ...) and prints them, with every failed cell and its reason."""
     checkpoint_interval()  # a bad ABLATE_CHECKPOINT_EVERY_S stops the run before anything is written
+    heartbeat_settings()  # so do bad ABLATE_HEARTBEAT_INTERVAL / ABLATE_GRACE_PERIOD
     check_results_writable(grid)
     logs.route_output(grid.results_dir / "run.log", options.verbose)
     if grid.train.num_nodes > 1:
@@ -71,8 +75,20 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     check_url(url)  # before anything is trained or written
     for dataset in grid.datasets:  # fail before any cell runs if data or a scorer is unavailable
         ctx.scorers(grid, dataset)
+    with storage_errors(grid, url):
+        return _queue_and_run(grid, ctx, options, url)
+
+
+def _queue_and_run(grid: Grid, ctx: RunContext, options: WorkerOptions, url: str) -> Counter[str]:
+    def say(text: str) -> None:
+        ctx.console.print(f"[yellow]{escape(text)}[/]", highlight=False)
+
+    if options.rebuild_queue:
+        from ablate.runs.rebuild import rebuild_queue
+
+        rebuild_queue(grid, url, say)
     study = open_study(grid, open_storage(url))
-    queued = queue_cells(study, grid, options.retry_failed)
+    queued = queue_cells(study, grid, options.retry_failed, say)
     ctx.console.print(f"queue {url}: study {grid.name!r}, {queued} cells queued", highlight=False)
     workers, visible = options.workers or 1, []
     if ctx.device.type == "cuda":
