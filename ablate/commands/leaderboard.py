@@ -73,6 +73,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
     defaults to ``<results>/<grid>/leaderboard``."""
     from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
+    from ablate.outputs import report_dir
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)
@@ -91,7 +92,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
             )
         lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
                                replicates=replicates)
-        written = write_outputs(lb, out if out is not None else results / grid / "leaderboard")
+        written = write_outputs(lb, report_dir(results / grid, out))
         if fmt == "table":
             render_console(lb, console)
         elif fmt == "markdown":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.devices import resolve_device
+from ablate.outputs import cache_dir
 from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """--device, --cache-dir and --weights-dir: where cells train and where their scorers' files are."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="probe weights and reference statistics "
+                   "(default: $ABLATE_CACHE_DIR, else <results>/cache)")
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
 
 
@@ -78,8 +78,8 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"[bold]ablate run[/] {grid.name}: {len(grid.cells())} cells "
                   f"({len(grid.variants)} variants x {len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
-    ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
-                     progress=sys.stdout.isatty())
+    ctx = RunContext(device=device, cache_dir=cache_dir(grid.results_root, args.cache_dir),
+                     weights_dir=args.weights_dir, console=console, progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
                             retry_failed=args.retry_failed, verbose=args.verbose,
                             claim_until=time.time() + args.stop_claiming_after if args.stop_claiming_after else None)

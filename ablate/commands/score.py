@@ -20,6 +20,7 @@ from rich.text import Text
 
 from ablate.devices import resolve_device
 from ablate.errors import ConfigError
+from ablate.outputs import cache_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--autoencoder", default=None, metavar="PATH",
                    help="load the dataset's autoencoder from this local folder (or hub id) instead")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="where the dataset's files are")
-    p.add_argument("--cache-dir", type=Path, default=Path("cache"), metavar="DIR",
-                   help="reference statistics cache (default: cache)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="reference statistics cache (default: $ABLATE_CACHE_DIR, else results/cache)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="scorer option, e.g. model=ViT-B-32, pretrained=openai, clip_weights=FILE, "
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             options[key] = str(value)
     ctx = ScoreContext(
-        dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=args.cache_dir,
+        dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=cache_dir(None, args.cache_dir),
         weights_dir=args.weights_dir, device=device, options=options,
     )
     names = args.scorer or ["clip", "fid_clip"]

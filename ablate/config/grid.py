@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.errors import ConfigError, VariantError
-from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
+from ablate.errors import ConfigError, VariantError, shorten
+from ablate.config.schema import MAX_NAME, KeyPath, Reader, opt, plain, read_yaml
 from ablate.config.setting import Setting
 from ablate.config.lr import LrSearch, read_lr_search
 
@@ -234,7 +234,7 @@ def overrides_from_args(args: argparse.Namespace) -> GridOverrides:
     if seeds_text is not None:
         parts = [p.strip() for p in str(seeds_text).split(",")]
         if not all(re.fullmatch(r"\d+", p) for p in parts):
-            raise ConfigError(f"Command-line option --seeds {seeds_text!r} is not a list of seeds; allowed: "
+            raise ConfigError(f"Command-line option --seeds {shorten(seeds_text)} is not a list of seeds; allowed: "
                               "non-negative integers separated by commas, e.g. --seeds 0 or --seeds 0,1,2 "
                               "(a single number is one seed, not a count).")
         seeds = tuple(int(p) for p in parts)
@@ -267,7 +267,7 @@ def resolve_grid_path(path: str | Path) -> Path:
     if candidate.parent == Path(".") and shipped.is_file():
         return shipped
     problem = "is a directory, not a file" if candidate.is_dir() else "does not exist"
-    raise ConfigError(f"Grid file {str(path)!r} {problem}. Give a path to a grid YAML file or the name of "
+    raise ConfigError(f"Grid file {shorten(str(path))} {problem}. Give a path to a grid YAML file or the name of "
                       f"one in {GRIDS_DIR}: {', '.join(available_grids()) or '(none found)'}.")
 
 
@@ -330,10 +330,13 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
     chosen: set[str] = set()
     added: list[str] = []
     for pattern in patterns:
+        if len(pattern) > MAX_NAME:
+            raise ConfigError(f"Command-line option --variant {shorten(pattern)} is too long; allowed: a variant name "
+                              f"or pattern of at most {MAX_NAME} characters.")
         if any(c in pattern for c in "*?["):
             hits = [v for v in variants if fnmatch.fnmatchcase(v, pattern)]
             if not hits:
-                raise ConfigError(f"Command-line option --variant {pattern!r} matches none of the variants of {file}; "
+                raise ConfigError(f"Command-line option --variant {shorten(pattern)} matches none of the variants of {file}; "
                                   f"allowed: a pattern matching one of {', '.join(variants)} (canonical spelling, "
                                   "two decimals: 'rf/lognorm(0.50*'), or an exact variant name.")
             chosen.update(hits)
@@ -341,7 +344,7 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
         try:
             name = _canonical_variant(pattern)
         except VariantError as err:
-            raise ConfigError(f"Command-line option --variant {pattern!r} (for {file}) has no wildcard (*, ?, [) and "
+            raise ConfigError(f"Command-line option --variant {shorten(pattern)} (for {file}) has no wildcard (*, ?, [) and "
                               f"is not a valid variant name: {err}") from None
         if name in variants:
             chosen.add(name)
