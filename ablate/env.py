@@ -17,7 +17,8 @@ from pathlib import Path
 from ablate.errors import ConfigError, shorten
 
 
-def _refuse(name: str, text: str, allowed: str) -> ConfigError:
+def refuse(name: str, text: str, allowed: str) -> ConfigError:
+    """The error for variable ``name`` set to ``text``: ``allowed`` says what it may be (for checks of one's own)."""
     return ConfigError(f"Environment variable {name}={shorten(text)} is not allowed: {allowed}. Set it to such a "
                        f"value, or unset it (`unset {name}`) for the default.")
 
@@ -41,10 +42,10 @@ def env_number(name: str, default: float, *, what: str, minimum: float | None = 
     try:
         value = float(text.strip())
     except ValueError:
-        raise _refuse(name, text, allowed) from None
+        raise refuse(name, text, allowed) from None
     if (not math.isfinite(value) or (integer and not value.is_integer())
             or (minimum is not None and value < minimum) or (above is not None and value <= above)):
-        raise _refuse(name, text, allowed)
+        raise refuse(name, text, allowed)
     return int(value) if integer else value
 
 
@@ -54,7 +55,7 @@ def env_path(name: str, default: Path | None, *, what: str) -> Path | None:
     if text is None:
         return default
     if not text.strip() or "\x00" in text:
-        raise _refuse(name, text, f"{what}, a directory path (not empty)")
+        raise refuse(name, text, f"{what}, a directory path (not empty)")
     return Path(text).expanduser()
 
 
@@ -64,5 +65,5 @@ def env_choice(name: str, choices: tuple[str, ...], *, what: str) -> str | None:
     if text is None:
         return None
     if text not in choices:
-        raise _refuse(name, text, f"{what}, one of {', '.join(repr(c) for c in choices)}")
+        raise refuse(name, text, f"{what}, one of {', '.join(repr(c) for c in choices)}")
     return text

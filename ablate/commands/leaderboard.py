@@ -68,6 +68,16 @@ def run(args: argparse.Namespace) -> int:
                 replicates=args.replicates)
 
 
+def run_command(grid: str, results: Path) -> str:
+    """The command that makes a grid's results, naming its shipped file only where one exists."""
+    from ablate.config.grid import GRIDS_DIR
+
+    shipped = GRIDS_DIR / f"{grid}.yaml"
+    file = f"grids/{grid}.yaml" if shipped.is_file() else "GRID_FILE"
+    where = "" if Path(results) == Path("results") else f" --results {results}"
+    return f"`python -m ablate run {file}{where}`" + ("" if shipped.is_file() else f" (the grid file named {grid!r})")
+
+
 def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "table", alignment: str | None = None,
          fidelity: str | None = None, replicates: int = 1000) -> int:
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
@@ -87,8 +97,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
         if frame.empty:
             raise AblateError(
                 f"No result records for grid {grid!r} in {str(results / grid)!r}. Grids with results "
-                f"there: {', '.join(store.grids()) or 'none'}. Make results with "
-                f"`python -m ablate run grids/{grid}.yaml`."
+                f"there: {', '.join(store.grids()) or 'none'}. Make results with {run_command(grid, results)}."
             )
         lb = build_leaderboard(frame, grid, alignment=alignment, fidelity=fidelity,
                                replicates=replicates)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.devices import resolve_device
+from ablate.errors import AblateError
 from ablate.outputs import cache_dir
 from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
@@ -86,10 +87,16 @@ def main(args: argparse.Namespace) -> int:
     with stop_on_signals():
         if grid.train.lr_search is not None:
             grid = tune_learning_rates(grid, ctx, options)
-        run_grid(grid, ctx, options)
+        counts = run_grid(grid, ctx, options)
     if not args.no_leaderboard:
         from ablate.commands.leaderboard import show
+        from ablate.results import ResultsStore
 
+        if ResultsStore(grid.results_root).frame(grid.name).empty:
+            raise AblateError(f"No cell of grid {grid.name} has a result record in {grid.results_dir} "
+                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no cells'}), so there is "
+                              f"nothing to rank. The failed cells and their reasons are listed above (tracebacks in each "
+                              f"cell's logs/output.log); fix the cause and run the same command with --retry-failed.")
         return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
 

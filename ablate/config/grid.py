@@ -98,7 +98,8 @@ class TrainConfig:
     batch_size: int = opt(64, ge=1)
     lr: float = opt(1.0e-4, gt=0)
     lr_search: LrSearch | None = None  # written `lr: search(low, high, log)`; see LrSearch
-    lr_by_variant: dict[str, float] = opt(factory=dict, what="a mapping from variant names to learning rates")
+    lr_by_variant: dict[str, float] = opt(factory=dict, gt=0, keys=lambda name: _canonical_variant(name),
+                                          what="a mapping from variant names to learning rates (numbers > 0)")
     warmup_steps: int = opt(1000, ge=0)
     weight_decay: float = opt(0.0, ge=0)
     betas: tuple[float, float] = opt((0.9, 0.999), ge=0, lt=1)
@@ -167,7 +168,7 @@ class Grid:
                                     unique=True, nonempty=True,
                                      what="a variant name such as 'rf' or 'rf/lognorm(0.00, 1.00)'")
     datasets: tuple[str, ...] = opt(("fashion-mnist",), choices=lambda: _dataset_names(), unique=True, nonempty=True)
-    seeds: tuple[int, ...] = opt((0,), ge=0, unique=True, nonempty=True)
+    seeds: tuple[int, ...] = opt((0,), ge=0, lt=2**32, unique=True, nonempty=True)  # numpy's and Lightning's range
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -355,7 +356,7 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
 
 
 def _check_consistency(grid: Grid, reader: Reader) -> None:
-    """Checks across keys: DiT head and patch divisibility, scorer options for listed scorers."""
+    """Checks across keys: DiT head and patch divisibility, and :func:`check_eval`."""
     m, r = grid.model, grid.data.resolution
     if m.hidden_size % m.num_heads:
         reader.fail(("model", "num_heads"), f"`model.num_heads` is {m.num_heads}, which does not divide "
@@ -363,7 +364,23 @@ def _check_consistency(grid: Grid, reader: Reader) -> None:
     if r % m.patch_size:
         reader.fail(("model", "patch_size"), f"`model.patch_size` is {m.patch_size}, which does not divide "
                                              f"`data.resolution` = {r}; allowed: a divisor of it.")
-    for name in grid.eval.scorer_options:
+    check_eval(grid, reader)
+
+
+def check_eval(grid: Grid, reader: Reader) -> None:
+    """The evaluation's checks across keys (grid, search and scaling files): scorer options only for listed scorers
+    and only options each scorer reads, enough samples per setting for every scorer."""
+    from ablate.scorers.base import min_samples, option_problem
+
+    for name, options in grid.eval.scorer_options.items():
         if name not in grid.eval.scorers:
             reader.fail(("eval", "scorer_options", name), f"`eval.scorer_options.{name}` gives options for a scorer "
                         f"not in `eval.scorers`; allowed keys: {', '.join(grid.eval.scorers)}.")
+        problem = option_problem(name, options)
+        if problem:
+            reader.fail(("eval", "scorer_options", name), f"`eval.scorer_options.{name}`: {problem}.")
+    need = min_samples(grid.eval.scorers)
+    if grid.eval.num_samples < need:
+        reader.fail(("eval", "num_samples"), f"`eval.num_samples` is {grid.eval.num_samples}, but the scorers of `eval.scorers` ("
+                    f"{', '.join(grid.eval.scorers)}) need at least {need} samples per setting (a Frechet distance needs "
+                    f"a covariance); allowed: an integer >= {need}.")

@@ -68,6 +68,17 @@ def read_yaml(file: Path, label: str, hint: str = "") -> tuple[Any, dict[KeyPath
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"Cannot read {label} {file}: {err}. It must be a readable UTF-8 YAML file.") from None
+    data, node = parse_yaml(text, file, label, hint)
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines, file)
+    return data, lines
+
+
+def parse_yaml(text: str, source: Path | str, label: str, hint: str = "") -> tuple[Any, yaml.Node | None]:
+    """The value of YAML ``text`` and its node, bounded as :func:`read_yaml` says; ``source`` and ``label`` name
+    where the text came from in errors (a file, or a command-line option)."""
+    file = source
     try:
         _check_nesting(text, file, label)
         loader = _Loader(text)
@@ -84,13 +95,10 @@ def read_yaml(file: Path, label: str, hint: str = "") -> tuple[Any, dict[KeyPath
         what = " ".join(f"{getattr(err, 'context', '') or ''} {getattr(err, 'problem', '') or err}".split())
         raise ConfigError(f"{label[:1].upper()}{label[1:]} {file}{where} is not valid YAML ({shorten(what, 300)}). "
                           f"Check the indentation, colons and quotes there{hint}.") from None
-    lines: dict[KeyPath, int] = {}
-    if node is not None:
-        _collect_lines(node, (), lines, file)
-    return data, lines
+    return data, node
 
 
-def _check_nesting(text: str, file: Path, label: str) -> None:
+def _check_nesting(text: str, file: Path | str, label: str) -> None:
     """Refuse nesting deeper than :data:`MAX_DEPTH` from the event stream (the parser does not recurse; the
     composer and the checks after it do, so a 5,000-deep list must stop here)."""
     depth = 0
@@ -100,12 +108,12 @@ def _check_nesting(text: str, file: Path, label: str) -> None:
             if depth > MAX_DEPTH:
                 line = event.start_mark.line + 1
                 raise ConfigError(f"{file}, line {line}: the {label} nests lists and mappings more than {MAX_DEPTH} "
-                                  "levels deep; allowed: the grid's own sections (a few levels).")
+                                  "levels deep; allowed: at most {MAX_DEPTH} levels (a grid file needs 4).")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
 
 
-def _check_expansion(root: yaml.Node, file: Path, label: str) -> None:
+def _check_expansion(root: yaml.Node, file: Path | str, label: str) -> None:
     """Refuse an alias used inside the value it names (a value containing itself) and a document of more than
     :data:`MAX_NODES` values with its aliases expanded; each node is counted once (memoised), so this is linear
     in the file, while expanding a "billion laughs" file would take gigabytes."""
@@ -256,6 +264,8 @@ class Reader:
             return None if v is None else self.value(v, next(a for a in args if a is not type(None)), path, md, tp)
         if origin is tuple:
             return self.sequence(v, args, path, md, shown)
+        if origin is dict and get_origin(args[1]) is not dict:
+            return self.mapping(v, args[1], path, md)
         if origin is dict:
             if not isinstance(v, Mapping) or not all(isinstance(o, Mapping) for o in v.values()):
                 self.bad(path, v, _describe(tp, md))
@@ -296,6 +306,27 @@ class Reader:
                 self.fail(path, f"`{_fmt(path)}` is {shorten(v)}, which is not a valid {md.get('invalid', 'value')}: "
                                 f"{err}")
         return v
+
+    def mapping(self, v: Any, value_type: Any, path: KeyPath, md: Mapping[str, Any]) -> dict[str, Any]:
+        """A mapping of names to plain values (``dict[str, float]``): each value checked with the field's bounds,
+        each name with its ``keys`` converter (e.g. to a canonical variant name; two spellings of one are an error)."""
+        if not isinstance(v, Mapping):
+            self.bad(path, v, _describe(dict[str, value_type], md))
+        bounds = {k: md[k] for k in ("ge", "gt", "lt") if k in md}
+        out: dict[str, Any] = {}
+        spelled: dict[str, Any] = {}
+        for key, item in v.items():
+            name = self.value(key, str, (*path, str(key)), {"what": "a name"})
+            if "keys" in md:
+                try:
+                    name = md["keys"](name)
+                except AblateError as err:
+                    self.fail((*path, str(key)), f"the key {shorten(key)} of `{_fmt(path)}` is not a valid name: {err}")
+            if name in out:
+                self.fail((*path, str(key)), f"`{_fmt(path)}` names {shorten(name)} twice ({shorten(spelled[name])} and "
+                                             f"{shorten(key)}); allowed: each name once.")
+            out[name], spelled[name] = self.value(item, value_type, (*path, str(key)), bounds), key
+        return out
 
     def sequence(self, v: Any, args: tuple[Any, ...], path: KeyPath, md: Mapping[str, Any], shown: Any) -> tuple:
         variadic = args[-1] is Ellipsis

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ablate.data.base import LatentSplit
+from ablate.data.base import DatasetInfo, LatentSplit
 
 
 def conditioning_of(split: LatentSplit, index: Tensor, mode: str) -> Tensor:
@@ -17,6 +17,27 @@ def conditioning_of(split: LatentSplit, index: Tensor, mode: str) -> Tensor:
             raise ValueError("conditioning 'caption' needs a dataset prepared with caption embeddings")
         return torch.as_tensor(split.text_emb[index], dtype=torch.float32)
     return split.labels[index]
+
+
+MODES = ("class", "caption")  # what `data.conditioning` may name; a dataset supports those it can serve
+
+
+def conditioning_modes(info: DatasetInfo, split: LatentSplit) -> tuple[str, ...]:
+    """The conditioning modes a dataset serves: those :func:`conditioning_of` gives for its ``split`` (class labels
+    need classes). Asked of the data itself, so a dataset that gains a mode (captions) is accepted at once."""
+    if len(split) == 0:
+        return ()
+    first = torch.zeros(1, dtype=torch.int64)
+    modes = []
+    for mode in MODES:
+        if mode == "class" and info.num_classes < 1:
+            continue
+        try:
+            conditioning_of(split, first, mode)
+        except (ValueError, TypeError, IndexError):
+            continue
+        modes.append(mode)
+    return tuple(modes)
 
 
 def null_conditioning(cond: Tensor, num_classes: int) -> Tensor:

@@ -52,6 +52,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ablate.runs import logs
 from ablate.errors import ResultsError
 from ablate.faults import pause_at
+from ablate.io import failure_reason
 from ablate.config.grid import Cell, Grid
 from ablate.results import cell_dir
 from ablate.engine.runner import RunContext, run_cell
@@ -297,7 +298,7 @@ class Worker:
             step = (reporter.step if reporter.step is not None
                     else self.grid.train.max_steps if trained  # failed in an evaluation resumed after training
                     else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step"))  # DDP: from rank 0
-        reason = f"{type(err).__name__}: {err}"[:1000] + (" (during evaluation)" if trained else "")
+        reason = failure_reason(err)[:1000] + (" (during evaluation)" if trained else "")
         log = directory / logs.CELL_LOG
         logs.write_failure(log, err)
         trial.set_user_attr("fail_reason", reason)

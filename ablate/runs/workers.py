@@ -33,12 +33,15 @@ from rich.console import Console
 
 from ablate import threads
 from ablate.runs import logs
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, ResultsError
+from ablate.faults import pause_spec
+from ablate.io import DISK_FULL, failure_reason
 from ablate.config.grid import Grid
 from ablate.runs.queue import Worker, cell_states, queue_cells
 from ablate.runs.storage import MAX_STALE_RETRIES, check_url, default_storage, open_storage, open_study
 from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
+from ablate.runs.preflight import preflight
 from ablate.runs.signals import stop_on_signals
 
 STOP_TIMEOUT_S = 60.0
@@ -60,14 +63,14 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     """Queue the grid's cells and run them until none is waiting or running; returns the grid's cell
     counts by state (done, failed, ...) and prints them, with every failed cell and its reason."""
     checkpoint_interval()  # a bad ABLATE_CHECKPOINT_EVERY_S stops the run before anything is written
+    pause_spec()  # and so does a bad fault-injection variable (tests)
     check_results_writable(grid)
     logs.route_output(grid.results_dir / "run.log", options.verbose)
     if grid.train.num_nodes > 1:
         return _run_in_order(grid, ctx, options)
     url = options.storage or default_storage(grid)
     check_url(url)  # before anything is trained or written
-    for dataset in grid.datasets:  # fail before any cell runs if data or a scorer is unavailable
-        ctx.scorers(grid, dataset)
+    preflight(grid, ctx)  # fail before any cell runs for what the data, the scorers or the cache can tell now
     study = open_study(grid, open_storage(url))
     queued = queue_cells(study, grid, options.retry_failed)
     ctx.console.print(f"queue {url}: study {grid.name!r}, {queued} cells queued", highlight=False)
@@ -85,7 +88,12 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
         Worker(grid, ctx, url, claim_until=options.claim_until).run()
     else:
         _supervise(grid, ctx, url, options, gpus)
-    return _report(grid, ctx, study)
+    counts = _report(grid, ctx, study)
+    unwritten = [t.user_attrs["fail_reason"] for state, t, _ in cell_states(study, grid).values()
+                 if state == "failed" and t is not None and DISK_FULL in (t.user_attrs.get("fail_reason") or "")]
+    if unwritten:  # not a property of the cells: every later one would fail alike, and no report can be written
+        raise ResultsError(f"{len(unwritten)} cell(s) of grid {grid.name} could not be written: {unwritten[0]}")
+    return counts
 
 
 def _report(grid: Grid, ctx: RunContext, study: optuna.Study) -> Counter[str]:
@@ -118,7 +126,7 @@ def _run_in_order(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Counte
             counts[run_cell(grid, cell, ctx)] += 1
         except Exception as err:  # noqa: BLE001 -- any failure of a cell: report it, go on
             counts["failed"] += 1
-            ctx.console.print(f"{cell.id} failed: {type(err).__name__}: {err}", highlight=False, markup=False)
+            ctx.console.print(f"{cell.id} failed: {failure_reason(err)}", highlight=False, markup=False)
     ctx.console.print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                       highlight=False)
     return counts
