@@ -13,14 +13,13 @@ them, so that a run never fails every cell for a reason knowable at the start:
 
 from __future__ import annotations
 
-import tempfile
+import os
 from pathlib import Path
 
 from ablate.config.grid import Grid
 from ablate.data.conditioning import conditioning_modes
 from ablate.engine.runner import RunContext
 from ablate.errors import ConfigError, ResultsError
-from ablate.io import write_failure
 
 
 def preflight(grid: Grid, ctx: RunContext) -> None:
@@ -41,7 +40,7 @@ def preflight(grid: Grid, ctx: RunContext) -> None:
                               "prepare it again with a larger --holdout.")
         if grid.data.val_size > len(test):
             raise ConfigError(f"{where}: `data.val_size` is {grid.data.val_size}, but the validation set is drawn from "
-                              f"dataset {dataset!r}'s test split, which holds {len(test):,} items; allowed: an integer "
+                              f"the test split of dataset {dataset!r}, which holds {len(test):,} items; allowed: an integer "
                               f"from 1 to {len(test):,}.")
         for scorer in ctx.scorers(grid, dataset):  # builds each scorer: its weights files are checked here
             count = scorer.reference_count(splits)
@@ -53,12 +52,13 @@ def preflight(grid: Grid, ctx: RunContext) -> None:
 
 
 def check_cache_writable(directory: Path) -> None:
-    """The scorers' cache can be created and written (a reference set or a probe may have to be cached)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise ResultsError(write_failure(directory, err) or (
-            f"The scorers' cache {directory} cannot be written ({err.strerror or err}). Choose a writable directory "
-            "with --cache-dir DIR (or ABLATE_CACHE_DIR), or fix its permissions.")) from None
+    """The scorers' cache can be created and written (a reference set or a probe may have to be cached), judged
+    from the directory or its nearest existing parent, so that nothing is created before it is needed."""
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = ("is not a directory" if not existing.is_dir()
+               else "is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    if problem:
+        raise ResultsError(f"The scorers' cache {directory} cannot be written: {existing} {problem}. Choose a writable "
+                           "directory with --cache-dir DIR (or ABLATE_CACHE_DIR), or fix its permissions.")

@@ -92,7 +92,10 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     unwritten = [t.user_attrs["fail_reason"] for state, t, _ in cell_states(study, grid).values()
                  if state == "failed" and t is not None and DISK_FULL in (t.user_attrs.get("fail_reason") or "")]
     if unwritten:  # not a property of the cells: every later one would fail alike, and no report can be written
-        raise ResultsError(f"{len(unwritten)} cell(s) of grid {grid.name} could not be written: {unwritten[0]}")
+        where = unwritten[0][unwritten[0].index(DISK_FULL):].split(" (")[0]
+        raise ResultsError(f"{len(unwritten)} cell(s) of grid {grid.name} could not be written: {where}. Free space "
+                           "there (or point --results at another disk) and run the same command with --retry-failed "
+                           "to run them again; finished results are kept.")
     return counts
 
 
