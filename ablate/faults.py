@@ -8,7 +8,8 @@ has not sent its first heartbeat) and ``write`` (a file whose path matches PATTE
 place). Other processes, and every process without the variables, pass through at no cost.
 
 ``ABLATE_TEST_DISK_FULL=PATTERN`` makes every atomic write (:mod:`ablate.io`) of a path matching PATTERN fail as
-on a full disk: the file's ``write`` raises ``OSError(ENOSPC)`` (torch.save turns it into its "unexpected pos").
+on a disk that fills during the write: after the first write the file's ``write`` raises ``OSError(ENOSPC)``
+(which torch.save reports as "RuntimeError: [enforce fail at inline_container.cc] . unexpected pos").
 """
 
 from __future__ import annotations
@@ -78,8 +79,17 @@ def full_disk(fh: BinaryIO, path: str) -> BinaryIO:
 
 
 class _FullDisk(io.RawIOBase):
+    """A disk that fills during the write: the first write goes through, every later one raises ENOSPC."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
     def writable(self) -> bool:
         return True
 
-    def write(self, data: object) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(data)

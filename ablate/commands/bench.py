@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation table (it needs the grid's dataset)")
     p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per setting (default: the grid's)")
     p.add_argument("--data-dir", type=Path, default=None, help="where the grid's dataset is (evaluation)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="probe weights and reference statistics "
+    p.add_argument("--cache-dir", default=None, help="probe weights and reference statistics "
                    "(default: $ABLATE_CACHE_DIR, else results/cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--profile", action="store_true", help="also break GPU kernel time down by kind (matmul, "
@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from ablate.runs.logs import route_output
 
     route_output(None, args.verbose)  # no run log: third-party messages are dropped unless --verbose
+    cache = cache_dir(None, args.cache_dir)  # a bad --cache-dir or ABLATE_CACHE_DIR stops it before any timing
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     for preset in args.model or ():
@@ -98,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
                       f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
     console.print(table)
     if not args.no_eval:
-        e = B.evaluation_row(grid, device, cache_dir(None, args.cache_dir))
+        e = B.evaluation_row(grid, device, cache)
         out["evaluation"] = e
         t = Table(title=f"evaluation of one variant: {e['settings']} settings x weights x {e['num_samples']} samples "
                         f"(grid {grid.name}, batch {e['batch_size']}, scorers {', '.join(grid.eval.scorers)})")

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="not supported: records are read from --results only (a storage holds no records)")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
                    help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", default=None,
                    help="where to write .md and .png (default: <results>/<grid>/leaderboard, beside the grid's results)")
     p.add_argument("--alignment", default=None, metavar="METRIC",
                    help="alignment metric, higher is better (default: first present of clip, align_probe)")

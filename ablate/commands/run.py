@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """--device, --cache-dir and --weights-dir: where cells train and where their scorers' files are."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="probe weights and reference statistics "
+    p.add_argument("--cache-dir", default=None, help="probe weights and reference statistics "
                    "(default: $ABLATE_CACHE_DIR, else <results>/cache)")
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
 

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--autoencoder", default=None, metavar="PATH",
                    help="load the dataset's autoencoder from this local folder (or hub id) instead")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="where the dataset's files are")
-    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="reference statistics cache (default: $ABLATE_CACHE_DIR, else results/cache)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
