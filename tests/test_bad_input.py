@@ -552,3 +552,61 @@ def test_a_full_disk_fails_the_run_with_a_sentence_and_the_traceback_in_the_cell
     assert trial.user_attrs["fail_reason"].startswith("ResultsError: disk full at ")
     assert not (directory / "checkpoints").exists() or not list((directory / "checkpoints").glob("*.ckpt"))
     assert not (tmp_path / "results" / "tiny" / "leaderboard").exists() and not (directory / "records").exists()
+
+
+# ---- issue 27: correct values are accepted, and the end of a run names only files that exist
+
+def test_a_correct_lr_by_variant_is_accepted_under_its_canonical_name(tmp_path: Path) -> None:
+    """``train.lr_by_variant: {rf: 0.001}`` was refused ("a mapping from names to mappings") before issue 27."""
+    from ablate.config.grid import load_grid
+
+    file = tmp_path / "grid.yaml"
+    file.write_text("name: t\nvariants: [rf, 'rf/lognorm(0.00, 1.00)']\n"
+                    "train: {lr: 1.0e-4, lr_by_variant: {rf/uniform: 0.001, 'rf/lognorm(0, 1)': 3e-4}}\n")
+    grid = load_grid(file)
+    assert grid.train.lr_by_variant == {"rf": 0.001, "rf/lognorm(0.00, 1.00)": 3e-4}
+    assert grid.train.for_variant("rf").lr == 0.001 and grid.train.for_variant("rf/lognorm(0.00, 1.00)").lr == 3e-4
+    (tmp_path / "again.yaml").write_text(__import__("yaml").safe_dump(grid.to_dict()))
+    assert load_grid(tmp_path / "again.yaml").train == grid.train  # written back, it loads to the same values
+
+
+def test_conditioning_modes_are_asked_of_the_data() -> None:
+    """A dataset that stores caption embeddings serves 'caption' (so a Fashion-MNIST with captions is accepted
+    without touching the check); one without serves 'class' only, and one without classes not 'class'."""
+    from ablate.data.base import DatasetInfo, LatentSplit
+    from ablate.data.conditioning import conditioning_modes
+
+    def info(classes: int) -> DatasetInfo:
+        return DatasetInfo("d", 1, 4, classes, [], "identity", lambda i, g=None: "")
+
+    plain = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64))
+    captioned = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64), text_emb=torch.zeros(3, 8))
+    assert conditioning_modes(info(10), plain) == ("class",)
+    assert conditioning_modes(info(10), captioned) == ("class", "caption")
+    assert conditioning_modes(info(0), captioned) == ("caption",)
+
+
+def test_a_grid_without_a_file_is_never_named_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The leaderboard of a grid that has no shipped file (a tuning or study grid) and a run whose every cell
+    failed used to end with "run grids/<name>.yaml", a file that does not exist."""
+    import ablate.runs.queue as queue
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    _write_record(tmp_path)
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "--grid", "tiny.lr1.0e-03"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "grids/tiny.lr1.0e-03.yaml" not in message and "GRID_FILE --results" in message, message
+
+    def crash(*args: object) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(queue, "run_cell", crash)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    code = main(["run", str(tmp_path / "tiny.yaml"), "--results", str(tmp_path / "results")])
+    out, err = capsys.readouterr()
+    message = " ".join(err.split())
+    assert code == 2 and "RuntimeError: boom" in out, out + err
+    assert "No cell of grid tiny has a result record" in message and "--retry-failed" in message, message
+    assert "grids/tiny.yaml" not in out + err
