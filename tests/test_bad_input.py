@@ -610,3 +610,20 @@ def test_a_grid_without_a_file_is_never_named_as_one(tmp_path: Path, monkeypatch
     assert code == 2 and "RuntimeError: boom" in out, out + err
     assert "No cell of grid tiny has a result record" in message and "--retry-failed" in message, message
     assert "grids/tiny.yaml" not in out + err
+
+
+def test_an_overlong_message_is_bounded_on_the_console(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The safety net behind the shortened values: no error paragraph floods the console."""
+    import ablate.commands.leaderboard as leaderboard
+    from ablate.errors import AblateError
+
+    def flood(args: object) -> int:
+        raise AblateError("start " + "x" * 10_000_000 + " end")
+
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setattr(leaderboard, "run", flood)
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: start") and err.rstrip().endswith("end") and len(err) < 5000
+    assert "characters left out" in err
