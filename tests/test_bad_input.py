@@ -7,8 +7,12 @@ at fault and what is allowed); and leave no file behind that was not there befor
 half-written, in the results directory or anywhere else under the working directory).
 
 In argv and file names, ``{tmp}`` is the case's working directory and ``{smoke}`` the shipped smoke
-grid. A file's content is text, bytes, or ``DIR`` (an empty directory). The first rows are the rich
-markup crashes of the QA pass: before the fix each of them ended in ``rich.errors.MarkupError``.
+grid. A file's content is text, bytes, or ``DIR`` (an empty directory); ``env`` sets environment variables.
+The first rows are the rich markup crashes of the QA pass: before the fix each of them ended in
+``rich.errors.MarkupError``. The rows whose id starts ``27:`` are issue 27's hostile inputs (bounded YAML,
+values that every cell used to fail on after training, ``ABLATE_*`` variables, output options); a message
+must also stay under 2,000 characters (a user's long value is shortened). The tests after the table run the
+worst YAML under a memory limit, simulate a full disk, and check that correct values are accepted.
 """
 
 from __future__ import annotations
