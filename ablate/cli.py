@@ -30,6 +30,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}. See `{self.prog} --help` for what is allowed.\n")
 
 
+MAX_MESSAGE = 4000  # characters of an error paragraph; the values in it are shortened where they are quoted
+
+
+def bounded(message: str) -> str:
+    """``message``, its middle left out if it is longer than :data:`MAX_MESSAGE` (a safety net: a value quoted
+    whole somewhere must not flood the console)."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    left = len(message) - MAX_MESSAGE
+    return f"{message[: MAX_MESSAGE // 2]} ... ({left:,} characters left out) ... {message[-MAX_MESSAGE // 2:]}"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command, or with only the command ``only``."""
     parser = Parser(
@@ -54,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AblateError as err:
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(err)), highlight=False)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", bounded(str(err))), highlight=False)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or a signal turned into one by ablate.runs.signals
         import signal

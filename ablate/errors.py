@@ -28,3 +28,22 @@ class ScorerUnavailableError(AblateError, RuntimeError):
 
 class ResultsError(AblateError, OSError):
     """A results directory that cannot be written or holds something unexpected."""
+
+
+
+SHORT = 120  # characters of a user's value quoted in a message
+
+
+def shorten(value: object, limit: int = SHORT) -> str:
+    """``repr(value)``, bounded: a long string keeps its start and end and says how long it was, a long list
+    or mapping its first items, so that a message quoting a user's value stays one readable paragraph (a
+    10 MB string is never echoed whole)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 3, 8, 8, 8, 8
+    short.maxstring = short.maxother = limit
+    text = short.repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        text += f" ({len(value):,} characters)"
+    return text

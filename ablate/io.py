@@ -14,6 +14,7 @@ removed) and the worker stops the cell.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ablate.errors import ResultsError
-from ablate.faults import pause_at
+from ablate.faults import full_disk, pause_at
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: temp files are created 0600, the written file gets 0666 & ~umask
@@ -64,16 +65,16 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise ResultsError(
+        raise ResultsError(write_failure(path, err) or (
             f"Cannot write {path.name!r} into the directory {str(directory)!r}: {err.strerror or err}. "
             "Check that the directory (or its parent) exists, is writable and has free space, "
-            "or choose another location."
+            "or choose another location.")
         ) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             if hasattr(os, "fchmod"):
                 os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-            yield fh
+            yield full_disk(fh, str(path))
             fh.flush()
             os.fsync(fh.fileno())
         pause_at("write", str(path))
@@ -84,13 +85,51 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(err, OSError) and not isinstance(err, ResultsError):
-            raise ResultsError(
+        if isinstance(err, ResultsError):
+            raise
+        if isinstance(err, OSError) or disk_full(err) is not None:  # torch.save reports ENOSPC as "unexpected pos"
+            raise ResultsError(write_failure(path, err) or (
                 f"Cannot write {path.name!r} into the directory {str(directory)!r}: "
-                f"{err.strerror or err}. Check that it is writable and has free space."
+                f"{getattr(err, 'strerror', None) or err}. Check that it is writable and has free space.")
             ) from err
         raise
     _fsync_dir(directory)
+
+
+DISK_FULL = "disk full at"  # how a full disk reads in every message (a cell's failure reason, the console)
+
+
+def disk_full(err: BaseException) -> OSError | None:
+    """The out-of-space ``OSError`` (ENOSPC, EDQUOT) behind ``err``, following its causes and contexts: torch.save
+    turns a full disk into "RuntimeError: [enforce fail at inline_container.cc] . unexpected pos" with the
+    ``OSError`` as its context. None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_failure(path: Path | str | None, err: BaseException) -> str | None:
+    """The sentence for a write that failed because the disk is full (``disk full at PATH``), else None."""
+    full = disk_full(err)
+    if full is None:
+        return None
+    where = path or full.filename or "an unknown path"
+    return (f"{DISK_FULL} {where} ({full.strerror or 'no space left on device'}). Free space there (or point --results "
+            "or --cache-dir at another disk) and run the same command again: finished results are kept.")
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for a failed cell: ``disk full at PATH ...`` when the disk filled, else ``Type: message``."""
+    if not isinstance(err, ResultsError):
+        full = write_failure(None, err)
+        if full is not None:
+            return full
+    return f"{type(err).__name__}: {err}"
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -7,8 +7,12 @@ at fault and what is allowed); and leave no file behind that was not there befor
 half-written, in the results directory or anywhere else under the working directory).
 
 In argv and file names, ``{tmp}`` is the case's working directory and ``{smoke}`` the shipped smoke
-grid. A file's content is text, bytes, or ``DIR`` (an empty directory). The first rows are the rich
-markup crashes of the QA pass: before the fix each of them ended in ``rich.errors.MarkupError``.
+grid. A file's content is text, bytes, or ``DIR`` (an empty directory); ``env`` sets environment variables.
+The first rows are the rich markup crashes of the QA pass: before the fix each of them ended in
+``rich.errors.MarkupError``. The rows whose id starts ``27:`` are issue 27's hostile inputs (bounded YAML,
+values that every cell used to fail on after training, ``ABLATE_*`` variables, output options); a message
+must also stay under 2,000 characters (a user's long value is shortened). The tests after the table run the
+worst YAML under a memory limit, simulate a full disk, and check that correct values are accepted.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Case:
     fragments: tuple[str, ...]
     files: dict[str, object] = field(default_factory=dict)
     records: bool = False  # write one valid result record of grid "smoke" under {tmp}/results first
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the case
 
 
 def run_variant(variant: str, *fragments: str) -> Case:
@@ -63,6 +68,19 @@ def fmnist_dir(broken: str | None = None, payload: bytes = b"") -> dict[str, obj
 
 def truncated(name: str) -> bytes:
     return (SHIPPED / name).read_bytes()[:4000]
+
+
+def billion_laughs(head: str = "name: t\nvariants: [rf]\n") -> str:
+    """The classic: nine levels of nine aliases, 9^9 strings once expanded, in a few hundred bytes."""
+    text, previous = head + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n', "a"
+    for name in "bcdefghi":
+        text += f"{name}: &{name} [" + ", ".join(["*" + previous] * 9) + "]\n"
+        previous = name
+    return text
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
 
 
 TINY = "name: tiny\nvariants: [rf]\n"
@@ -213,6 +231,145 @@ CASES: list[Case] = [
     Case("bench: --device cuda without a GPU", ("bench", "smoke", "--device", "cuda"), ("--device 'cuda'", "no CUDA GPU")),
 ]
 
+# ---- issue 27: hostile files, values only later code could refuse, environment variables, output options
+SCALING = REPO / "grids" / "scaling-smoke.yaml"
+SEARCH = REPO / "grids" / "search-smoke.yaml"
+BIG = "x" * 200_000
+CASES += [
+    # the grid file, parsed bounded (tests/test_bad_input.py::test_hostile_yaml_is_refused_in_bounded_memory runs
+    # the worst ones under a memory limit)
+    Case("27: billion laughs", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "more than 100,000 values", "aliases"), grid_file(billion_laughs()), records=True),
+    Case("27: recursive alias", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "line 3", "would contain itself"), grid_file(TINY + "description: &a [*a]\n")),
+    Case("27: recursive alias in a mapping", ("status", "{tmp}/grid.yaml"),
+         ("grid.yaml", "would contain itself"), grid_file(TINY + "eval: &e {settings: *e}\n")),
+    Case("27: a 5,000-deep list", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "line 3", "more than 32 levels"), grid_file(TINY + f"description: {nested(5000)}\n")),
+    Case("27: a 5,000-deep mapping", ("status", "{tmp}/grid.yaml"), ("grid.yaml", "more than 32 levels"),
+         grid_file(TINY + "description: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")),
+    Case("27: a 10 MB string", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "10,000,0", "bytes; allowed: at most 262,144 bytes"),
+         grid_file(TINY + 'description: "' + "x" * 10_000_000 + '"\n')),
+    Case("27: a 200 kB dataset name is shortened", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`datasets[0]`", "(200,000 characters)", "'fashion-mnist'"), grid_file(TINY + f"datasets: [{BIG}]\n")),
+    Case("27: a 200 kB variant name is shortened", ("status", "{tmp}/grid.yaml"),
+         ("`variants[0]`", "(200,003 characters)", "longer than 1000 characters"),
+         grid_file(f"name: t\nvariants: [rf/{BIG}]\n")),
+    Case("27: a 900-character unknown key is shortened", ("status", "{tmp}/grid.yaml"),
+         ("unknown key", "(900 characters)", "Allowed keys at the top level"), grid_file(TINY + "k" * 900 + ": 1\n")),
+    Case("27: a 200 kB --variant is shortened", ("run", "{smoke}", "--variant", "rf/" + BIG, "--results", RESULTS),
+         ("--variant", "(200,003 characters)", "at most 1000 characters")),
+    Case("27: a 200 kB --seeds is shortened", ("status", "{smoke}", "--seeds", BIG), ("--seeds", "(200,000 characters)")),
+    Case("27: a python tag", ("run", "{tmp}/grid.yaml", "--results", RESULTS), ("grid.yaml", "not valid YAML"),
+         grid_file(TINY + "description: !!python/object:os.system {}\n")),
+    Case("27: not UTF-8", ("status", "{tmp}/grid.yaml"), ("grid.yaml", "UTF-8"), {"grid.yaml": b"name: \xff\xfe\n"}),
+    Case("27: a list, not a mapping", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "the grid is", "a mapping with keys name"), grid_file("- name: t\n- variants: [rf]\n")),
+    Case("27: a duplicate key", ("status", "{tmp}/grid.yaml"), ("grid.yaml", "line 3", "`name` appears twice"),
+         grid_file(TINY + "name: u\n")),
+    Case("27: comments only", ("status", "{tmp}/grid.yaml"), ("grid.yaml", "is empty"), grid_file("# nothing\n")),
+    Case("27: no variants", ("status", "{tmp}/grid.yaml"), ("grid.yaml", "`variants`", "non-empty"),
+         grid_file("name: t\nvariants: []\n")),
+    Case("27: scaling file billion laughs", ("scale", "{tmp}/grid.yaml", "--results", RESULTS, "--plan"),
+         ("grid.yaml", "more than 100,000 values"), grid_file(billion_laughs(SCALING.read_text()))),
+    Case("27: search file recursive alias", ("search", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "would contain itself"), grid_file(SEARCH.read_text() + "description: &d [*d]\n")),
+    Case("27: score --option alias bomb", ("score", "{tmp}/batch.pt", "--scorer", "probe", "--option",
+                                           "model=" + billion_laughs("").replace("\n", ", ").join("{}")),
+         ("--option", "more than 100,000 values")),
+    Case("27: score --option nested", ("score", "{tmp}/batch.pt", "--scorer", "probe", "--option",
+                                       "model=" + nested(5000)), ("--option", "more than 32 levels")),
+    Case("27: score --option invalid YAML", ("score", "{tmp}/batch.pt", "--scorer", "probe", "--option", "model=[a"),
+         ("--option 'model=[a'", "not valid YAML")),
+    # values that every cell failed on after training, or that were silently recorded
+    Case("27: lr_by_variant value not a number", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "`train.lr_by_variant.rf` is 'fast'", "a number > 0"),
+         grid_file(TINY + "train: {lr_by_variant: {rf: fast}}\n"), records=True),
+    Case("27: lr_by_variant value a mapping", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`train.lr_by_variant.rf` is {'a': 1}", "a number > 0"), grid_file(TINY + "train: {lr_by_variant: {rf: {a: 1}}}\n")),
+    Case("27: lr_by_variant value negative", ("status", "{tmp}/grid.yaml"),
+         ("`train.lr_by_variant.rf` is -0.001", "out of range"), grid_file(TINY + "train: {lr_by_variant: {rf: -1e-3}}\n")),
+    Case("27: lr_by_variant value a boolean", ("status", "{tmp}/grid.yaml"),
+         ("`train.lr_by_variant.rf` is True", "a number > 0"), grid_file(TINY + "train: {lr_by_variant: {rf: true}}\n")),
+    Case("27: lr_by_variant key not a variant", ("status", "{tmp}/grid.yaml"),
+         ("the key 'edm(a)' of `train.lr_by_variant`", NAME_HELP), grid_file(TINY + "train: {lr_by_variant: {edm(a): 0.1}}\n")),
+    Case("27: lr_by_variant names a variant twice", ("status", "{tmp}/grid.yaml"),
+         ("`train.lr_by_variant` names 'rf' twice", "'rf/uniform'"),
+         grid_file(TINY + "train: {lr_by_variant: {rf: 0.1, rf/uniform: 0.2}}\n")),
+    Case("27: lr_by_variant a list", ("status", "{tmp}/grid.yaml"), ("`train.lr_by_variant` is [0.1]", "a mapping"),
+         grid_file(TINY + "train: {lr_by_variant: [0.1]}\n")),
+    Case("27: a seed of 2^32", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`seeds[0]` is 4294967296", "< 4294967296"), grid_file(TINY + "seeds: [4294967296]\n"), records=True),
+    Case("27: --seeds 2^40", ("run", "{smoke}", "--seeds", "0,1099511627776", "--results", RESULTS),
+         ("--seeds", "`seeds[1]` is 1099511627776", "< 4294967296")),
+    Case("27: num_samples 1 with a scorer that needs 2", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("grid.yaml", "`eval.num_samples` is 1", "(probe) need at least 2"), grid_file(TINY + "eval: {num_samples: 1}\n")),
+    Case("27: --num-samples 1", ("run", "{smoke}", "--num-samples", "1", "--results", RESULTS),
+         ("--num-samples", "`eval.num_samples` is 1", "at least 2")),
+    Case("27: bench --num-samples 1", ("bench", "smoke", "--num-samples", "1"), ("--num-samples", "at least 2")),
+    Case("27: scaling file num_samples 1", ("scale", "{tmp}/grid.yaml", "--results", RESULTS, "--plan"),
+         ("`eval.num_samples` is 1", "at least 2"),
+         grid_file(SCALING.read_text().replace("num_samples: 100 ", "num_samples: 1   "))),
+    Case("27: unknown probe option", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`eval.scorer_options.probe`", "no option 'temperature'", "allowed options of 'probe': none"),
+         grid_file(TINY + "eval: {scorer_options: {probe: {temperature: 2}}}\n")),
+    Case("27: unknown fid_clip option", ("status", "{tmp}/grid.yaml"),
+         ("no option 'referense'", "reference (a folder of images", "clip_weights"),
+         grid_file(TINY + "eval: {scorers: [fid_clip], scorer_options: {fid_clip: {referense: x}}}\n")),
+    Case("27: fid_clip batch_size not a number", ("status", "{tmp}/grid.yaml"),
+         ("option 'batch_size' of scorer 'fid_clip' is 'many'", "a positive integer"),
+         grid_file(TINY + "eval: {scorers: [fid_clip], scorer_options: {fid_clip: {batch_size: many}}}\n")),
+    Case("27: fid_inception reference_count 0", ("status", "{tmp}/grid.yaml"),
+         ("option 'reference_count' of scorer 'fid_inception' is 0", "a positive integer"),
+         grid_file(TINY + "eval: {scorers: [fid_inception], scorer_options: {fid_inception: {reference_count: 0}}}\n")),
+    Case("27: search file unknown scorer option", ("search", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("no option 'nope'",), grid_file(SEARCH.read_text().replace("num_samples: 64 ", "scorer_options: {probe: {nope: 1}}\n  num_samples: 64 "))),
+    Case("27: score --option no chosen scorer reads", ("score", "{tmp}/batch.pt", "--scorer", "probe", "--option",
+                                                       "reference_count=10"), ("--option reference_count=10", "no option")),
+    Case("27: conditioning caption on Fashion-MNIST", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`data.conditioning` is 'caption'", "'fashion-mnist' does not serve", "allowed for it: 'class'"),
+         grid_file(TINY + "data: {conditioning: caption}\n"), records=True),
+    Case("27: val_size above the test split", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
+         ("`data.val_size` is 100000000", "10,000 items", "from 1 to 10,000"),
+         grid_file(TINY + "data: {val_size: 100000000}\n"), records=True),
+    Case("27: lr search reversed", ("status", "{tmp}/grid.yaml"), ("`train.lr` is 'search(1e-3, 1e-4, log)'", "low < high"),
+         grid_file(TINY + "train: {lr: 'search(1e-3, 1e-4, log)'}\n")),
+    # environment variables: one paragraph naming the variable and what is allowed, before anything is written
+    Case("27: ABLATE_CHECKPOINT_EVERY_S negative", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_CHECKPOINT_EVERY_S='-5'", "a number >= 0"), env={"ABLATE_CHECKPOINT_EVERY_S": "-5"}, records=True),
+    Case("27: ABLATE_CHECKPOINT_EVERY_S nan", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_CHECKPOINT_EVERY_S='nan'", "a number >= 0"), env={"ABLATE_CHECKPOINT_EVERY_S": "nan"}),
+    Case("27: ABLATE_CHECKPOINT_EVERY_S empty", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_CHECKPOINT_EVERY_S=''", "unset ABLATE_CHECKPOINT_EVERY_S"), env={"ABLATE_CHECKPOINT_EVERY_S": ""}),
+    Case("27: ABLATE_CACHE_DIR empty", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_CACHE_DIR=''", "a directory path"), env={"ABLATE_CACHE_DIR": ""}),
+    Case("27: ABLATE_CACHE_DIR blank, bench", ("bench", "smoke"), ("ABLATE_CACHE_DIR=' '", "a directory path"),
+         env={"ABLATE_CACHE_DIR": " "}),
+    Case("27: ABLATE_CACHE_DIR under a file", ("run", "{smoke}", "--results", RESULTS),
+         ("blocker", "is not a directory", "--cache-dir"), {"blocker": "x"}, env={"ABLATE_CACHE_DIR": "{tmp}/blocker/c"}),
+    Case("27: ABLATE_CACHE empty", ("run", "{smoke}", "--results", RESULTS), ("ABLATE_CACHE=''", "downloaded"),
+         env={"ABLATE_CACHE": ""}),
+    Case("27: ABLATE_DATA empty", ("run", "{smoke}", "--dataset", "imagenet", "--results", RESULTS),
+         ("ABLATE_DATA=''", "prepared datasets"), env={"ABLATE_DATA": ""}),
+    Case("27: ABLATE_TEST_PAUSE_AT unknown point", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_TEST_PAUSE_AT='nowhere'", "claim, write"), env={"ABLATE_TEST_PAUSE_AT": "nowhere"}),
+    Case("27: ABLATE_TEST_PAUSE_AT without its file", ("run", "{smoke}", "--results", RESULTS),
+         ("ABLATE_TEST_PAUSE_FILE=''", "required while ABLATE_TEST_PAUSE_AT is set"),
+         env={"ABLATE_TEST_PAUSE_AT": "write"}),
+    # where outputs go
+    Case("27: run --cache-dir empty", ("run", "{smoke}", "--results", RESULTS, "--cache-dir", ""),
+         ("--cache-dir is empty",)),
+    Case("27: run --cache-dir under a file", ("run", "{smoke}", "--results", RESULTS, "--cache-dir", "{tmp}/blocker/c"),
+         ("blocker", "is not a directory"), {"blocker": "x"}),
+    Case("27: leaderboard --out empty", ("leaderboard", "--results", RESULTS, "--out", ""), ("--out is empty",),
+         records=True),
+    Case("27: search --out empty", ("search", str(SEARCH), "--results", RESULTS, "--out", ""), ("--out is empty",)),
+    Case("27: search --results empty", ("search", str(SEARCH), "--results", " "), ("--results is empty",)),
+    Case("27: scale --results empty", ("scale", str(SCALING), "--results", ""), ("--results is empty",)),
+    Case("27: search --trials 0", ("search", str(SEARCH), "--trials", "0"), ("--trials", "'0' is not a positive integer")),
+]
+
 
 def _write_files(root: Path, files: dict[str, object]) -> None:
     for name, content in files.items():
@@ -248,9 +405,9 @@ def _files_under(root: Path) -> dict[str, bytes]:
 
 
 def test_the_table_is_large_enough() -> None:
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 40 + 60 and len({c.id for c in CASES}) == len(CASES)
     commands = {c.argv[0] for c in CASES}
-    assert commands == {"run", "leaderboard", "status", "score", "prepare", "bench"}
+    assert commands == {"run", "leaderboard", "status", "score", "prepare", "bench", "scale", "search"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -259,6 +416,10 @@ def test_bad_input_is_one_clear_paragraph(case: Case, tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "5000")  # no wrapping: one paragraph is one line
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU-only torch of the QA pass
+    for name in ("ABLATE_CACHE_DIR", "ABLATE_TEST_PAUSE_AT", "ABLATE_TEST_PAUSE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value.replace("{tmp}", str(tmp_path)))
     _write_files(tmp_path, case.files)
     if "{tmp}/batch.pt" in case.argv:
         _write_batch(tmp_path)
@@ -276,6 +437,7 @@ def test_bad_input_is_one_clear_paragraph(case: Case, tmp_path: Path, monkeypatc
     assert code == 2, (code, out, err)
     assert message.startswith("error:"), err
     assert "\n" not in err.strip(), err
+    assert len(message) < 2000, message[:3000]  # a user's long value is shortened, never echoed whole
     for fragment in case.fragments:
         fragment = fragment.replace("{tmp}", str(tmp_path))
         assert " ".join(fragment.split()) in message, (fragment, message)
@@ -385,3 +547,178 @@ def test_a_grace_period_of_under_three_heartbeats_is_refused(tmp_path: Path, mon
     assert code == 2 and "\n" not in message and not (tmp_path / "results").exists()
     assert ("ABLATE_GRACE_PERIOD=30 is too short for ABLATE_HEARTBEAT_INTERVAL=20: the grace period must be at least "
             "3 heartbeat intervals (60 s here)") in message, message
+# ---- issue 27: hostile YAML under a memory and CPU limit, and a full disk
+
+HOSTILE = {  # name: file text; each must end in its one-paragraph error, in little memory and time
+    "billion laughs": billion_laughs(),
+    "recursive alias": TINY + "description: &a [*a]\n",
+    "5,000-deep list": TINY + f"description: {nested(5000)}\n",
+    "5,000-deep mapping": TINY + "description: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+    "10 MB string": TINY + 'description: "' + "x" * 10_000_000 + '"\n',
+}
+CHILD = """\
+import resource, sys
+from ablate.config.grid import load_grid
+from ablate.errors import ConfigError
+vm = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmSize:"))) * 1024
+limit = vm + (256 << 20)  # 256 MiB above what the interpreter and its imports hold
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
+try:
+    load_grid(sys.argv[1])
+except ConfigError as err:
+    print(err)
+    sys.exit(0)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_yaml_is_refused_in_bounded_memory(name: str, tmp_path: Path) -> None:
+    """Before issue 27 the 530-byte billion laughs was killed at 24 GB after 256 s, and the recursive alias and
+    the deep list ended in a RecursionError traceback: here each must end in its error with 256 MiB and 30 s of
+    CPU at most (the limits kill the child otherwise)."""
+    import subprocess
+    import sys
+
+    file = tmp_path / "grid.yaml"
+    file.write_text(HOSTILE[name])
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(file)], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    message = proc.stdout.strip()
+    assert "grid.yaml" in message and "\n" not in message and len(message) < 1000, message[:2000]
+    assert any(f in message for f in ("100,000 values", "contain itself", "32 levels", "bytes; allowed")), message
+
+
+def test_a_full_disk_under_torch_save_reads_disk_full_at_the_path(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save on a full disk raises "RuntimeError: [enforce fail at inline_container.cc] . unexpected pos";
+    the atomic write turns it into "disk full at PATH" and leaves the old file whole and no temp file."""
+    from ablate.errors import ResultsError
+    from ablate.io import atomic_file
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous checkpoint")
+    monkeypatch.setenv("ABLATE_TEST_DISK_FULL", "*/checkpoints/*.ckpt")
+    with pytest.raises(ResultsError, match=f"^disk full at {target} ") as caught:
+        with atomic_file(target) as fh:
+            torch.save({"weights": torch.zeros(1000)}, fh)
+    chain, err = [], caught.value.__cause__
+    while err is not None:
+        chain.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    assert any(link.startswith("RuntimeError: [enforce fail at inline_container") for link in chain), chain
+    assert target.read_bytes() == b"the previous checkpoint" and sorted(target.parent.iterdir()) == [target]
+
+
+def test_a_full_disk_fails_the_run_with_a_sentence_and_the_traceback_in_the_cells_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: a full disk read as "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos" and
+    the run exited 0. Now the cell's failure reason and the console say "disk full at PATH", the traceback stays in
+    the cell's logs/output.log, and the run exits 2 (it could not write), with no leaderboard."""
+    import optuna
+
+    from ablate.results import cell_dir
+
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text("name: tiny\nvariants: [rf]\ndata: {val_size: 16}\n"
+                    "model: {patch_size: 8, hidden_size: 16, depth: 1, num_heads: 2}\n"
+                    "train: {max_steps: 2, batch_size: 8, warmup_steps: 1, val_every: 8, ema: {every: 1}}\n"
+                    "eval: {num_samples: 4, batch_size: 4, settings: [{steps: 1, cfg: 1.0}], weights: [ema]}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ABLATE_TEST_DISK_FULL", "*/checkpoints/*.ckpt")
+    code = main(["run", str(grid), "--results", str(tmp_path / "results")])
+    out, err = capsys.readouterr()
+    console = out + err
+    directory = cell_dir(tmp_path / "results", "tiny", "fashion-mnist", "rf", 0)
+    assert code == 2, console[-3000:]
+    assert f"disk full at {directory / 'checkpoints'}" in console, console[-3000:]
+    assert "could not be written" in err and "--retry-failed" in err
+    for noise in ("Traceback", "inline_container", "unexpected pos"):
+        assert noise not in console, console[-3000:]
+    log = (directory / "logs" / "output.log").read_text()
+    assert "Traceback" in log and "unexpected pos" in log
+    storage = f"sqlite:///{tmp_path / 'results' / 'tiny' / 'optuna.sqlite3'}"
+    trial, = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+    assert trial.user_attrs["fail_reason"].startswith("ResultsError: disk full at ")
+    assert not (directory / "checkpoints").exists() or not list((directory / "checkpoints").glob("*.ckpt"))
+    assert not (tmp_path / "results" / "tiny" / "leaderboard").exists() and not (directory / "records").exists()
+
+
+# ---- issue 27: correct values are accepted, and the end of a run names only files that exist
+
+def test_a_correct_lr_by_variant_is_accepted_under_its_canonical_name(tmp_path: Path) -> None:
+    """``train.lr_by_variant: {rf: 0.001}`` was refused ("a mapping from names to mappings") before issue 27."""
+    from ablate.config.grid import load_grid
+
+    file = tmp_path / "grid.yaml"
+    file.write_text("name: t\nvariants: [rf, 'rf/lognorm(0.00, 1.00)']\n"
+                    "train: {lr: 1.0e-4, lr_by_variant: {rf/uniform: 0.001, 'rf/lognorm(0, 1)': 3e-4}}\n")
+    grid = load_grid(file)
+    assert grid.train.lr_by_variant == {"rf": 0.001, "rf/lognorm(0.00, 1.00)": 3e-4}
+    assert grid.train.for_variant("rf").lr == 0.001 and grid.train.for_variant("rf/lognorm(0.00, 1.00)").lr == 3e-4
+    (tmp_path / "again.yaml").write_text(__import__("yaml").safe_dump(grid.to_dict()))
+    assert load_grid(tmp_path / "again.yaml").train == grid.train  # written back, it loads to the same values
+
+
+def test_conditioning_modes_are_asked_of_the_data() -> None:
+    """A dataset that stores caption embeddings serves 'caption' (so a Fashion-MNIST with captions is accepted
+    without touching the check); one without serves 'class' only, and one without classes not 'class'."""
+    from ablate.data.base import DatasetInfo, LatentSplit
+    from ablate.data.conditioning import conditioning_modes
+
+    def info(classes: int) -> DatasetInfo:
+        return DatasetInfo("d", 1, 4, classes, [], "identity", lambda i, g=None: "")
+
+    plain = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64))
+    captioned = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64), text_emb=torch.zeros(3, 8))
+    assert conditioning_modes(info(10), plain) == ("class",)
+    assert conditioning_modes(info(10), captioned) == ("class", "caption")
+    assert conditioning_modes(info(0), captioned) == ("caption",)
+
+
+def test_a_grid_without_a_file_is_never_named_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The leaderboard of a grid that has no shipped file (a tuning or study grid) and a run whose every cell
+    failed used to end with "run grids/<name>.yaml", a file that does not exist."""
+    import ablate.runs.queue as queue
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "5000")
+    _write_record(tmp_path)
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "--grid", "tiny.lr1.0e-03"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "grids/tiny.lr1.0e-03.yaml" not in message and "GRID_FILE --results" in message, message
+
+    def crash(*args: object) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(queue, "run_cell", crash)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    code = main(["run", str(tmp_path / "tiny.yaml"), "--results", str(tmp_path / "results")])
+    out, err = capsys.readouterr()
+    message = " ".join(err.split())
+    assert code == 2 and "RuntimeError: boom" in out, out + err
+    assert "No cell of grid tiny has a result record" in message and "--retry-failed" in message, message
+    assert "grids/tiny.yaml" not in out + err
+
+
+def test_an_overlong_message_is_bounded_on_the_console(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The safety net behind the shortened values: no error paragraph floods the console."""
+    import ablate.commands.leaderboard as leaderboard
+    from ablate.errors import AblateError
+
+    def flood(args: object) -> int:
+        raise AblateError("start " + "x" * 10_000_000 + " end")
+
+    monkeypatch.setenv("COLUMNS", "5000")
+    monkeypatch.setattr(leaderboard, "run", flood)
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: start") and err.rstrip().endswith("end") and len(err) < 5000
+    assert "characters left out" in err

@@ -313,6 +313,45 @@ def test_clear_errors(tmp_path: Path, image_folder: Path, imagenet: Path, models
     assert all(isinstance(e, AblateError) for e in (ConfigError("x"), AutoencoderUnavailableError("y")))
 
 
+def test_prepare_writes_only_under_its_out(tmp_path: Path, image_folder: Path, models: dict[str, Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: prepare, run in a working directory of its own, writes only its --out (see tests/test_outputs.py
+    for the other commands)."""
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    argv = ["prepare", "imagenet", "--root", str(image_folder), "--out", str(tmp_path / "out"), "--resolution",
+            str(RES), "--vae", str(models["vae"]), "--text-model", "none", "--shard-size", "64", "--holdout", "1",
+            "--gpus", "cpu", "--workers", "0", "--batch-size", "3"]
+    assert main(argv) == 0
+    assert list(cwd.rglob("*")) == []
+    assert [p for p in home.rglob("*") if p.is_file() and ".cache/matplotlib" not in str(p)] == []
+    assert (tmp_path / "out" / MANIFEST).is_file()
+
+
+def test_a_reference_split_of_one_image_stops_the_run_before_its_first_cell(
+        tmp_path: Path, imagenet: Path, models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: a prepared set whose test split (the FID reference) holds one image failed every cell after
+    training ("a covariance needs at least 2 features, got 1"); the pre-flight refuses it before any cell."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"""name: one-ref
+variants: [rf]
+datasets: [imagenet]
+data: {{resolution: {RES // 8}, val_size: 1, data_dir: '{imagenet.parent}'}}
+model: {{patch_size: 1, hidden_size: 16, depth: 1, num_heads: 2}}
+eval: {{num_samples: 4, scorers: [fid_clip],
+        scorer_options: {{fid_clip: {{model: tiny-clip, pretrained: none,
+                                      clip_weights: {models['clip_weights']}}}}}}}
+""")
+    code = main(["run", str(grid), "--results", str(tmp_path / "results"), "--device", "cpu"])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2, message
+    assert "scorer 'fid_clip'" in message and "reference set of 1 item(s)" in message and "at least 2" in message
+    assert not list((tmp_path / "results").rglob("*.ckpt")) and not list((tmp_path / "results").rglob("*.json"))
+
+
 def test_brace_expansion_and_center_crop() -> None:
     assert expand_braces("d/{00008..00011}.tar") == [f"d/{i:05d}.tar" for i in range(8, 12)]
     assert expand_braces("{a,b}/{1..2}") == ["a/1", "a/2", "b/1", "b/2"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from typing import Any
 from pathlib import Path
 
@@ -41,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, default=None, help="evaluation samples per setting (default: the "
                    "grid's; 2 on the CPU, where validation also uses at most 16 items)")
     p.add_argument("--data-dir", type=Path, default=None, help="where the grid's dataset is (evaluation)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
+    p.add_argument("--cache-dir", default=None, help="probe weights and reference statistics "
+                   "(default: $ABLATE_CACHE_DIR, else results/cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--profile", action="store_true", help="also break GPU kernel time down by kind (matmul, "
                    "attention, fused elementwise) for a training step and a sampling forward")
@@ -60,9 +59,11 @@ def main(args: argparse.Namespace) -> int:
     from ablate.errors import ConfigError
     from ablate.config.grid import GridOverrides, load_grid
     from ablate.models.dit import DIT_PRESETS
+    from ablate.outputs import cache_dir
     from ablate.runs.logs import route_output
 
     route_output(None, args.verbose)  # no run log: third-party messages are dropped unless --verbose
+    cache = cache_dir(None, args.cache_dir)  # a bad --cache-dir or ABLATE_CACHE_DIR stops it before any timing
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     for preset in args.model or ():
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     console.print(table)
     out["packing"] = packing_table(grid, device, batch, steps, warmup, args.pack, console)
     if not args.no_eval:
-        e = B.evaluation_row(grid, device, args.cache_dir)
+        e = B.evaluation_row(grid, device, cache)
         out["evaluation"] = e
         t = Table(title=f"evaluation of one variant: {e['settings']} settings x weights x {e['num_samples']} samples "
                         f"(grid {grid.name}, batch {e['batch_size']}, scorers {', '.join(grid.eval.scorers)})")

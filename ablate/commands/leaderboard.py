@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="not supported: records are read from --results only (a storage holds no records)")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
                    help="console output: rich tables, markdown, or CSV of Table 1 (default: table)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", default=None,
                    help="where to write .md and .png (default: <results>/<grid>/leaderboard, beside the grid's results)")
     p.add_argument("--alignment", default=None, metavar="METRIC",
                    help="alignment metric (default: first present of clip, ckid_effnet, align_probe)")
@@ -72,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
                 replicates=args.replicates)
 
 
+def run_command(grid: str, results: Path) -> str:
+    """The command that makes a grid's results, naming its shipped file only where one exists."""
+    from ablate.config.grid import GRIDS_DIR
+
+    shipped = GRIDS_DIR / f"{grid}.yaml"
+    file = f"grids/{grid}.yaml" if shipped.is_file() else "GRID_FILE"
+    where = "" if Path(results) == Path("results") else f" --results {results}"
+    return f"`python -m ablate run {file}{where}`" + ("" if shipped.is_file() else f" (the grid file named {grid!r})")
+
+
 def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "table", alignment: str | None = None,
          fidelity: str | None = None, replicates: int = 1000) -> int:
     """Build, print and write the leaderboard of each grid from the records under ``results``; ``out``
@@ -79,6 +89,7 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
     from ablate.report import backbones
     from ablate.report.leaderboard import build_leaderboard, render_console, render_markdown_for, table1_csv, write_outputs
     from ablate import store_audit
+    from ablate.outputs import report_dir
     from ablate.results import ResultsStore
 
     store = ResultsStore(results)
@@ -95,11 +106,10 @@ def show(results: Path, grids: list[str], out: Path | None = None, fmt: str = "t
         if frame.empty:
             raise AblateError(
                 f"No result records for grid {grid!r} in {str(results / grid)!r}. Grids with results "
-                f"there: {', '.join(store.grids()) or 'none'}. Make results with "
-                f"`python -m ablate run grids/{grid}.yaml`."
+                f"there: {', '.join(store.grids()) or 'none'}. Make results with {run_command(grid, results)}."
             )
         axis = backbones.has_backbones(frame)  # rank (variant @ backbone) pairs, then within each backbone
-        out_dir = out if out is not None else results / grid / "leaderboard"
+        out_dir = report_dir(results / grid, out)
         lb = build_leaderboard(backbones.label_variants(frame) if axis else frame, grid, alignment=alignment,
                                fidelity=fidelity, replicates=replicates,
                                validity_dirs=(results / "validity", out_dir, Path("leaderboard")),

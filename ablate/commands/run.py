@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.devices import resolve_device
+from ablate.errors import AblateError
+from ablate.outputs import cache_dir
 from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """--device, --cache-dir and --weights-dir: where cells train and where their scorers' files are."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("ABLATE_CACHE_DIR", "cache")),
-                   help="probe weights and reference statistics (default: cache/)")
+    p.add_argument("--cache-dir", default=None, help="probe weights and reference statistics "
+                   "(default: $ABLATE_CACHE_DIR, else <results>/cache)")
     p.add_argument("--weights-dir", type=Path, default=None, help="pretrained scorer weights (CLIP, Inception)")
 
 
@@ -85,8 +86,8 @@ def main(args: argparse.Namespace) -> int:
                   f"{f'{len(grid.backbones)} backbones x ' if len(grid.backbones) > 1 else ''}"
                   f"{len(grid.datasets)} datasets x {len(grid.seeds)} seeds) "
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
-    ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
-                     progress=sys.stdout.isatty())
+    ctx = RunContext(device=device, cache_dir=cache_dir(grid.results_root, args.cache_dir),
+                     weights_dir=args.weights_dir, console=console, progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
                             pack=args.pack, retry_failed=args.retry_failed, rebuild_queue=args.rebuild_queue,
                             verbose=args.verbose,
@@ -94,10 +95,16 @@ def main(args: argparse.Namespace) -> int:
     with stop_on_signals():
         if grid.train.lr_search is not None:
             grid = tune_learning_rates(grid, ctx, options)
-        run_grid(grid, ctx, options)
+        counts = run_grid(grid, ctx, options)
     if not args.no_leaderboard:
         from ablate.commands.leaderboard import show
+        from ablate.results import ResultsStore
 
+        if ResultsStore(grid.results_root).frame(grid.name).empty:
+            raise AblateError(f"No cell of grid {grid.name} has a result record in {grid.results_dir} "
+                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no cells'}), so there is "
+                              f"nothing to rank. The failed cells and their reasons are listed above (tracebacks in each "
+                              f"cell's logs/output.log); fix the cause and run the same command with --retry-failed.")
         return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
 

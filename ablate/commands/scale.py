@@ -18,6 +18,7 @@ from rich.markup import escape
 from ablate.commands.run import _positive, add_device_arguments
 from ablate.devices import resolve_device
 from ablate.errors import ConfigError
+from ablate.outputs import cache_dir, checked_option, report_dir
 
 if TYPE_CHECKING:
     import torch
@@ -33,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scale", help="run an isoFLOP scaling study and write its report",
                        description="Run a scaling study: every formulation at every model size and compute budget "
                                    "(ordinary grid cells), fits of the isoFLOP curves and power laws with intervals, "
-                                   "the extrapolation check, and the report leaderboard/scaling-<name>.md.")
+                                   "the extrapolation check, and the report <results>/<name>/leaderboard/scaling-<name>.md (or --out DIR).")
     p.add_argument("file", help="a scaling file (grids/scaling-smoke.yaml) or the name of a shipped one")
     p.add_argument("--results", metavar="DIR", help="results root; the study's cells go to DIR/<name>.<cell>/")
-    p.add_argument("--out", metavar="DIR", default="leaderboard", help="where the report goes (default: leaderboard/)")
+    p.add_argument("--out", metavar="DIR", help="where the report goes (default: <results>/<name>/leaderboard; "
+                   "`--out leaderboard` for the published copy)")
     add_device_arguments(p)
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="train only the K-th of N shares of the study's isoFLOP and quality cells (balanced by FLOPs) "
@@ -61,15 +63,13 @@ def main(args: argparse.Namespace) -> int:
     from ablate.scaling.plan import isoflop_points, quality_points
     from ablate.scaling.spec import load_study
 
-    if args.results is not None and not str(args.results).strip():
-        raise ConfigError("Command-line option --results is empty (an unset shell variable?); allowed: a directory "
-                          "path, or leave the option out for results/.")
-    if not str(args.out).strip():
-        raise ConfigError("Command-line option --out is empty; allowed: a directory path (default: leaderboard/).")
+    for flag, value in (("--results", args.results), ("--out", args.out)):
+        if value is not None:
+            checked_option(flag, value)
     study = load_study(args.file, Path(args.results) if args.results else None)
     device = resolve_device(args.device)
     console = Console(soft_wrap=True)  # one line per event, also in log files
-    ctx = _context(device, args, console)
+    ctx = _context(device, args, console, study.base.results_root)
     info, _ = ctx.dataset(study.base, study.base.datasets[0])
     caption = study.base.data.conditioning == "caption"
     backbone = study.base.backbones[0]
@@ -150,11 +150,11 @@ def _shard_spec(spec: str) -> tuple[int, int]:
     return k, n
 
 
-def _context(device: torch.device, args: argparse.Namespace, console: Console) -> RunContext:
+def _context(device: torch.device, args: argparse.Namespace, console: Console, results_root: Path) -> RunContext:
     from ablate.engine.runner import RunContext
 
-    return RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
-                      progress=sys.stdout.isatty())
+    return RunContext(device=device, cache_dir=cache_dir(results_root, args.cache_dir), weights_dir=args.weights_dir,
+                      console=console, progress=sys.stdout.isatty())
 
 
 def _run(points: list[Point], ctx: RunContext, options: WorkerOptions) -> None:
@@ -187,7 +187,7 @@ def _run_and_report(study: Study, data: DataShape, points: list[Point], ctx: Run
         _run(extra, ctx, options)
     points = points + extra
     rows, fidelity, alignment = collect(points)
-    written = write_report(Path(args.out), study, points, rows, fits, predictions(study, data, fits, rows),
+    written = write_report(report_dir(study.base.results_dir, args.out), study, points, rows, fits, predictions(study, data, fits, rows),
                            fidelity, alignment)
     console.print("report: " + ", ".join(escape(str(p)) for p in written), highlight=False, soft_wrap=True)
     return 0

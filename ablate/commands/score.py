@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ablate.devices import resolve_device
-from ablate.errors import ConfigError
+from ablate.config.schema import parse_yaml
+from ablate.errors import ConfigError, shorten
+from ablate.outputs import cache_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--autoencoder", default=None, metavar="PATH",
                    help="load the dataset's autoencoder from this local folder (or hub id) instead")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="where the dataset's files are")
-    p.add_argument("--cache-dir", type=Path, default=Path("cache"), metavar="DIR",
-                   help="reference statistics cache (default: cache)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="reference statistics cache (default: $ABLATE_CACHE_DIR, else results/cache)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="scorer option, e.g. model=ViT-B-32, pretrained=openai, clip_weights=FILE, "
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablate.scorers.base import ScoreContext, get_scorer, metric_info
+    from ablate.scorers.base import ScoreContext, get_scorer, metric_info, option_problem
     from ablate.scorers.fid import FrechetScorer
 
     device = resolve_device(args.device)
@@ -73,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             options[key] = str(value)
     ctx = ScoreContext(
-        dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=args.cache_dir,
+        dataset=dataset_info(args, samples), data_dir=args.data_dir, cache_dir=cache_dir(None, args.cache_dir),
         weights_dir=args.weights_dir, device=device, options=options,
     )
     names = args.scorer or ["clip", "fid_clip"]
     scorers = [get_scorer(name, ctx) for name in names]
+    for key, value in options.items():  # an option no chosen scorer reads would be silently ignored
+        problems = [option_problem(name, {key: value}) for name in names]
+        if all(problems):
+            raise ConfigError(f"--option {key}={shorten(value)}: {problems[0]}.")
     for scorer in scorers:
         if isinstance(scorer, FrechetScorer) and args.dataset is None and args.reference is None:
             raise ConfigError(
@@ -182,8 +187,8 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--option {pair!r} is not KEY=VALUE (for example --option model=ViT-B-32).")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            raise ConfigError(f"--option {shorten(pair)} is not KEY=VALUE (for example --option model=ViT-B-32).")
+        options[key.strip()] = parse_yaml(value, f"--option {shorten(pair)}", "value")[0] if value.strip() else None
     return options
 
 

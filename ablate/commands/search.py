@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from ablate.commands.run import _positive, add_device_arguments
 from ablate.devices import resolve_device
-from ablate.errors import ConfigError
+from ablate.outputs import cache_dir, checked_option, report_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +51,8 @@ def main(args: argparse.Namespace) -> int:
     from ablate.search.trials import confirm, open_search_study, run_search
 
     for flag, value in (("--results", args.results), ("--out", args.out)):
-        if value is not None and not str(value).strip():
-            raise ConfigError(f"Command-line option {flag} is empty (an unset shell variable?); allowed: a directory "
-                              "path, or leave the option out for its default.")
+        if value is not None:
+            checked_option(flag, value)
     search = load_search(args.file, Path(args.results) if args.results else None)
     trials = args.trials or search.search.trials
     device = resolve_device(args.device)
@@ -61,8 +60,8 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"[bold]ablate search[/] {search.name}: {escape(search.search.variant)}, {trials} trials "
                   f"({search.search.batch} per round, {search.search.sampler}) on {device}, results in "
                   f"{escape(str(search.base.results_dir))}", highlight=False, soft_wrap=True)
-    ctx = RunContext(device=device, cache_dir=args.cache_dir, weights_dir=args.weights_dir, console=console,
-                     progress=sys.stdout.isatty())
+    ctx = RunContext(device=device, cache_dir=cache_dir(search.base.results_root, args.cache_dir),
+                     weights_dir=args.weights_dir, console=console, progress=sys.stdout.isatty())
     options = WorkerOptions(storage=args.storage, workers=args.workers, pack=args.pack, verbose=args.verbose)
     if args.report_only:
         study = open_search_study(search, args.storage or default_storage(search.base))
@@ -70,7 +69,6 @@ def main(args: argparse.Namespace) -> int:
         with stop_on_signals():
             study = run_search(search, ctx, options, trials)
             confirm(search, study, ctx, options)
-    out = Path(args.out) if args.out else search.base.results_dir / "leaderboard"
-    written = write_report(out, search, study, trials)
+    written = write_report(report_dir(search.base.results_dir, args.out), search, study, trials)
     console.print("report: " + ", ".join(escape(str(p)) for p in written), highlight=False, soft_wrap=True)
     return 0

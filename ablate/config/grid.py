@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.errors import ConfigError, VariantError
-from ablate.config.schema import KeyPath, Reader, opt, plain, read_yaml
+from ablate.errors import ConfigError, VariantError, shorten
+from ablate.config.schema import MAX_NAME, KeyPath, Reader, opt, plain, read_yaml
+from ablate.config.checks import backbone_names, check_consistency, check_eval  # noqa: F401 (check_eval: for search and scaling files)
 from ablate.config.setting import Setting
 from ablate.config.lr import LrSchedule, LrSearch, read_lr_search
 
@@ -42,12 +43,6 @@ def _dataset_names() -> tuple[str, ...]:
     except ImportError:
         return ("fashion-mnist", "imagenet", "cc12m")
     return tuple(DATASETS)
-
-
-def _backbone_names() -> tuple[str, ...]:
-    from ablate.models.network import BACKBONES
-
-    return tuple(BACKBONES)
 
 
 def _scorer_names() -> tuple[str, ...]:
@@ -112,7 +107,8 @@ class TrainConfig:
     batch_size: int = opt(64, ge=1)
     lr: float = opt(1.0e-4, gt=0)
     lr_search: LrSearch | None = None  # written `lr: search(low, high, log)`; see LrSearch
-    lr_by_variant: dict[str, float] = opt(factory=dict, what="a mapping from variant names to learning rates")
+    lr_by_variant: dict[str, float] = opt(factory=dict, gt=0, keys=lambda name: _canonical_variant(name),
+                                          what="a mapping from variant names to learning rates (numbers > 0)")
     warmup_steps: int = opt(1000, ge=0)
     lr_schedule: LrSchedule = field(default_factory=LrSchedule)
     weight_decay: float = opt(0.0, ge=0)
@@ -185,8 +181,8 @@ class Grid:
                                     unique=True, nonempty=True,
                                      what="a variant name such as 'rf' or 'rf/lognorm(0.00, 1.00)'")
     datasets: tuple[str, ...] = opt(("fashion-mnist",), choices=lambda: _dataset_names(), unique=True, nonempty=True)
-    seeds: tuple[int, ...] = opt((0,), ge=0, unique=True, nonempty=True)
-    backbones: tuple[str, ...] = opt(("dit",), choices=lambda: _backbone_names(), unique=True, nonempty=True)
+    seeds: tuple[int, ...] = opt((0,), ge=0, lt=2**32, unique=True, nonempty=True)  # numpy's and Lightning's range
+    backbones: tuple[str, ...] = opt(("dit",), choices=lambda: backbone_names(), unique=True, nonempty=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -255,7 +251,7 @@ def overrides_from_args(args: argparse.Namespace) -> GridOverrides:
     if seeds_text is not None:
         parts = [p.strip() for p in str(seeds_text).split(",")]
         if not all(re.fullmatch(r"\d+", p) for p in parts):
-            raise ConfigError(f"Command-line option --seeds {seeds_text!r} is not a list of seeds; allowed: "
+            raise ConfigError(f"Command-line option --seeds {shorten(seeds_text)} is not a list of seeds; allowed: "
                               "non-negative integers separated by commas, e.g. --seeds 0 or --seeds 0,1,2 "
                               "(a single number is one seed, not a count).")
         seeds = tuple(int(p) for p in parts)
@@ -288,7 +284,7 @@ def resolve_grid_path(path: str | Path) -> Path:
     if candidate.parent == Path(".") and shipped.is_file():
         return shipped
     problem = "is a directory, not a file" if candidate.is_dir() else "does not exist"
-    raise ConfigError(f"Grid file {str(path)!r} {problem}. Give a path to a grid YAML file or the name of "
+    raise ConfigError(f"Grid file {shorten(str(path))} {problem}. Give a path to a grid YAML file or the name of "
                       f"one in {GRIDS_DIR}: {', '.join(available_grids()) or '(none found)'}.")
 
 
@@ -320,7 +316,7 @@ def load_grid(path: str | Path, overrides: GridOverrides | None = None) -> Grid:
     reader = Reader(str(file), lines, _apply_overrides(raw, overrides) if isinstance(raw, dict) else {}, "the grid")
     read_lr_search(raw, reader.where(("train", "lr")))
     grid: Grid = reader.build(Grid, raw, ())
-    _check_consistency(grid, reader)
+    check_consistency(grid, reader)
     variants = _select_variants(grid.variants, overrides.variants, str(file)) if overrides.variants else grid.variants
     return dataclasses.replace(grid, variants=variants, source=file,
                                results_root=overrides.results or grid.results_root)
@@ -351,10 +347,13 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
     chosen: set[str] = set()
     added: list[str] = []
     for pattern in patterns:
+        if len(pattern) > MAX_NAME:
+            raise ConfigError(f"Command-line option --variant {shorten(pattern)} is too long; allowed: a variant name "
+                              f"or pattern of at most {MAX_NAME} characters.")
         if any(c in pattern for c in "*?["):
             hits = [v for v in variants if fnmatch.fnmatchcase(v, pattern)]
             if not hits:
-                raise ConfigError(f"Command-line option --variant {pattern!r} matches none of the variants of {file}; "
+                raise ConfigError(f"Command-line option --variant {shorten(pattern)} matches none of the variants of {file}; "
                                   f"allowed: a pattern matching one of {', '.join(variants)} (canonical spelling, "
                                   "two decimals: 'rf/lognorm(0.50*'), or an exact variant name.")
             chosen.update(hits)
@@ -362,40 +361,10 @@ def _select_variants(variants: tuple[str, ...], patterns: tuple[str, ...], file:
         try:
             name = _canonical_variant(pattern)
         except VariantError as err:
-            raise ConfigError(f"Command-line option --variant {pattern!r} (for {file}) has no wildcard (*, ?, [) and "
+            raise ConfigError(f"Command-line option --variant {shorten(pattern)} (for {file}) has no wildcard (*, ?, [) and "
                               f"is not a valid variant name: {err}") from None
         if name in variants:
             chosen.add(name)
         elif name not in added:
             added.append(name)
     return tuple(v for v in variants if v in chosen) + tuple(added)
-
-
-def _check_consistency(grid: Grid, reader: Reader) -> None:
-    """Checks across keys: head and patch divisibility (per backbone), scorer options for listed scorers."""
-    r = grid.data.resolution
-    sizes = {(): grid.model}
-    for backbone, keys in grid.model.by_backbone.items():
-        where = ("model", "by_backbone", backbone)
-        base = {k: v for k, v in plain(grid.model).items() if k != "by_backbone"}
-        if backbone not in grid.backbones or "by_backbone" in keys:
-            reader.fail(where, f"`model.by_backbone.{backbone}` sizes a backbone not in `backbones` or nests; "
-                               f"allowed: keys {', '.join(grid.backbones)}, each with keys {', '.join(base)}.")
-        sizes[where] = reader.build(ModelConfig, {**base, **keys}, where)
-    for where, m in sizes.items():
-        path = where or ("model",)
-        if m.hidden_size % m.num_heads:
-            reader.fail((*path, "num_heads"), f"`{'.'.join(path)}.num_heads` is {m.num_heads}, which does not divide "
-                                              f"the hidden size {m.hidden_size}; allowed: a divisor of it.")
-        if r % m.patch_size:
-            reader.fail((*path, "patch_size"), f"`{'.'.join(path)}.patch_size` is {m.patch_size}, which does not "
-                                               f"divide `data.resolution` = {r}; allowed: a divisor of it.")
-    if grid.data.conditioning != "caption" and any(b != "dit" for b in grid.backbones):
-        reader.fail(("backbones",), f"`backbones` lists {', '.join(b for b in grid.backbones if b != 'dit')}, which "
-                                    "attend to caption tokens, but `data.conditioning` is "
-                                    f"{grid.data.conditioning!r}; allowed: `data.conditioning: caption` with any of "
-                                    f"{', '.join(_backbone_names())}, or `backbones: [dit]` for class labels.")
-    for name in grid.eval.scorer_options:
-        if name not in grid.eval.scorers:
-            reader.fail(("eval", "scorer_options", name), f"`eval.scorer_options.{name}` gives options for a scorer "
-                        f"not in `eval.scorers`; allowed keys: {', '.join(grid.eval.scorers)}.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ablate.config.schema import opt
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shorten
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def read_lr_search(raw: Any, where: str) -> None:
     except ValueError:
         low = high = math.nan
     if not (0 < low < high):
-        raise ConfigError(f"{where}: `train.lr` is {train['lr']!r}; allowed: a number (1.0e-4) or "
+        raise ConfigError(f"{where}: `train.lr` is {shorten(train['lr'])}; allowed: a number (1.0e-4) or "
                           "'search(low, high, log)' with 0 < low < high, e.g. 'search(1e-4, 1e-3, log)': each variant "
                           "is trained at `train.lr_trials` (default 3) log-spaced rates and keeps its best.")
     train["lr_search"] = {"low": low, "high": high, **({"trials": train.pop("lr_trials")} if "lr_trials" in train else {})}

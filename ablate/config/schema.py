@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type
 
 import yaml
 
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import SHORT, AblateError, ConfigError, shorten
 
 KeyPath = tuple[Union[str, int], ...]
 
@@ -47,28 +47,107 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_FILE_BYTES = 256 << 10  # a grid file is a few kB; the largest shipped one is under 5 kB
+MAX_DEPTH = 32             # nesting of mappings and lists (a grid needs 4)
+MAX_NAME = 1000           # characters of a name (a variant) before it is parsed
+MAX_NODES = 100_000        # values in the document with every alias expanded (a "billion laughs" has 10^9)
+
+
 def read_yaml(file: Path, label: str, hint: str = "") -> tuple[Any, dict[KeyPath, int]]:
     """The document and the line of every key path (duplicate keys are an error). ``label`` names
-    the kind of file in errors (``grid file``); ``hint`` ends the invalid-YAML advice (``; ...``)."""
+    the kind of file in errors (``grid file``); ``hint`` ends the invalid-YAML advice (``; ...``).
+
+    Bounded before anything is built: at most :data:`MAX_FILE_BYTES` bytes, :data:`MAX_DEPTH` levels of
+    nesting and :data:`MAX_NODES` values once aliases are expanded, and no alias inside the value it names;
+    anything else is one :class:`ConfigError` paragraph, in time and memory proportional to the file."""
     try:
-        loader = _Loader(file.read_text(encoding="utf-8"))
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{label[:1].upper()}{label[1:]} {file} is {size:,} bytes; allowed: at most "
+                              f"{MAX_FILE_BYTES:,} bytes (a grid file is a few kB). Is it the right file?")
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"Cannot read {label} {file}: {err}. It must be a readable UTF-8 YAML file.") from None
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = " ".join(f"{getattr(err, 'context', '') or ''} {getattr(err, 'problem', '') or err}".split())
-        raise ConfigError(f"{label[:1].upper()}{label[1:]} {file}{where} is not valid YAML ({what}). Check the "
-                          f"indentation, colons and quotes there{hint}.") from None
-    finally:
-        loader.dispose()
+    data, node = parse_yaml(text, file, label, hint)
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _collect_lines(node, (), lines, file)
     return data, lines
+
+
+def parse_yaml(text: str, source: Path | str, label: str, hint: str = "") -> tuple[Any, yaml.Node | None]:
+    """The value of YAML ``text`` and its node, bounded as :func:`read_yaml` says; ``source`` and ``label`` name
+    where the text came from in errors (a file, or a command-line option)."""
+    file = source
+    try:
+        _check_nesting(text, file, label)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_expansion(node, file, label)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(f"{getattr(err, 'context', '') or ''} {getattr(err, 'problem', '') or err}".split())
+        raise ConfigError(f"{label[:1].upper()}{label[1:]} {file}{where} is not valid YAML ({shorten(what, 300)}). "
+                          f"Check the indentation, colons and quotes there{hint}.") from None
+    return data, node
+
+
+def _check_nesting(text: str, file: Path | str, label: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` from the event stream (the parser does not recurse; the
+    composer and the checks after it do, so a 5,000-deep list must stop here)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise ConfigError(f"{file}, line {line}: the {label} nests lists and mappings more than {MAX_DEPTH} "
+                                  "levels deep; allowed: at most {MAX_DEPTH} levels (a grid file needs 4).")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_expansion(root: yaml.Node, file: Path | str, label: str) -> None:
+    """Refuse an alias used inside the value it names (a value containing itself) and a document of more than
+    :data:`MAX_NODES` values with its aliases expanded; each node is counted once (memoised), so this is linear
+    in the file, while expanding a "billion laughs" file would take gigabytes."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            if size[key] > MAX_NODES:
+                raise ConfigError(f"{file}, line {node.start_mark.line + 1}: the {label} holds more than {MAX_NODES:,} "
+                                  "values once its aliases (*name) are expanded; allowed: a grid of that size at most "
+                                  "(aliases that repeat aliases multiply: a few lines can stand for billions).")
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{file}, line {node.start_mark.line + 1}: an alias (*name) is used inside the value "
+                              f"its anchor (&name) names, so the value would contain itself; allowed: aliases of "
+                              "values defined before and outside them.")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _collect_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: Path) -> None:
@@ -97,6 +176,7 @@ def _fmt(path: KeyPath) -> str:
     """``("eval", "settings", 2, "steps")`` -> ``eval.settings[2].steps``."""
     out = ""
     for key in path:
+        key = key if isinstance(key, int) or len(str(key)) <= SHORT else shorten(key)
         out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
     return out
 
@@ -151,7 +231,7 @@ class Reader:
 
     def bad(self, path: KeyPath, value: Any, allowed: str, why: str = "") -> NoReturn:
         key = f"`{_fmt(path)}`" if path else self.document
-        self.fail(path, f"{key} is {value!r}{why}; allowed: {allowed}.")
+        self.fail(path, f"{key} is {shorten(value)}{why}; allowed: {allowed}.")
 
     def build(self, cls: type, raw: Any, path: KeyPath) -> Any:
         keys = _yaml_keys(cls)
@@ -160,7 +240,7 @@ class Reader:
             self.bad(path, raw, _describe(cls, {}))
         for key in raw:
             if key not in keys:
-                close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6)
+                close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6) if len(str(key)) <= SHORT else []
                 hint = f" Did you mean `{_fmt((*path, close[0]))}`?" if close else ""
                 scope = f"in `{_fmt(path)}`" if path else "at the top level"
                 self.fail((*path, str(key)), f"unknown key `{_fmt((*path, str(key)))}`.{hint} "
@@ -184,6 +264,8 @@ class Reader:
             return None if v is None else self.value(v, next(a for a in args if a is not type(None)), path, md, tp)
         if origin is tuple:
             return self.sequence(v, args, path, md, shown)
+        if origin is dict and get_origin(args[1]) is not dict:
+            return self.mapping(v, args[1], path, md)
         if origin is dict:
             if not isinstance(v, Mapping) or not all(isinstance(o, Mapping) for o in v.values()):
                 self.bad(path, v, _describe(tp, md))
@@ -213,14 +295,38 @@ class Reader:
             self.bad(path, v, _describe(shown, md))
         names = md["choices"]() if "choices" in md else ()
         if names and v not in names:
-            close = difflib.get_close_matches(v, names, n=1)
+            close = difflib.get_close_matches(v, names, n=1) if len(v) <= SHORT else []
             self.bad(path, v, _describe(shown, md), f" (did you mean {close[0]!r}?)" if close else "")
         if "convert" in md:
+            if len(v) > MAX_NAME:
+                self.bad(path, v, _describe(shown, md), f" (longer than {MAX_NAME} characters)")
             try:
                 v = md["convert"](v)
             except AblateError as err:
-                self.fail(path, f"`{_fmt(path)}` is {v!r}, which is not a valid {md.get('invalid', 'value')}: {err}")
+                self.fail(path, f"`{_fmt(path)}` is {shorten(v)}, which is not a valid {md.get('invalid', 'value')}: "
+                                f"{err}")
         return v
+
+    def mapping(self, v: Any, value_type: Any, path: KeyPath, md: Mapping[str, Any]) -> dict[str, Any]:
+        """A mapping of names to plain values (``dict[str, float]``): each value checked with the field's bounds,
+        each name with its ``keys`` converter (e.g. to a canonical variant name; two spellings of one are an error)."""
+        if not isinstance(v, Mapping):
+            self.bad(path, v, _describe(dict[str, value_type], md))
+        bounds = {k: md[k] for k in ("ge", "gt", "lt") if k in md}
+        out: dict[str, Any] = {}
+        spelled: dict[str, Any] = {}
+        for key, item in v.items():
+            name = self.value(key, str, (*path, str(key)), {"what": "a name"})
+            if "keys" in md:
+                try:
+                    name = md["keys"](name)
+                except AblateError as err:
+                    self.fail((*path, str(key)), f"the key {shorten(key)} of `{_fmt(path)}` is not a valid name: {err}")
+            if name in out:
+                self.fail((*path, str(key)), f"`{_fmt(path)}` names {shorten(name)} twice ({shorten(spelled[name])} and "
+                                             f"{shorten(key)}); allowed: each name once.")
+            out[name], spelled[name] = self.value(item, value_type, (*path, str(key)), bounds), key
+        return out
 
     def sequence(self, v: Any, args: tuple[Any, ...], path: KeyPath, md: Mapping[str, Any], shown: Any) -> tuple:
         variadic = args[-1] is Ellipsis
@@ -234,9 +340,9 @@ class Reader:
             for i, item in enumerate(items):
                 if item in first:
                     j = first[item]
-                    same = "" if v[i] == v[j] else f" (both are {item!r} in canonical form)"
-                    self.fail((*path, i), f"`{_fmt((*path, i))}` = {v[i]!r} repeats `{_fmt((*path, j))}` = "
-                                          f"{v[j]!r}{same}; allowed: each item once.")
+                    same = "" if v[i] == v[j] else f" (both are {shorten(item)} in canonical form)"
+                    self.fail((*path, i), f"`{_fmt((*path, i))}` = {shorten(v[i])} repeats `{_fmt((*path, j))}` = "
+                                          f"{shorten(v[j])}{same}; allowed: each item once.")
                 first[item] = i
         return items
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ablate.data.base import LatentSplit
+from ablate.data.base import DatasetInfo, LatentSplit
 
 
 def conditioning_of(split: LatentSplit, index: Tensor, mode: str, tokens: bool = False) -> Tensor:
@@ -29,6 +29,27 @@ def conditioning_of(split: LatentSplit, index: Tensor, mode: str, tokens: bool =
         sequence = torch.as_tensor(split.text_tokens[index], dtype=torch.float32)
         return torch.cat([pooled, sequence.flatten(1)], dim=1)
     return split.labels[index]
+
+
+MODES = ("class", "caption")  # what `data.conditioning` may name; a dataset supports those it can serve
+
+
+def conditioning_modes(info: DatasetInfo, split: LatentSplit) -> tuple[str, ...]:
+    """The conditioning modes a dataset serves: those it declares (``DatasetInfo.conditionings``) that
+    :func:`conditioning_of` gives for its ``split`` (class labels need classes, captions stored or made captions)."""
+    if len(split) == 0:
+        return ()
+    first = torch.zeros(1, dtype=torch.int64)
+    modes = []
+    for mode in (m for m in MODES if m in info.conditionings):
+        if mode == "class" and info.num_classes < 1:
+            continue
+        try:
+            conditioning_of(split, first, mode)
+        except (ValueError, TypeError, IndexError):
+            continue
+        modes.append(mode)
+    return tuple(modes)
 
 
 def null_conditioning(cond: Tensor, num_classes: int) -> Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import urllib.request
 import zlib
 from functools import lru_cache
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.data.captions import photo_caption
+from ablate.env import env_path
 from ablate.errors import ConfigError, DatasetNotFoundError
 from ablate.io import write_bytes_atomic
 
@@ -86,8 +86,9 @@ NATIVE, PADDED = 28, 32
 
 def cache_dir() -> Path:
     """Where downloads go: ``$ABLATE_CACHE/fashion-mnist``, else ~/.cache/ablate/fashion-mnist."""
-    root = os.environ.get("ABLATE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "ablate") / NAME
+    root = env_path("ABLATE_CACHE", Path.home() / ".cache" / "ablate", what="where datasets are downloaded to")
+    assert root is not None
+    return root / NAME
 
 
 class Source(NamedTuple):

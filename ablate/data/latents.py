@@ -24,6 +24,7 @@ import torch
 
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.data.captions import caption_fn
+from ablate.env import env_path
 from ablate.data.shards import (
     FORMAT, JOB, MANIFEST, NORMALISATION, Verify, holdout_rows, read_manifest, sha256_file, verify_files,
 )
@@ -190,7 +191,9 @@ class CaptionList(Sequence):
 
 def default_data_dir() -> Path:
     """``$ABLATE_DATA``, else ``./data``: where prepared datasets are looked for."""
-    return Path(os.environ.get("ABLATE_DATA", "data"))
+    root = env_path("ABLATE_DATA", Path("data"), what="where prepared datasets are looked for")
+    assert root is not None
+    return root
 
 
 def find_prepared(name: str, resolution: int, data_dir: Path | None = None) -> Path:

@@ -17,7 +17,6 @@ kept in every checkpoint.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ablate.errors import ConfigError, ResultsError
+from ablate.errors import ResultsError
+from ablate.env import env_number
 from ablate.io import atomic_file
 from ablate.engine.metric_keys import SELECTION, is_validation_key
 
@@ -113,17 +113,8 @@ class CellCheckpoint(ModelCheckpoint):
 def checkpoint_interval() -> float:
     """Seconds of training between two ``last.ckpt`` writes when no validation comes first:
     ``ABLATE_CHECKPOINT_EVERY_S`` (a number >= 0; 0 writes after every step), default 600."""
-    text = os.environ.get(EVERY_S_VARIABLE, "").strip()
-    if not text:
-        return 600.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ConfigError(f"Environment variable {EVERY_S_VARIABLE}={text!r} is not allowed: seconds of training "
-                          "between two checkpoints of a cell, a number >= 0 (0: after every step), or unset for 600.")
-    return value
+    return env_number(EVERY_S_VARIABLE, 600.0, minimum=0,
+                      what="seconds of training between two checkpoints of a cell (0: after every step)")
 
 
 def validation_of(checkpoint: dict[str, Any], path: Path) -> dict[str, float]:

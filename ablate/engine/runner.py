@@ -44,6 +44,7 @@ from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
 from ablate.io import check_fence
+from ablate.io import write_failure
 from ablate.engine.evaluate import draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
 from ablate.config.grid import Cell, Grid
@@ -106,9 +107,9 @@ def check_results_writable(grid: Grid) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ResultsError(
+        raise ResultsError(write_failure(root, err) or (
             f"The results directory {root} cannot be written ({err.strerror or err}). Choose a writable "
-            f"directory with --results DIR, or fix the permissions of {root}."
+            f"directory with --results DIR, or fix the permissions of {root}.")
         ) from None
 
 

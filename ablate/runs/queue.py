@@ -48,6 +48,7 @@ from rich.markup import escape
 
 from ablate.runs import logs
 from ablate.faults import pause_at
+from ablate.io import failure_reason
 from ablate.config.grid import Cell, Grid
 from ablate.config.setting import Setting
 from ablate.io import fenced
@@ -260,7 +261,7 @@ class Worker:
             step = (reporter.step if reporter.step is not None
                     else self.grid.train.max_steps if trained  # failed in an evaluation resumed after training
                     else self.study._storage.get_trial(trial._trial_id).user_attrs.get("step"))  # DDP: from rank 0
-        reason = f"{type(err).__name__}: {err}"[:1000] + (" (during evaluation)" if trained else "")
+        reason = failure_reason(err)[:1000] + (" (during evaluation)" if trained else "")
         log = directory / logs.CELL_LOG
         logs.write_failure(log, err)
         try:

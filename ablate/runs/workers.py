@@ -34,7 +34,9 @@ from rich.markup import escape
 
 from ablate import threads
 from ablate.runs import logs
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, ResultsError
+from ablate.faults import pause_spec
+from ablate.io import DISK_FULL, failure_reason
 from ablate.config.grid import Grid
 from ablate.runs.queue import Worker, cell_states, queue_cells
 from ablate.runs.storage import (MAX_STALE_RETRIES, check_url, default_storage, heartbeat_settings, open_storage,
@@ -43,6 +45,7 @@ from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
 from ablate.runs.pack_size import pack_size
 from ablate.runs.packs import claim_rounds
+from ablate.runs.preflight import preflight
 from ablate.runs.signals import stop_on_signals
 
 STOP_TIMEOUT_S = 60.0
@@ -67,14 +70,14 @@ def run_grid(grid: Grid, ctx: RunContext, options: WorkerOptions = WorkerOptions
     counts by state (done, failed, ...) and prints them, with every failed cell and its reason."""
     checkpoint_interval()  # a bad ABLATE_CHECKPOINT_EVERY_S stops the run before anything is written
     heartbeat_settings()  # so do bad ABLATE_HEARTBEAT_INTERVAL / ABLATE_GRACE_PERIOD
+    pause_spec()  # and so does a bad fault-injection variable (tests)
     check_results_writable(grid)
     logs.route_output(grid.results_dir / "run.log", options.verbose)
     if grid.train.num_nodes > 1:
         return _run_in_order(grid, ctx, options)
     url = options.storage or default_storage(grid)
     check_url(url)  # before anything is trained or written
-    for dataset in grid.datasets:  # fail before any cell runs if data or a scorer is unavailable
-        ctx.scorers(grid, dataset)
+    preflight(grid, ctx)  # fail before any cell runs for what the data, the scorers or the cache can tell now
     with storage_errors(grid, url):
         return _queue_and_run(grid, ctx, options, url)
 
@@ -108,7 +111,15 @@ def _queue_and_run(grid: Grid, ctx: RunContext, options: WorkerOptions, url: str
         Worker(grid, ctx, url, claim_until=options.claim_until, claim_round=claim_rounds(size)).run()
     else:
         _supervise(grid, ctx, url, options, gpus, size)
-    return _report(grid, ctx, study)
+    counts = _report(grid, ctx, study)
+    unwritten = [t.user_attrs["fail_reason"] for state, t, _ in cell_states(study, grid).values()
+                 if state == "failed" and t is not None and DISK_FULL in (t.user_attrs.get("fail_reason") or "")]
+    if unwritten:  # not a property of the cells: every later one would fail alike, and no report can be written
+        where = unwritten[0][unwritten[0].index(DISK_FULL):].split(" (")[0]
+        raise ResultsError(f"{len(unwritten)} cell(s) of grid {grid.name} could not be written: {where}. Free space "
+                           "there (or point --results at another disk) and run the same command with --retry-failed "
+                           "to run them again; finished results are kept.")
+    return counts
 
 
 def _report(grid: Grid, ctx: RunContext, study: optuna.Study) -> Counter[str]:
@@ -141,7 +152,7 @@ def _run_in_order(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Counte
             counts[run_cell(grid, cell, ctx)] += 1
         except Exception as err:  # noqa: BLE001 -- any failure of a cell: report it, go on
             counts["failed"] += 1
-            ctx.console.print(f"{cell.id} failed: {type(err).__name__}: {err}", highlight=False, markup=False)
+            ctx.console.print(f"{cell.id} failed: {failure_reason(err)}", highlight=False, markup=False)
     ctx.console.print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                       highlight=False)
     return counts

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.config.grid import Grid, read_with_section
+from ablate.config.grid import Grid, check_eval, read_with_section
 from ablate.config.schema import Reader, opt
 from ablate.scaling.family import canonical_size
 
@@ -99,9 +99,7 @@ def _check(grid: Grid, s: ScalingConfig, reader: Reader) -> None:
     if s.extrapolation is not None and s.extrapolation <= max(s.budgets):
         reader.bad(("scaling", "extrapolation"), s.extrapolation,
                    f"a budget larger than every one of `scaling.budgets` (largest {max(s.budgets):.3g})")
-    for name in grid.eval.scorer_options:
-        if name not in grid.eval.scorers:
-            reader.bad(("eval", "scorer_options", name), name, f"a scorer of `eval.scorers` ({', '.join(grid.eval.scorers)})")
+    check_eval(grid, reader)
 
 
 def config_error(study: Study, key: str, message: str) -> ConfigError:

@@ -46,12 +46,19 @@ class Scorer(ABC):
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]
     uses_labels: ClassVar[bool] = False       # True: scores depend on each sample's prompted class index
+    min_samples: ClassVar[int] = 1            # samples per setting it needs (2 for a covariance)
+    options: ClassVar[dict[str, str]] = {}    # the options it reads (``eval.scorer_options.<name>``): what each is
 
     def __init__(self, ctx: ScoreContext) -> None:
         self.ctx = ctx
 
     def check_available(self) -> None:
         """Raise :class:`ablate.errors.ScorerUnavailableError` now if scoring would fail later."""
+
+    def reference_count(self, splits: dict[str, Any]) -> int | None:
+        """How many reference items it compares samples with, when the dataset's ``splits`` tell (None: it has no
+        reference, or one the splits do not tell); a pre-flight check, before any cell runs."""
+        return None
 
     @abstractmethod
     def provenance(self) -> dict[str, Any]:
@@ -93,6 +100,29 @@ def metric_roles(scorer: Scorer) -> dict[str, dict[str, Any]]:
     """Each metric's role and direction, as a record's scorer provenance carries them (``metrics``): the
     leaderboard reads which way is better from the records, without importing the scorers."""
     return {m.name: {"role": m.role, "higher_is_better": m.higher_is_better} for m in scorer.metrics}
+
+
+POSITIVE_INTEGER_OPTIONS = ("batch_size", "reference_count")
+
+
+def option_problem(name: str, options: dict[str, Any]) -> str | None:
+    """What is wrong with the options ``options`` of scorer ``name`` (an option it does not read, a count that is
+    not a positive integer), as the end of a sentence; None when nothing is."""
+    _load_builtin()
+    allowed = _REGISTRY[name].options
+    for key, value in options.items():
+        if key not in allowed:
+            known = "; ".join(f"{k} ({what})" for k, what in allowed.items()) or "none"
+            return f"scorer {name!r} has no option {key!r}; allowed options of {name!r}: {known}"
+        if key in POSITIVE_INTEGER_OPTIONS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return f"option {key!r} of scorer {name!r} is {value!r}; allowed: a positive integer"
+    return None
+
+
+def min_samples(names: tuple[str, ...] | list[str]) -> int:
+    """The most samples per setting any of the scorers ``names`` needs."""
+    _load_builtin()
+    return max((_REGISTRY[n].min_samples for n in names if n in _REGISTRY), default=1)
 
 
 def metric_info(name: str) -> Metric | None:

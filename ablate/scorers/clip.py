@@ -125,6 +125,11 @@ def _load_clip(model: str, pretrained: str | None, path: str, device: str) -> Cl
     return ClipModel.wrap(net, model, pretrained or Path(path).name)
 
 
+CLIP_OPTIONS = {"model": "an open_clip architecture, e.g. ViT-L-14", "pretrained": "an open_clip pretrained tag, "
+                "e.g. openai, or none", "clip_weights": "a weights file", "batch_size": "images per batch",
+                "autoencoder": "a local folder or hub id of the dataset's autoencoder"}
+
+
 class ClipBackbone:
     """What ``clip`` and ``fid_clip`` share: options, weights lookup, decoding to images, the model."""
 
@@ -179,6 +184,7 @@ class ClipScorer(Scorer):
     """``clip``: mean raw cosine between CLIP image and caption embeddings (see the module docstring)."""
 
     name = "clip"
+    options = CLIP_OPTIONS
     metrics = (
         Metric("clip", "alignment", True, "CLIP score: mean cosine of CLIP image and caption embeddings"),
     )

@@ -33,7 +33,7 @@ from ablate.io import write_json_atomic
 from ablate.data.decode import check_decoder, decoder_for, image_files, read_images, samples_to_images
 from ablate.errors import ConfigError, ScorerUnavailableError
 from ablate.scorers.base import Metric, ScoreContext, Scorer, register_scorer
-from ablate.scorers.clip import ClipBackbone
+from ablate.scorers.clip import CLIP_OPTIONS, ClipBackbone
 from ablate.scorers.frechet import FeatureStats, frechet_distance
 from ablate.weights import ResolvedWeights, WeightsRequest, locate_weights, scorer_options, unloadable
 
@@ -47,6 +47,11 @@ class FrechetScorer(Scorer):
     """FD between feature statistics of the samples and of the cached reference set."""
 
     metric: str
+    min_samples = 2  # a covariance of the samples' features
+    options = {"batch_size": "images per batch", "autoencoder": "a local folder or hub id of the dataset's autoencoder",
+               "reference": "a folder of images, a .pt batch or a .npz of statistics",
+               "reference_split": "the dataset split of the reference set, e.g. test",
+               "reference_count": "the reference set's first N items"}
 
     def __init__(self, ctx: ScoreContext) -> None:
         super().__init__(ctx)
@@ -138,6 +143,17 @@ class FrechetScorer(Scorer):
         self.reference_info = {"reference_set": source, "reference_count": stats.n, "reference_cache": str(path)}
         return stats
 
+    def reference_count(self, splits: dict[str, Any]) -> int | None:
+        """The reference split's size (at most ``reference_count``), when the reference is a split of the dataset."""
+        if self.opts.get("reference") is not None:
+            return None
+        split = self._split()
+        if split not in splits:
+            raise ConfigError(f"Scorer {self.name!r}: dataset {self.ctx.dataset.name!r} has no split {split!r} (option "
+                              f"'reference_split'); it has {', '.join(sorted(splits))}.")
+        count = self.opts.get("reference_count")
+        return min(len(splits[split]), int(count)) if count is not None else len(splits[split])
+
     def _split(self) -> str:
         return str(self.opts.get("reference_split", "test"))
 
@@ -219,6 +235,7 @@ class FidClipScorer(FrechetScorer):
 
     name = "fid_clip"
     metric = "fid_clip"
+    options = {**FrechetScorer.options, **CLIP_OPTIONS}
     metrics = (Metric("fid_clip", "fidelity", False, "FID on CLIP image features (SD3 paper)"),)
 
     def __init__(self, ctx: ScoreContext) -> None:
@@ -249,6 +266,7 @@ class FidInceptionScorer(FrechetScorer):
 
     name = "fid_inception"
     metric = "fid_inception"
+    options = {**FrechetScorer.options, "inception_weights": "a weights file (pt_inception-2015-12-05)"}
     metrics = (Metric("fid_inception", "fidelity", False, "FID on Inception-v3 pool features (TF-compatible)"),)
 
     def __init__(self, ctx: ScoreContext) -> None:

@@ -243,6 +243,7 @@ def _train(model: ProbeCNN, splits: dict[str, LatentSplit], device: torch.device
 class ProbeScorer(Scorer):
     name = "probe"
     uses_labels = True
+    min_samples = 2  # fd_probe: a covariance of the samples' features
     metrics = (
         Metric("fd_probe", "fidelity", False,
                "Frechet distance between probe features of the samples and of the Fashion-MNIST test split"),

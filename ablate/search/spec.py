@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.config.grid import GRIDS_DIR, Grid, load_grid, read_with_section
+from ablate.config.grid import GRIDS_DIR, Grid, check_eval, load_grid, read_with_section
 from ablate.config.schema import Reader, opt
 from ablate.errors import VariantError
 from ablate.formulations import canonical_variant
@@ -176,6 +176,7 @@ def _space(search: SearchConfig, reader: Reader) -> Space:
 
 def _check(grid: Grid, s: SearchConfig, space: Space, reader: Reader) -> None:
     """Checks across keys that the dataclasses cannot make alone."""
+    check_eval(grid, reader)
     keys = [x.key for x in grid.eval.all_settings()]
     if s.objective != "mean" and s.objective not in keys:
         reader.bad(("search", "objective"), s.objective, f"'mean' (each metric averaged over the settings) or one of "
