@@ -327,9 +327,6 @@ CASES += [
          ("no option 'nope'",), grid_file(SEARCH.read_text().replace("num_samples: 64 ", "scorer_options: {probe: {nope: 1}}\n  num_samples: 64 "))),
     Case("27: score --option no chosen scorer reads", ("score", "{tmp}/batch.pt", "--scorer", "probe", "--option",
                                                        "reference_count=10"), ("--option reference_count=10", "no option")),
-    Case("27: conditioning caption on Fashion-MNIST", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
-         ("`data.conditioning` is 'caption'", "'fashion-mnist' does not serve", "allowed for it: 'class'"),
-         grid_file(TINY + "data: {conditioning: caption}\n"), records=True),
     Case("27: val_size above the test split", ("run", "{tmp}/grid.yaml", "--results", RESULTS),
          ("`data.val_size` is 100000000", "10,000 items", "from 1 to 10,000"),
          grid_file(TINY + "data: {val_size: 100000000}\n"), records=True),
@@ -666,19 +663,22 @@ def test_a_correct_lr_by_variant_is_accepted_under_its_canonical_name(tmp_path: 
 
 
 def test_conditioning_modes_are_asked_of_the_data() -> None:
-    """A dataset that stores caption embeddings serves 'caption' (so a Fashion-MNIST with captions is accepted
-    without touching the check); one without serves 'class' only, and one without classes not 'class'."""
+    """A dataset serves the modes it declares that its data can give: stored caption embeddings serve 'caption'
+    where 'caption' is declared (Fashion-MNIST declares it and makes its captions; the run's pre-flight
+    refuses a mode a dataset does not serve); a split without them serves 'class' only, a dataset without
+    classes not 'class', and an undeclared mode is not served."""
     from ablate.data.base import DatasetInfo, LatentSplit
     from ablate.data.conditioning import conditioning_modes
 
-    def info(classes: int) -> DatasetInfo:
-        return DatasetInfo("d", 1, 4, classes, [], "identity", lambda i, g=None: "")
+    def info(classes: int, modes: tuple[str, ...] = ("class", "caption")) -> DatasetInfo:
+        return DatasetInfo("d", 1, 4, classes, [], "identity", lambda i, g=None: "", conditionings=modes)
 
     plain = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64))
     captioned = LatentSplit(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.int64), text_emb=torch.zeros(3, 8))
     assert conditioning_modes(info(10), plain) == ("class",)
     assert conditioning_modes(info(10), captioned) == ("class", "caption")
     assert conditioning_modes(info(0), captioned) == ("caption",)
+    assert conditioning_modes(info(10, ("class",)), captioned) == ("class",)
 
 
 def test_a_grid_without_a_file_is_never_named_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -35,7 +35,7 @@ SD3_VARIANTS = [
     "eps/linear/lognorm(0.00, 1.00)", "v/cos/lognorm(0.00, 1.00)",
 ]
 CROSSINGS = {"eps/linear/lognorm(0.00, 1.00)", "v/cos/lognorm(0.00, 1.00)"}
-SCORERS = ("probe", "clip", "fid_clip")
+SCORERS = ("probe", "clip", "fid_clip", "effnet")
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_sd3_full_has_the_papers_61(scorers: None) -> None:
 def test_small_grids_share_sd3_variants(name: str, scorers: None) -> None:
     grid = load_grid(name)
     assert grid.variants == load_grid("sd3").variants
-    assert grid.datasets == ("fashion-mnist",) and grid.eval.scorers == ("probe",)
+    assert grid.datasets == ("fashion-mnist",) and grid.eval.scorers == ("effnet", "probe")  # ranked on effnet (validated), the probe beside it
 
 
 def test_grid_by_name_and_missing_file_lists_grids(tmp_path: Path) -> None:

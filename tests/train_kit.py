@@ -13,9 +13,11 @@ from ablate.data.base import LatentSplit
 from ablate.formulations import parse_variant
 from ablate.config.grid import EMAConfig, TrainConfig
 from ablate.models.dit import DiTConfig
+from ablate.models.network import NetworkConfig
 from ablate.engine.train import DiffusionModule
 
-NETWORK = DiTConfig(input_size=8, in_channels=1, patch_size=4, hidden_size=16, depth=1, num_heads=2, num_classes=3)
+NETWORK = NetworkConfig("dit", DiTConfig(input_size=8, in_channels=1, patch_size=4, hidden_size=16, depth=1, num_heads=2,
+                                           num_classes=3))
 
 
 def tiny_module(variant: str = "rf", every: int = 1, decay: float = 0.9, seed: int = 0, **train: Any) -> DiffusionModule:

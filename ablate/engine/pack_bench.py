@@ -20,7 +20,7 @@ from ablate.engine.accel import compile_for, fused_adamw, precision_for, synchro
 from ablate.engine.ema import EMA
 from ablate.engine.stack import Mode, StackedForward, mode_for
 from ablate.engine.train import network_config
-from ablate.models.dit import DiT
+from ablate.models.network import build_network
 
 
 def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int,
@@ -30,7 +30,7 @@ def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, st
     nets = []
     for i in range(k):
         torch.manual_seed(i)
-        nets.append(DiT(network_config(grid.model, info)).to(device))
+        nets.append(build_network(network_config(grid.model, info)).to(device))
     emas = [EMA(n, 0.99) for n in nets]
     fused = fused_adamw(precision_for(grid.train.precision, device), device)
     opt = torch.optim.AdamW([p for n in nets for p in n.parameters()], lr=1e-4, fused=fused)
@@ -79,7 +79,7 @@ def pack_path(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps
                             data=dataclasses.replace(grid.data, val_size=min(grid.data.val_size, 8)))  # untimed
     watch = _Stopwatch(device, (1, warmup, total))
     ctx = RunContext(device=device, console=Console(quiet=True), progress=False, callbacks=[watch])
-    ctx._datasets[("synthetic", g.data.resolution)] = (info, synthetic_splits(info, g.train.batch_size * (total + 1),
+    ctx._datasets[("synthetic", g.data.resolution, g.data.conditioning)] = (info, synthetic_splits(info, g.train.batch_size * (total + 1),
                                                                              g.data.val_size))
     cells = [Cell(g.name, "rf", "synthetic", seed) for seed in range(k)]
     failed: list[Any] = []
@@ -95,7 +95,7 @@ def pack_path(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps
 def packing_row(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int) -> dict[str, Any]:
     """``run``'s pack of ``k`` against the plain stacked step (the ceiling) and the plain lone step."""
     compiled = compile_for(grid.train.compile, device)
-    net = DiT(network_config(grid.model, info))
+    net = build_network(network_config(grid.model, info))
     ceiling_mode: Mode = "flat" if mode_for(torch.device("cuda"), net) == "flat" else "vmap"
     run = pack_path(grid, info, device, k, steps, warmup)
     ceiling = stacked_step(grid, info, device, k, steps, warmup, ceiling_mode, compiled)

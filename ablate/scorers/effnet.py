@@ -127,6 +127,13 @@ class EffNetScorer(Scorer):
                "real images"),
     )
 
+    min_samples = 2  # fd_effnet: a covariance of the samples' features
+    options = {"image_size": "the input size in pixels, 16-512 (default 64)", "batch_size": "images per batch",
+               "kid_blocks": "disjoint sample blocks of kid_effnet, 1-10 (default 10)",
+               "effnet_weights": "the EfficientNet-Lite0 .pth file (default: --weights-dir, else the installed package's)",
+               "reference_count": "test images of the reference (default: all)",
+               "autoencoder": "a local folder or hub id of the dataset's autoencoder (latent datasets)"}
+
     def __init__(self, ctx: ScoreContext) -> None:
         super().__init__(ctx)
         self.opts = scorer_options(ctx.options, self.name)
