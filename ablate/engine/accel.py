@@ -18,6 +18,8 @@ Conventions:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -82,3 +84,18 @@ def gpu_hours(seconds: float, device: torch.device, share: float = 1.0, gpus: in
     """GPU-hours of ``seconds`` of wall clock on ``gpus`` GPUs, each held at ``share`` (1 / the processes
     sharing it); 0 off CUDA. The one formula of every cost in the records."""
     return seconds * gpus * share / 3600 if device.type == "cuda" else 0.0
+
+
+def timed_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """Run ``step`` ``warmup`` times (compiling included), then ``steps`` times; the seconds of each part,
+    the device synchronised at both ends."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return warm, time.perf_counter() - start

@@ -30,7 +30,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ablate.engine.accel import compile_for, precision_for, synchronize
+from ablate.engine.accel import compile_for, precision_for, synchronize, timed_steps
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.config.grid import Grid
 from ablate.models.dit import DIT_PRESETS, DiT, DiTConfig
@@ -103,16 +103,7 @@ def plain_step(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    wall = time.perf_counter() - start
+    compile_s, wall = timed_steps(step, warmup, steps, device)
     return {"img_s": steps * b / wall, "ms_step": 1e3 * wall / steps, "compile_s": compile_s}
 
 

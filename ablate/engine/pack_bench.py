@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 
 from ablate.config.grid import Cell, Grid
 from ablate.data.base import DatasetInfo
-from ablate.engine.accel import compile_for, fused_adamw, precision_for, synchronize
+from ablate.engine.accel import compile_for, fused_adamw, precision_for, timed_steps
 from ablate.engine.ema import EMA
 from ablate.engine.stack import Mode, StackedForward, mode_for
 from ablate.engine.train import network_config
@@ -52,16 +51,7 @@ def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, st
         for n, ema in zip(nets, emas):
             ema.update_parameters(n)
 
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    wall = time.perf_counter() - start
+    warm, wall = timed_steps(step, warmup, steps, device)
     return {"img_s": k * b * steps / wall, "ms_step": 1e3 * wall / steps, "warmup_s": warm}
 
 
