@@ -77,7 +77,7 @@ def test_two_machines_share_a_grid_through_postgres(postgres_url, tmp_path):
         log = open(home / "run.log", "w")
         procs.append(subprocess.Popen(
             workers_kit.cli_command("run", str(grid_file), "--storage", postgres_url, "--results", "results",
-                                    "--no-leaderboard"),
+                                    "--no-leaderboard", "--pack", "1"),  # a pack would let one machine claim both
             cwd=home, env=workers_kit.worker_env(ABLATE_TEST_STEP_SLEEP="0.25"), stdout=log, stderr=subprocess.STDOUT))
     codes = [p.wait(timeout=240) for p in procs]
     logs = [(home / "run.log").read_text() for home in machines]
