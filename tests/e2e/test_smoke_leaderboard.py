@@ -50,16 +50,16 @@ def test_every_variant_and_setting_has_real_metrics(frame, grid):
 
 
 def _dominates(p, q):
-    """Both objectives lower is better (ckid_effnet, kid_effnet)."""
+    """Both objectives lower is better (ckid_effnet, fd_effnet)."""
     return p[0] <= q[0] and p[1] <= q[1] and (p[0] < q[0] or p[1] < q[1])
 
 
 def test_ranks_are_a_non_dominated_sorting_of_the_stored_metrics(frame, grid):
     lb = build_leaderboard(frame, "smoke")
-    assert lb.alignment == "ckid_effnet" and lb.fidelity == "kid_effnet"
+    assert lb.alignment == "ckid_effnet" and lb.fidelity == "fd_effnet"
     assert sorted(lb.table1["variant"]) == sorted(grid.variants)
     for _, setting in lb.means.groupby(SETTINGS):
-        points = {v: (a, f) for v, a, f in zip(setting["variant"], setting["ckid_effnet"], setting["kid_effnet"])}
+        points = {v: (a, f) for v, a, f in zip(setting["variant"], setting["ckid_effnet"], setting["fd_effnet"])}
         rank = dict(zip(setting["variant"], setting["rank"]))
         for v, p in points.items():
             dominated_by = [rank[u] for u, q in points.items() if _dominates(q, p)]
@@ -114,7 +114,7 @@ def test_leaderboard_files_were_written():
         assert len(intervals) >= 24 and sum(float(lo) < float(hi) for lo, hi in intervals[:24]) >= 12, intervals
         assert f"Uncertainty: {len(SEEDS.split(','))} training seeds. Intervals are Student-t intervals" in text
     # ranked on the validated pair; every shown metric's validity verdict cited (issue 24)
-    for metric in ("ckid_effnet", "kid_effnet", "align_probe", "fd_probe"):
+    for metric in ("ckid_effnet", "fd_effnet", "kid_effnet", "align_probe", "fd_probe"):
         assert f"Validity on fashion-mnist: {metric}: " in text, metric
     png = Path("leaderboard/smoke-fidelity-vs-steps.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
