@@ -141,7 +141,7 @@ def test_a_plain_run_packs_its_cells_and_records_each_as_alone(tmp_path, one_thr
     path = workers_kit.write_grid(tmp_path, "packed", VARIANTS, max_steps=10)
     console = Console(record=True, width=250)
     runs = {}
-    for pack, name in ((None, "plain"), (1, "lone")):  # a plain run packs all 3 cells (CPU: the worker's share)
+    for pack, name in ((3, "plain"), (1, "lone")):  # a run with --pack 3 packs all 3 cells
         grid = load_grid(path, GridOverrides(results=tmp_path / name))
         ctx = RunContext(device=torch.device("cpu"), console=console, progress=False)
         assert run_grid(grid, ctx, WorkerOptions(pack=pack)) == {"done": 3}
@@ -164,14 +164,15 @@ def test_a_plain_run_packs_its_cells_and_records_each_as_alone(tmp_path, one_thr
 
 
 def test_pack_size_rule(tmp_path):
-    from ablate.runs.pack_size import pack_size
+    from ablate.runs.pack_size import pack_size, size_for
 
     grid = load_grid(workers_kit.write_grid(tmp_path, "sizes", VARIANTS, max_steps=10), GridOverrides(results=tmp_path))
-    cpu = _ctx()
-    assert pack_size(grid, cpu, None, workers=1, unfinished=3) == 3  # CPU: the worker's share, at most 8
-    assert pack_size(grid, cpu, None, workers=1, unfinished=30) == 8
-    assert pack_size(grid, cpu, None, workers=2, unfinished=3) == 2
+    cpu, cuda = _ctx(), torch.device("cuda")
+    assert pack_size(grid, cpu, None, workers=1, unfinished=30) == 1  # CPU: one cell at a time (packing measured neutral)
     assert pack_size(grid, cpu, None, workers=2, unfinished=3, spread=True) == 1  # --workers: as launched
+    assert size_for(cuda, 320.0, share=30) == 8  # the protocol's model (about 320 training GFLOP a step): 8
+    assert size_for(cuda, 320.0, share=3) == 3  # never more than the worker's share
+    assert size_for(cuda, 3000.0, share=30) == 1  # S/2 and larger fill a step alone
     assert pack_size(grid, cpu, 5, workers=2, unfinished=3, spread=True) == 5  # --pack wins
     ddp = dataclasses.replace(grid, train=dataclasses.replace(grid.train, devices=2))
     assert pack_size(ddp, cpu, None, workers=1, unfinished=3) == 1

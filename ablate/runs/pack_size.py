@@ -7,8 +7,10 @@ The rule, from measurements (``benchmarks/gpu-runs/*-speed/``, issue 25's table)
   and 8 stacked ran 36 ms (56k img/s against 10k). A pack is sized so that one stacked step does about
   :data:`STEP_GFLOP` of training arithmetic (8 protocol cells), at most :data:`MAX_PACK`; a model whose
   own step already does that much (S/2 and up at batch 256) trains alone.
-- On the CPU every cell of a worker's share goes in one pack (at most :data:`MAX_PACK`): the step's
-  per-call costs (Lightning's loop, the hooks, the optimizer and EMA calls) are paid once per pack.
+- On the CPU a worker trains one cell at a time: packing measured neutral there (``benchmarks/packing-cpu.md``:
+  a small model's CPU step is arithmetic-bound), and a plain run of ``grids/smoke.yaml`` in packs of 8 trained
+  at about 700 img/s in all against about 1,150 for one cell alone (2026-12-07, this project's 2-core VM).
+  ``--pack K`` still packs on the CPU (the tests do, to check a pack against its cells trained alone).
 - Never more than the worker's share of the unfinished cells, and 1 for a cell trained over several
   devices (``ddp_spawn`` runs one cell per process group).
 """
@@ -50,4 +52,4 @@ def size_for(device: torch.device, gflop: float, share: int = MAX_PACK) -> int:
     """The rule (module doc) for a cell step of ``gflop`` training GFLOP and ``share`` cells to run."""
     if device.type == "cuda":
         return max(1, min(MAX_PACK, share, int(STEP_GFLOP // max(gflop, 1e-9))))
-    return max(1, min(MAX_PACK, share))
+    return 1
