@@ -203,7 +203,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
                          cell.backbone)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning,
                             tokens=module.net_attends_tokens)
-    trainer, best, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
+    trainer, _, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")
     resume = resume_checkpoint(directory, say_to_cell(ctx))
     resumed_step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
     keep_earlier_log(directory / "logs", resumed_step)
