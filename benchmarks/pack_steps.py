@@ -22,12 +22,12 @@ from ablate.engine.benchmark import synthetic_info
 from ablate.engine.pack_bench import stacked_step
 from ablate.engine.stack import StackedForward
 from ablate.engine.train import network_config
-from ablate.models.dit import DiT
+from ablate.models.network import build_network
 
 
 def stacked_error(grid, info, k: int, b: int, device: torch.device) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Largest relative error (bf16 autocast) of the stacked outputs against each network alone, per mode."""
-    nets = [DiT(network_config(grid.model, info)).to(device) for _ in range(k)]
+    nets = [build_network(network_config(grid.model, info)).to(device) for _ in range(k)]
     for n in nets:
         with torch.no_grad():
             for p in n.parameters():

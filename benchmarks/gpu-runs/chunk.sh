@@ -9,6 +9,8 @@
 #             once, default 1), then each the extrapolation cells of the formulations already complete; once
 #             all are done, a second round of shards trains the remaining extrapolation cells (shard<k>b.log),
 #             then `ablate scale` fits and reports
+#   plain     `ablate run $GRID $PLAIN_ARGS` with no worker or pack flags, as a newcomer runs it (issue 25: run
+#             packs cells by itself), timed (plain.log ends with its wall time); e.g. GRID=grids/rescore-fashion-mnist.yaml
 #   search    issue 14: `ablate search --workers 4G` (no more workers than a round's trials, dealt over
 #             the GPUs; warm-started from the committed fashion-mnist grid), then its report
 # Results live in /tmp/results, seeded from leaderboard/results (committed, without checkpoints) on a cold
@@ -47,6 +49,12 @@ grid() {
     --workers $((G * ${PER_GPU:-4})) --workers-per-gpu ${PER_GPU:-4} --no-leaderboard \
     ${CLAIM_FOR:+--stop-claiming-after $CLAIM_FOR} 2>&1 | stamp > $OUT/run.log
 }
+plain() {
+  local t0=$SECONDS
+  timeout -k 15 $(left) python3 -m ablate run ${GRID:?plain needs GRID=grids/....yaml} --results $R --cache-dir $R/cache \
+    ${PLAIN_ARGS:-} 2>&1 | stamp > $OUT/plain.log
+  echo "plain run: exit ${PIPESTATUS[0]}, wall $((SECONDS - t0)) s" >> $OUT/plain.log
+}
 SCALING=grids/scaling-fashion-mnist.yaml
 shards() {  # one round of the S shards, each training its grids with SCALE_WORKERS cells at once; logs shard<k><$1>.log
   local k W=${SCALE_WORKERS:-1}
@@ -73,8 +81,8 @@ for STEP in "$@"; do
   PIDS=()
   for MODE in ${STEP//+/ }; do
     case $MODE in
-    grid|scaling|search) $MODE & PIDS+=($!) ;;
-    *) echo "unknown job $MODE: grid, scaling or search" >&2; kill $DMON; exit 2 ;;
+    grid|plain|scaling|search) $MODE & PIDS+=($!) ;;
+    *) echo "unknown job $MODE: grid, plain, scaling or search" >&2; kill $DMON; exit 2 ;;
     esac
   done
   wait "${PIDS[@]}"  # not the dmon
