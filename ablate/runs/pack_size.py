@@ -25,7 +25,7 @@ from ablate.config.grid import Grid
 from ablate.engine.runner import RunContext
 from ablate.engine.train import network_config
 
-STEP_GFLOP = 2600.0  # training GFLOP of one stacked CUDA step worth packing up to (8 protocol cells)
+STEP_GFLOP = 2700.0  # training GFLOP of one stacked CUDA step worth packing up to (8 protocol cells of ~325)
 MAX_PACK = 8
 
 
