@@ -67,3 +67,14 @@ def env_choice(name: str, choices: tuple[str, ...], *, what: str) -> str | None:
     if text not in choices:
         raise refuse(name, text, f"{what}, one of {', '.join(repr(c) for c in choices)}")
     return text
+
+
+def env_commit(name: str) -> str | None:
+    """A git commit (40 hex digits, lower case) from ``name``, or None when it is unset."""
+    text = env_text(name)
+    if text is None:
+        return None
+    commit = text.strip().lower()
+    if len(commit) != 40 or any(c not in "0123456789abcdef" for c in commit):
+        raise refuse(name, text, "the full 40-hex-digit commit of the code that runs (`git rev-parse HEAD`)")
+    return commit

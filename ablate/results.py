@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ablate import __version__
 from ablate.errors import AblateError, ResultsError
+from ablate.env import env_commit
 from ablate.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 from ablate.config.setting import FIELDS as SETTING_FIELDS
 from ablate.config.setting import Setting
@@ -358,7 +359,13 @@ def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the checkout this package runs from (``+dirty`` if it has local changes); None outside git."""
+    """The commit of the checkout this package runs from (``+dirty`` if it has local changes); None outside git.
+
+    ``ABLATE_GIT_COMMIT`` names it instead, for a tree copied without its own ``.git`` (the device machine's
+    copy of a working tree carries another commit's ``.git``): the one who sent the tree says which it was."""
+    named = env_commit("ABLATE_GIT_COMMIT")
+    if named is not None:
+        return named
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(

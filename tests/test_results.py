@@ -212,6 +212,23 @@ def test_provenance_stamp():
     assert commit is None or len(commit.split("+")[0]) == 40
 
 
+def test_git_commit_named_by_the_sender(monkeypatch: pytest.MonkeyPatch):
+    """A copied tree (the device's) carries another commit's .git: ABLATE_GIT_COMMIT names the code's commit."""
+    from ablate.errors import ConfigError
+
+    sent = "A3C3302B37DAA0A0A4DF533AE4D484BB608CE115"
+    git_commit.cache_clear()
+    monkeypatch.setenv("ABLATE_GIT_COMMIT", sent)
+    try:
+        assert git_commit() == sent.lower() and provenance_stamp("cpu")["git_commit"] == sent.lower()
+        git_commit.cache_clear()
+        monkeypatch.setenv("ABLATE_GIT_COMMIT", "a3c3302")  # abbreviated: refused, naming the variable
+        with pytest.raises(ConfigError, match="ABLATE_GIT_COMMIT='a3c3302'.*40-hex-digit"):
+            git_commit()
+    finally:
+        git_commit.cache_clear()
+
+
 def test_written_file_is_readable_by_others(tmp_path: Path):
     target = tmp_path / "r.json"
     write_json_atomic(target, {"x": 1})
