@@ -63,8 +63,9 @@ def note(table: pd.DataFrame, fidelity: str, seeds: int) -> str:
             f"the {seeds} training seeds at a setting (which contains the sample spread, as each seed draws its own "
             "prompts and noise), 'training SD' = sqrt(seed SD^2 - sample SD^2); each the root mean variance over "
             f"the variant's settings. Pooled over variants, seeds move it {pooled['seed / sample']:.2f}x more than "
-            f"resampling the samples; for reference, {LITERATURE}. 'records': the records that keep replicates; "
-            "the others are resampled over seeds only.")
+            f"resampling the samples; for reference, {LITERATURE}. With few seeds the seed SD is itself uncertain, "
+            "and the variants' seed SDs move together (the variants of a seed share its prompts and noise). "
+            "'records': the records that keep replicates; the others are resampled over seeds only.")
     return text if seeds > 1 else text + " One training seed: no seed SD."
 
 

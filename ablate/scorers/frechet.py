@@ -132,10 +132,12 @@ def half_sample_weights(n: int, replicates: int, seed: int = HALF_SAMPLE_SEED) -
     values on random halves of a set estimates the spread of its value on the whole set over fresh sets. For
     the Frechet distance with fewer samples than feature dimensions it does, and the bootstrap (n draws with
     replacement) does not: duplicated samples distort the covariance's spectrum. Measured, SD over fresh sets /
-    half-sampling's / the bootstrap's: Gaussian features, D=320, N=250 (as effnet's 1280 dimensions and 1000
-    samples), 0.035 / 0.040 / 0.169; EfficientNet-Lite0 features of 24 disjoint sets of 300 Fashion-MNIST train
-    images against the test split, 7.4 / 8.9 / 13.4 (tests/test_fd_replicates.py checks it at D=64, N=48: the
-    halves within 0.7-1.6x, the bootstrap over 2x). Seeded by ``seed`` alone, so every
+    half-sampling's (mean over sets) / the bootstrap's: Gaussian features, D=320, N=250 (as effnet's 1280
+    dimensions and 1000 samples), 0.035 / 0.040 / 0.169; EfficientNet-Lite0 features (fd_effnet) of 24 disjoint
+    sets of 300 Fashion-MNIST train images, 7.4 / 8.9 / 13.4; fd_effnet of fresh sample sets of one trained
+    network (a smoke-grid cell, 25 steps, cfg 5), 30 sets of 64: rf 59 / 49, eps/linear 70 / 56, 16 sets of 256:
+    31 / 26 and 27 / 35 (tests/test_fd_replicates.py checks it at D=64, N=48: the halves within 0.7-1.6x, the
+    bootstrap over 2x). Seeded by ``seed`` alone, so every
     set of n samples gets the same halves: sample i of two variants of one seed shares its prompt and noise, so
     their replicates are paired."""
     if n < 4:
