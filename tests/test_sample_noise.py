@@ -80,6 +80,7 @@ def test_the_table_splits_seed_spread_from_sample_spread():
     assert 1.1 < all_row["seed SD"] < 1.9 and all_row["seed / sample"] == pytest.approx(all_row["seed SD"] / 0.5)
     assert all_row["training SD"] == pytest.approx(np.sqrt(all_row["seed SD"] ** 2 - 0.25))
     assert "3.2x" in sample_noise.note(table, "fd_effnet", 12)
+    assert f"seed SD / sample SD = {all_row['seed / sample']:.2f}" in sample_noise.note(table, "fd_effnet", 12)
     assert sample_noise.split_table(statistics.seed_array(_frame(FD), "ckid_effnet", "fd_effnet")).empty
 
 
@@ -87,11 +88,11 @@ def test_the_leaderboard_shows_the_split_and_which_records_were_resampled():
     half = _frame(FD, seed_sd=1.0, sample_sd=0.3)
     half.loc[half["steps"] == 5, "record"] = [{"variant": v} for v in half.loc[half["steps"] == 5, "variant"]]
     text = render_markdown(build_leaderboard(half, "g", replicates=50))
-    assert "## Samples or seeds: where the uncertainty of fd_effnet comes from" in text
+    assert "## Seeds or samples: where the uncertainty of fd_effnet comes from" in text
     assert "| variant | records | sample SD | seed SD | training SD | seed / sample |" in text
-    assert "its replicates in 9 of 18 records; the others over training seeds only" in text
+    assert "what the records keep of fd_effnet: its replicates in 9 of 18 records; the others over training" in text
     none = render_markdown(build_leaderboard(_frame(FD, seed_sd=1.0), "g", replicates=50))
-    assert "No record keeps replicates of fd_effnet" in none and "resamples training seeds only" in none
+    assert "## Seeds or samples" not in none and "resamples training seeds only" in none
 
 
 def _record(**parts) -> dict:

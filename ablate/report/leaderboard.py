@@ -225,7 +225,8 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
         sections += [
             ("Who beats whom", f"Share of seeds in which the row's own average rank over all settings is lower than "
              f"the column's (ties count one half), top {BEATS_SHOWN} variants, column #k is row k.", _beats_table(st)),
-            (f"Samples or seeds: where the uncertainty of {lb.fidelity} comes from", st.noise_note, st.noise),
+            *([(f"Seeds or samples: where the uncertainty of {lb.fidelity} comes from", st.noise_note, st.noise)]
+              if not st.noise.empty else []),
             ("Agreement with the paper", (st.agreement_note + " " + _figure3_text(st.figure3)).strip(),
              st.agreement),
             ("Sensitivity of the agreement", "rho and its permutation p-value for every other reading: each cfg of the "

@@ -62,8 +62,8 @@ def note(table: pd.DataFrame, fidelity: str, seeds: int) -> str:
             "its values on random halves of the samples, kept in each record), 'seed SD' its spread over "
             f"the {seeds} training seeds at a setting (which contains the sample spread, as each seed draws its own "
             "prompts and noise), 'training SD' = sqrt(seed SD^2 - sample SD^2); each the root mean variance over "
-            f"the variant's settings. Pooled over variants, seeds move it {pooled['seed / sample']:.2f}x more than "
-            f"resampling the samples; for reference, {LITERATURE}. With few seeds the seed SD is itself uncertain, "
+            f"the variant's settings. Pooled over variants, seed SD / sample SD = {pooled['seed / sample']:.2f}; for "
+            f"reference, {LITERATURE}. With few seeds the seed SD is itself uncertain, "
             "and the variants' seed SDs move together (the variants of a seed share its prompts and noise). "
             "'records': the records that keep replicates; the others are resampled over seeds only.")
     return text if seeds > 1 else text + " One training seed: no seed SD."
@@ -77,6 +77,6 @@ def resampling_line(data: SeedArray, fidelity: str) -> str:
     if not any(kept.values()):
         return (f"No record keeps parts or replicates of {fidelity}: Figure 3's bootstrap resamples training seeds "
                 "only.")
-    return (f"Figure 3's bootstrap also resamples the samples within a setting: {fidelity}'s parts in "
-            f"{kept['parts']} and its replicates in {kept['replicates']} of {total} records; the others over "
-            "training seeds only.")
+    which = " and ".join(f"its {kind} in {count}" for kind, count in kept.items() if count)
+    return (f"Figure 3's bootstrap also resamples the samples within a setting, from what the records keep of "
+            f"{fidelity}: {which} of {total} records; the others over training seeds only.")
