@@ -5,14 +5,13 @@ leaderboard read through it (it imports neither torch nor Lightning). Layout::
 
     <results_dir>/<grid>/<dataset>/<variant-slug>/seed<k>/records/<setting key>.json
 
-where the setting key is :attr:`ablate.config.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record
-holds the setting's fields (solver, steps, cfg, time_grid, weights; records without ``solver`` are
-Euler), the metrics (named as the scorers name them, e.g. ``fd_probe``), the training summary of
-its cell (``train``, with the validation curve when the cell recorded one), the values of independent parts
-of the samples behind a metric where its scorer keeps them (``metric_resamples``: KID's sample blocks), the
-evaluation cost
-(``eval``), how the solver ran (``solver_details``; ``sampler`` in records written before it had
-that name), the formulation's metadata with its "our choice" notes, every scorer's provenance, the
+where the setting key is :attr:`ablate.config.setting.Setting.key` (``50steps-cfg5.0-own-ema``). A record holds the
+setting's fields (solver, steps, cfg, time_grid, weights; records without ``solver`` are Euler), the metrics (named
+as the scorers name them, e.g. ``fd_probe``), the training summary of its cell (``train``, with the validation
+curve when the cell recorded one), what resamples the samples behind a metric where its scorer keeps it
+(:mod:`ablate.resampling`: ``metric_resamples``, KID's sample blocks; ``metric_replicates``, fd_effnet on random
+halves), the evaluation cost (``eval``), how the solver ran (``solver_details``; ``sampler`` in records written
+before it had that name), the formulation's metadata with its "our choice" notes, every scorer's provenance, the
 resolved grid config of the cell and a provenance stamp (version, git commit, device, UTC time).
 
 Why JSON files rather than Parquet: a record is written once, by one worker, the moment its
@@ -44,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ablate import __version__
+from ablate import __version__, resampling
 from ablate.errors import AblateError, ResultsError
 from ablate.env import env_commit
 from ablate.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
@@ -300,6 +299,8 @@ def read_record(path: Path, root: Path | None = None) -> dict[str, Any]:
         reason = f"metrics that are not numbers ({_short(bad)})"
         raise RecordError(path, reason, f"The result record {str(path)!r} has {reason}; every metric must be a "
                           f"number or null. {DAMAGED_ADVICE}")
+    if (reason := resampling.problem(record)) is not None:
+        raise RecordError(path, reason, f"The result record {str(path)!r} has {reason}. {DAMAGED_ADVICE}")
     if root is not None:
         try:
             where = ResultsStore(root).record_path(

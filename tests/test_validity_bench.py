@@ -50,6 +50,8 @@ def test_effnet_metrics_move_the_right_way_and_say_what_they_are(ctx, data):
     assert shuffled["ckid_effnet"] > clean["ckid_effnet"] + 0.5 and shuffled["kid_effnet"] == clean["kid_effnet"]
     blocks = scorer.resamples()["kid_effnet"]
     assert len(blocks) == 6 and np.mean(blocks) == pytest.approx(shuffled["kid_effnet"])
+    halves = scorer.replicates()["fd_effnet"]                      # on 10 random halves: above the plug-in, near it
+    assert len(halves) == 10 and np.std(halves) > 0 and 1 < np.mean(halves) / shuffled["fd_effnet"] < 1.5
     prov = scorer.provenance()
     assert prov["weights_sha256"] == effnet.WEIGHTS_SHA256 and "64x64" in prov["preprocess"]
     assert "not Inception" in prov["not"] and not any("fid" in m.name for m in scorer.metrics)

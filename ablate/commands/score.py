@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
             for metric, parts in scorer.resamples().items():  # e.g. KID: its standard error over its sample blocks
                 if len(parts) > 1:
                     values[f"{metric} SE ({len(parts)} parts)"] = float(torch.tensor(parts).std() / len(parts) ** 0.5)
+            for metric, replicates in scorer.replicates().items():  # e.g. fd_effnet on random halves of the samples
+                if len(replicates) > 1:
+                    values[f"{metric} SD over samples ({len(replicates)} replicates)"] = float(torch.tensor(replicates).std())
         results.append((scorer.name, values, {**scorer.provenance(), "num_samples": int(samples.shape[0])}))
 
     table = Table(title=Text(f"Scores of {args.path} ({samples.shape[0]} samples)"))

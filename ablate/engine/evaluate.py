@@ -88,9 +88,11 @@ def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> d
     return metrics
 
 
-def resamples_of(scorers: list[Scorer]) -> dict[str, list[float]]:
-    """The scorers' per-part values of their last scores (:meth:`ablate.scorers.base.Scorer.resamples`)."""
-    return {name: values for scorer in scorers for name, values in scorer.resamples().items()}
+def resamples_of(scorers: list[Scorer], replicates: bool = False) -> dict[str, list[float]]:
+    """The scorers' per-part values of their last scores (:meth:`ablate.scorers.base.Scorer.resamples`), or with
+    ``replicates`` their replicates (:meth:`ablate.scorers.base.Scorer.replicates`)."""
+    return {name: values for scorer in scorers
+            for name, values in (scorer.replicates() if replicates else scorer.resamples()).items()}
 
 
 def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
@@ -98,23 +100,24 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
                      preview: Path | None = None, on_batch: Callable[[int], None] | None = None,
                      compiled: bool = False, gpu_share: float = 1.0) -> dict:
     """One setting, sampled with ``net`` (the caller picks it by ``setting.weights``): the record's
-    ``metrics``, ``metric_resamples``, ``nfe``, ``num_samples``, ``solver_details`` and ``eval`` (timing) parts; ``gpu_share``: the
-    share of the GPU this process holds (1 / processes sharing it), by which its GPU-hours are counted."""
+    ``metrics``, ``metric_resamples``, ``metric_replicates``, ``nfe``, ``num_samples``, ``solver_details`` and
+    ``eval`` (timing) parts; ``gpu_share``: the share of the GPU this process holds (1 / processes sharing it), by which its GPU-hours are counted."""
     start = time.perf_counter()
     samples, nfe = generate(net, formulation, info, prompts, setting.steps, setting.cfg, setting.time_grid,
                             batch_size, device, on_batch, compiled)
     sample_s = time.perf_counter() - start
     nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
     if nonfinite:  # a diverged solver: record NaN (ranked last) rather than feed scorers garbage
-        metrics, resamples = {m.name: float("nan") for scorer in scorers for m in scorer.metrics}, {}
+        metrics, resamples, replicates = {m.name: float("nan") for scorer in scorers for m in scorer.metrics}, {}, {}
     else:
         metrics = score_samples(scorers, samples, prompts)
-        resamples = resamples_of(scorers)
+        resamples, replicates = resamples_of(scorers), resamples_of(scorers, replicates=True)
     if preview is not None and info.autoencoder == "identity":
         save_preview(samples[:64], preview)
     wall = time.perf_counter() - start
     return {
-        "metrics": metrics, "metric_resamples": resamples, "nfe": nfe, "num_samples": len(samples),
+        "metrics": metrics, "metric_resamples": resamples, "metric_replicates": replicates, "nfe": nfe,
+        "num_samples": len(samples),
         "solver_details": solver_details(formulation, setting),
         "eval": {"wall_s": wall, "sample_s": sample_s, "nonfinite_samples": nonfinite,
                  "gpu_hours": gpu_hours(wall, device, gpu_share)},

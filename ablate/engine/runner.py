@@ -366,6 +366,7 @@ def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summ
                       for s in scorers}
         store.write_record(new_record(
             cell, setting, result["metrics"], metric_resamples=result["metric_resamples"],
+            metric_replicates=result["metric_replicates"],
             nfe=result["nfe"], num_samples=result["num_samples"],
             train=summary, eval=result["eval"], solver_details=result["solver_details"],
             formulation={**module.formulation.metadata(), "timestep_density": module.density.name,

@@ -112,7 +112,8 @@ def _top(lb: Leaderboard) -> list[str]:
     lines += lb.flags + [line for line in [lb.completeness] if line]
     lines.append(convergence.warning_line(lb.convergence))
     lines.append(intervals.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.fidelity, int(lb.means["seeds"].min()),
-                                            lb.stats.replicates if lb.stats else 0))
+                                            lb.stats.replicates if lb.stats else 0)
+                 + (f" {lb.stats.resampling}" if lb.stats and lb.stats.resampling else ""))
     return lines
 
 
@@ -224,6 +225,8 @@ def _sections(lb: Leaderboard) -> list[tuple[str, str, pd.DataFrame]]:
         sections += [
             ("Who beats whom", f"Share of seeds in which the row's own average rank over all settings is lower than "
              f"the column's (ties count one half), top {BEATS_SHOWN} variants, column #k is row k.", _beats_table(st)),
+            *([(f"Seeds or samples: where the uncertainty of {lb.fidelity} comes from", st.noise_note, st.noise)]
+              if not st.noise.empty else []),
             ("Agreement with the paper", (st.agreement_note + " " + _figure3_text(st.figure3)).strip(),
              st.agreement),
             ("Sensitivity of the agreement", "rho and its permutation p-value for every other reading: each cfg of the "

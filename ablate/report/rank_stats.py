@@ -13,7 +13,8 @@ test of Figure 3's claim.
 - Figure 3's claim: D = mean over non-rf variants of log(f5 / f50) minus the same over rf variants
   (f = fidelity, lower is better, at the largest cfg with both 5 and 50 steps, matched by dataset,
   weights and time grid). D > 0 means the rf variants lose less from 50 to 5 steps. Its interval is a
-  percentile bootstrap over seeds, and over the samples within a setting where records keep the metric's parts (KID blocks; :mod:`ablate.report.statistics`).
+  percentile bootstrap over seeds, and over the samples within a setting where records keep the metric's parts (KID
+  blocks) or replicates (fd_effnet on random halves; :mod:`ablate.report.statistics`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from ablate.report import agreement as paper_agreement
 from ablate.report import intervals
 from ablate.report import paper
+from ablate.report import sample_noise
 from ablate.report import statistics
 from ablate.report.statistics import SeedArray
 
@@ -45,6 +47,9 @@ class RankStats:
     positions: pd.DataFrame = field(default_factory=pd.DataFrame)    # positions in the paper's pool
     agreement_note: str = ""
     figure3: dict[str, float | str] = field(default_factory=dict)
+    noise: pd.DataFrame = field(default_factory=pd.DataFrame)        # the fidelity metric: sample SD vs seed SD
+    noise_note: str = ""
+    resampling: str = ""                   # which records' samples Figure 3's bootstrap resamples
 
 
 def column_masks(settings: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -76,6 +81,9 @@ def rank_stats(frame: pd.DataFrame, alignment: str, fidelity: str, replicates: i
                       replicates=replicates)
     stats.agreement, stats.sensitivity, stats.agreement_note = paper_agreement.agreement(frame, alignment, fidelity)
     stats.positions = paper_agreement.pool_positions(frame, table.set_index("variant")["all"], alignment, fidelity)
+    stats.noise = sample_noise.split_table(data)
+    stats.noise_note = sample_noise.note(stats.noise, fidelity, k)
+    stats.resampling = sample_noise.resampling_line(data, fidelity)
     stats.figure3 = figure3_test(data, boot_counts=statistics.seed_counts(len(data.seeds), replicates,
                                                                           np.random.default_rng(seed + 1)))
     return stats
@@ -108,9 +116,8 @@ def figure3_test(data: SeedArray, boot_counts: np.ndarray) -> dict[str, float | 
             return np.nanmean(per_variant[:, ~rf], -1) - np.nanmean(per_variant[:, rf], -1)
 
     point = float(statistic(np.ones((1, len(data.seeds)), int))[0])
-    # the seeds are resampled, and the samples within a setting too where records keep the metric's parts (KID blocks)
-    parts = (data.fidelity if data.fidelity_parts is None else
-             statistics.part_means(data.fidelity_parts, data.fidelity, len(boot_counts), np.random.default_rng(len(boot_counts))))
-    low, high = statistics.percentile_interval(statistic(boot_counts, parts))
+    # the seeds are resampled, and the samples within a setting too where records keep what that needs
+    resampled = statistics.within_setting(data, len(boot_counts), np.random.default_rng(len(boot_counts)))
+    low, high = statistics.percentile_interval(statistic(boot_counts, resampled))
     return {"cfg": cfg, "pairs": len(five), "rf": int(rf.sum()), "others": int((~rf).sum()),
             "D": point, "low": float(low), "high": float(high)}

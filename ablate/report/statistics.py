@@ -3,10 +3,21 @@
 What is resampled: the grid's training seeds, jointly for every variant (seed k of every variant
 shares its prompts and initial noise, so pairing is kept). A cell's seed also draws the prompts
 and noise its samples are scored on, so seed resampling carries that variation too. Samples *within* a
-setting are resampled as well where the record keeps the fidelity metric's parts (``metric_resamples``:
-KID's disjoint sample blocks, whose mean is the metric): each replicate redraws every record's blocks
-with replacement (:func:`part_means`), a bootstrap of the samples in blocks. A metric without parts
-(a Frechet distance is not a mean over samples) is resampled over seeds only.
+setting are resampled as well where the record keeps what that needs (:mod:`ablate.resampling`,
+:func:`within_setting`):
+
+- the fidelity metric's parts (``metric_resamples``: KID's disjoint sample blocks, whose mean is the metric):
+  each replicate redraws every record's blocks with replacement (:func:`part_means`), a bootstrap of the
+  samples in blocks;
+- replicates of the metric itself (``metric_replicates``: fd_effnet on random halves of the samples, whose
+  spread estimates the metric's spread over the samples, :func:`ablate.scorers.frechet.half_sample_weights`):
+  each replicate moves every record's value by the deviation of one of its stored replicates from their mean
+  (:func:`replicate_deviations`; their mean is not the metric: a half carries a larger bias, so the record's
+  value stays the centre). The stored replicate is one uniform draw per (replicate, seed), shared by every
+  variant and setting of that seed: their samples share prompts and noise and the scorer drew the same halves
+  for each, so the draw is paired, as the samples are. A seed drawn twice reuses its draw.
+
+A record without either is resampled over seeds only (records written before the scorer kept them).
 
 Per replicate the pipeline is the point estimate's (:mod:`ablate.report.ranking`): seed-mean metrics per
 (variant, setting) over the drawn seeds (a NaN on a drawn seed makes the mean NaN; a variant without
@@ -25,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablate import resampling
 from ablate.report import ranking
 from ablate.report.ranking import SETTING_KEYS
 
@@ -45,6 +57,7 @@ class SeedArray:
     alignment_higher: bool = True
     fidelity_lower: bool = True
     fidelity_parts: np.ndarray | None = None  # (V, S, K, P) the fidelity metric's parts, NaN-padded; None: none kept
+    fidelity_replicates: np.ndarray | None = None  # (V, S, K, R) its replicates (metric_replicates), NaN-padded
 
 
 def seed_array(frame: pd.DataFrame, alignment: str, fidelity: str, variants: list[str] | None = None) -> SeedArray:
@@ -60,16 +73,20 @@ def seed_array(frame: pd.DataFrame, alignment: str, fidelity: str, variants: lis
     shape = (len(variants), len(settings), len(seeds))
     a, f, present = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
     parts: dict[tuple[int, int, int], list[float]] = {}
+    replicates: dict[tuple[int, int, int], list[float]] = {}
     records = frame["record"] if "record" in frame else [None] * len(frame)
     for row, record in zip(frame[["variant", *SETTING_KEYS, "seed", alignment, fidelity]].itertuples(index=False),
                            records):
         index = (vi[row[0]], si[(row[1], row[2])], ki[int(row[3])])
         a[index], f[index], present[index] = float(row[4]), float(row[5]), True
-        kept = ((record or {}).get("metric_resamples") or {}).get(fidelity) if isinstance(record, dict) else None
-        if kept and np.isfinite(f[index]):
-            parts[index] = [float(v) for v in kept]
+        for key, into in ((resampling.PARTS, parts), (resampling.REPLICATES, replicates)):
+            kept = ((record or {}).get(key) or {}).get(fidelity) if isinstance(record, dict) else None
+            finite = [float(v) for v in kept or () if np.isfinite(v)]
+            if finite and np.isfinite(f[index]):
+                into[index] = finite
     return SeedArray(list(variants), settings, seeds, a, f, present,
-                     *ranking.directions(frame, alignment, fidelity), _parts_array(parts, shape))
+                     *ranking.directions(frame, alignment, fidelity), _parts_array(parts, shape),
+                     _parts_array(replicates, shape))
 
 
 def _parts_array(parts: dict[tuple[int, int, int], list[float]], shape: tuple[int, ...]) -> np.ndarray | None:
@@ -88,6 +105,33 @@ def part_means(parts: np.ndarray, values: np.ndarray, replicates: int, rng: np.r
     draws = np.floor(rng.random((replicates, *parts.shape)) * np.maximum(counts, 1)[..., None]).astype(int)
     drawn = np.take_along_axis(np.broadcast_to(parts, (replicates, *parts.shape)), draws, axis=-1).mean(-1)
     return np.where(counts > 0, drawn, values[None])
+
+
+def replicate_deviations(replicates: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, V, S, K): per draw, each record's stored replicate (V, S, K, R; NaN-padded) minus the mean of its
+    replicates (0 for a record without any); which replicate is one uniform draw per (draw, seed), the same for
+    every variant and setting of the seed (paired: records with as many replicates take the same one)."""
+    counts = np.isfinite(replicates).sum(-1)                                          # (V, S, K)
+    u = rng.random((draws, replicates.shape[2]))                                      # (B, K)
+    pick = np.minimum(np.floor(u[:, None, None, :] * np.maximum(counts, 1)[None]), np.maximum(counts - 1, 0))
+    drawn = np.take_along_axis(np.broadcast_to(replicates, (draws, *replicates.shape)),
+                               pick.astype(int)[..., None], axis=-1)[..., 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                               # records without replicates
+        centre = np.nanmean(replicates, axis=-1)
+    return np.where(counts > 0, drawn - centre[None], 0.0)
+
+
+def within_setting(data: SeedArray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """The fidelity values with the samples within each setting resampled where records keep what that needs:
+    (B, V, S, K) (parts redrawn, :func:`part_means`; replicates' deviations added, :func:`replicate_deviations`),
+    or ``data.fidelity`` itself (V, S, K) when no record keeps either (seeds only, as before they were kept)."""
+    values = data.fidelity
+    if data.fidelity_parts is not None:
+        values = part_means(data.fidelity_parts, values, draws, rng)
+    if data.fidelity_replicates is not None:
+        values = values + replicate_deviations(data.fidelity_replicates, draws, rng)
+    return values
 
 
 def seed_counts(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.ndarray:

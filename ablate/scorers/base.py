@@ -73,6 +73,12 @@ class Scorer(ABC):
         the metric (e.g. KID's disjoint blocks): the record keeps them for resampling samples within a setting."""
         return {}
 
+    def replicates(self) -> dict[str, list[float]]:
+        """Per metric of the last :meth:`score`, replicates of the metric itself on resampled sets of the samples
+        whose spread is the metric's (e.g. a Frechet distance on random halves: no mean over parts); the record
+        keeps them apart from :meth:`resamples` (``metric_replicates``)."""
+        return {}
+
 
 _REGISTRY: dict[str, type[Scorer]] = {}
 

@@ -46,6 +46,7 @@ def test_every_variant_and_setting_has_real_metrics(frame, grid):
     assert (per_variant == len(grid.eval.all_settings()) * len(seeds)).all()
     assert np.isfinite(frame[["fd_probe", "align_probe", "kid_effnet", "ckid_effnet"]].to_numpy()).all()
     assert all(len(r["metric_resamples"]["kid_effnet"]) == 4 for r in frame["record"])  # 64 samples: 4 KID blocks
+    assert all(len(r["metric_replicates"]["fd_effnet"]) == 10 for r in frame["record"])  # fd_effnet on 10 halves
     assert (frame["num_samples"] == grid.eval.num_samples).all()
 
 
