@@ -170,8 +170,9 @@ def packing_table(grid: Any, device: Any, batch: int | None, steps: int, warmup:
     row = packing_row(g, info, device, k, steps, warmup)
     t = Table(title=f"packing: grid {grid.name}'s model, batch {g.train.batch_size} per cell, {steps} timed steps after "
                     f"{warmup}; run packs {k} cells ({row['mode']} stack); the ceiling is the plain {row['ceiling_mode']} "
-                    "stacked step of as many networks, compiled without CUDA graphs (one fused AdamW, per-network "
-                    f"clipping, EMA every step); run {'uses' if row['graphs'] else 'does not use'} CUDA graphs")
+                    f"stacked step of as many networks ({'compiled' if row['compiled'] else 'eager'}, no CUDA graphs; one "
+                    f"fused AdamW, per-network clipping, EMA every step); run {'uses' if row['graphs'] else 'does not use'} "
+                    "CUDA graphs")
     for col in ("step", "CUDA graphs", "K", "img/s", "ms/step", "vs ceiling", "1st step s"):
         t.add_column(col, justify="right")
     ceiling = row["ceiling"]["img_s"]

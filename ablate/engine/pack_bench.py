@@ -95,7 +95,7 @@ def packing_row(grid: Grid, info: DatasetInfo, device: torch.device, k: int, ste
     run = pack_path(grid, info, device, k, steps, warmup)
     ceiling = stacked_step(grid, info, device, k, steps, warmup, ceiling_mode, compiled)
     lone = stacked_step(grid, info, device, 1, steps, warmup, ceiling_mode, compiled)
-    row = {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "graphs": graphs, "run": run,
+    row = {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "compiled": compiled, "graphs": graphs, "run": run,
            "ceiling": ceiling, "lone": lone, "run_vs_ceiling": run["img_s"] / ceiling["img_s"],
            "ceiling_vs_lone": ceiling["img_s"] / lone["img_s"]}
     if graphs:
