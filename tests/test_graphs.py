@@ -150,6 +150,30 @@ def test_on_the_cpu_a_graphed_call_is_the_compiled_call(monkeypatch):
     assert torch.equal(graphed_call(net, x, t, 1.0), x * 0.5 + 1.0) and calls == [True]
 
 
+def test_training_and_inference_calls_replay_separate_compiled_functions(monkeypatch):
+    """One function compiled first under inference_mode can break later training calls (pytorch#135892)."""
+    monkeypatch.setattr(graphs, "_graphed", None)
+    monkeypatch.setattr(graphs, "on_cuda", lambda args: True)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    used = []
+
+    def compile_once(fn, **options):
+        assert options == {"mode": "reduce-overhead"}
+        return lambda *a: used.append(fn.__name__) or fn(*a)
+
+    monkeypatch.setattr(graphs, "compile_once", compile_once)
+    net = lambda x, t, y: x * 2  # noqa: E731
+    x = torch.ones(2, requires_grad=True)
+    with torch.inference_mode():
+        graphed_call(net, x, x, None)
+    with torch.no_grad():
+        graphed_call(net, x, x, None)
+    out = graphed_call(net, x, x, None)
+    out.sum().backward()  # the clone keeps the graph's gradient path
+    assert torch.equal(x.grad, torch.full((2,), 2.0))
+    assert used[:2] == ["_replayed_inference_call"] * 2 and used[2] == "_replayed_training_call"
+
+
 def test_stacked_call_with_graphs_on_the_cpu_is_unchanged(monkeypatch):
     monkeypatch.setattr(stack_module, "compile_once", lambda fn, **kw: fn)  # compiling on the CPU costs minutes
     grid = load_grid("smoke")

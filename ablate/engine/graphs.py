@@ -91,21 +91,29 @@ class GraphedCall:
         return _cloned(out)
 
 
-def _replayed_net_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+def _replayed_training_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
     return net(x, t, y)
 
 
-_graphed: GraphedCall | None = None
+def _replayed_inference_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+    return net(x, t, y)
+
+
+_graphed: dict[bool, GraphedCall] | None = None
 
 
 def graphed_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
-    """``net(x, t, y)`` through the process's one ``reduce-overhead`` compiled function (shared by every network
-    of an architecture, as :func:`ablate.engine.accel.compiled_call` is), replaying CUDA graphs on CUDA."""
+    """``net(x, t, y)`` through the process's ``reduce-overhead`` compiled functions (shared by every network of
+    an architecture, as :func:`ablate.engine.accel.compiled_call` is), replaying CUDA graphs on CUDA. Calls with
+    gradients and without (validation, sampling: no_grad or inference_mode) go through two functions, never one:
+    one compiled first under inference_mode can fail later training calls (pytorch/pytorch#135892), and a worker
+    may evaluate a cell before it trains the next."""
     global _graphed
     if _graphed is None:
-        _graphed = GraphedCall(compile_once(_replayed_net_call, mode="reduce-overhead"), compiled_call,
-                               "the network")
-    return _graphed(net, *contiguous(x, t, y))
+        _graphed = {grad: GraphedCall(compile_once(fn, mode="reduce-overhead"), compiled_call,
+                                      f"the network ({'training' if grad else 'inference'})")
+                    for grad, fn in ((True, _replayed_training_call), (False, _replayed_inference_call))}
+    return _graphed[torch.is_grad_enabled()](net, *contiguous(x, t, y))
 
 
 def forward_fn(compiled: bool, graphs: bool = False) -> Callable[..., Tensor]:
