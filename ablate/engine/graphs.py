@@ -67,6 +67,15 @@ def _cloned(out: Any) -> Any:
     return out
 
 
+_fell_back: list[str] = []  # what fell back to the compiled call in this process (GraphedCall.what)
+
+
+def fell_back() -> bool:
+    """Whether a graphed call of this process has failed and runs compiled without graphs since (a record's
+    ``cuda_graphs`` then says false)."""
+    return bool(_fell_back)
+
+
 class GraphedCall:
     """``graphed(*args)`` (a ``reduce-overhead`` compiled callable) where the inputs are on CUDA, its outputs
     cloned (module doc); ``plain(*args)`` elsewhere, and for good after the first failure of ``graphed``
@@ -84,6 +93,7 @@ class GraphedCall:
             out = self.graphed(*args)
         except Exception as err:  # noqa: BLE001 -- a graph that cannot be captured still runs, compiled
             self.failed = True
+            _fell_back.append(self.what)
             first = str(err).splitlines()[0] if str(err) else ""
             warnings.warn(f"CUDA graphs of {self.what} failed ({type(err).__name__}: {first}); it runs compiled "
                           "without graphs (train.cuda_graphs: false does so from the start)", stacklevel=2)

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ablate.engine.accel import compile_for, gpu_hours, graphs_for, precision_for
+from ablate.engine.graphs import fell_back
 from ablate.engine.cell_state import check_training_state, load_checkpoint, note
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
@@ -245,7 +246,7 @@ def training_summary(grid: Grid, module: DiffusionModule, directory: Path, best_
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
-        "cuda_graphs": graphs_for(cfg.cuda_graphs, module.compiled, ctx.device),
+        "cuda_graphs": graphs_for(cfg.cuda_graphs, module.compiled, ctx.device) and not fell_back(),
         "grad_clip": cfg.grad_clip, "train_img_per_s": img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(load_checkpoint(last_path)[0] or best_ckpt, last_path),  # last damaged: resumed at best
         **validation_summary(best_val), **({"pack": pack} if pack > 1 else {}),
