@@ -119,7 +119,6 @@ def test_a_graphed_call_on_cuda_marks_a_step_and_clones_its_outputs(monkeypatch)
 def test_a_graph_that_fails_falls_back_to_the_compiled_call_with_one_warning(monkeypatch):
     monkeypatch.setattr(graphs, "on_cuda", lambda args: True)
     monkeypatch.setattr(graphs, "_fell_back", [])
-    assert not graphs.fell_back()
     tries = []
 
     def capture(x):
@@ -134,7 +133,17 @@ def test_a_graph_that_fails_falls_back_to_the_compiled_call_with_one_warning(mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(call(torch.ones(2)), torch.full((2,), 2.0))
-    assert tries == [1] and call.failed and graphs.fell_back()  # the records say so (train.json cuda_graphs)
+    assert tries == [1] and call.failed and graphs.fallbacks() == ["the network"]  # in train.json: cuda_graphs false
+
+
+def test_graphs_torch_skipped_count_as_fallbacks(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(graphs, "_fell_back", [])
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", 0)
+    assert not graphs.fell_back()
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", 2)  # torch logged why and ran them compiled
+    assert graphs.fell_back() and graphs.fallbacks() == ["2 graph(s) skipped by torch"]
 
 
 def test_on_the_cpu_a_graphed_call_is_the_compiled_call(monkeypatch):

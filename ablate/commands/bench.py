@@ -110,6 +110,11 @@ def main(args: argparse.Namespace) -> int:
                       f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
     console.print(table)
     out["packing"] = packing_table(grid, device, batch, steps, warmup, args.pack, console)
+    if gpu:
+        from ablate.engine.graphs import fallbacks
+
+        out["cuda_graph_fallbacks"] = fallbacks()
+        console.print(f"CUDA graphs that fell back to the compiled call: {'; '.join(fallbacks()) or 'none'}", highlight=False)
     if not args.no_eval:
         e = B.evaluation_row(grid, device, cache)
         out["evaluation"] = e

@@ -70,10 +70,20 @@ def _cloned(out: Any) -> Any:
 _fell_back: list[str] = []  # what fell back to the compiled call in this process (GraphedCall.what)
 
 
+def fallbacks() -> list[str]:
+    """What of this process runs without CUDA graphs though asked to: graphed calls that failed (and run compiled
+    since), and graphs torch itself skipped (``cudagraph_skips``: it logs why, e.g. a CPU tensor or a mutated
+    input, and runs that graph compiled)."""
+    from torch._dynamo.utils import counters
+
+    skipped = counters["inductor"]["cudagraph_skips"]
+    return [*_fell_back, *([f"{skipped} graph(s) skipped by torch"] if skipped else [])]
+
+
 def fell_back() -> bool:
-    """Whether a graphed call of this process has failed and runs compiled without graphs since (a record's
+    """Whether anything of this process runs without the CUDA graphs asked for (:func:`fallbacks`; a record's
     ``cuda_graphs`` then says false)."""
-    return bool(_fell_back)
+    return bool(fallbacks())
 
 
 class GraphedCall:
