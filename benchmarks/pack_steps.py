@@ -1,10 +1,12 @@
 """Training steps of the protocol's model on CUDA, lone and stacked: img/s of each way of running it.
 
-    python benchmarks/pack_steps.py [--k 8] [--steps 60] [--modes flat-compiled,flat-eager,vmap-compiled]
+    python benchmarks/pack_steps.py [--k 8] [--steps 60] [--modes flat-compiled,flat-graphs,flat-eager,vmap-compiled]
 
 Each step is :func:`ablate.engine.pack_bench.stacked_step` (bf16 autocast, rf loss, backward, per-network
 clipping, one fused AdamW, an EMA update): K networks through :class:`ablate.engine.stack.StackedForward` in
-the mode named (``flat`` or ``vmap``, ``eager`` or ``compiled``), and the lone network (K = 1) compiled. It
+the mode named (``flat`` or ``vmap``; ``eager``, ``compiled``, or ``graphs``: compiled with CUDA graphs,
+``mode="reduce-overhead"``, as ``run`` trains by default on CUDA), and the lone network (K = 1) compiled, with
+and without graphs. It
 also checks the stacked outputs against each network alone (relative error under bf16). ``ablate bench``
 prints the same ceiling beside what ``run`` does; this script compares the stacking modes.
 """
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--grid", default="fashion-mnist")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--modes", default="flat-compiled,flat-eager,vmap-compiled")
+    ap.add_argument("--modes", default="flat-compiled,flat-graphs,flat-eager,vmap-compiled")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.device("cuda")
@@ -57,10 +59,14 @@ def main() -> None:
     info = synthetic_info(grid, 1)
     print(f"stacked vs alone, largest relative error (bf16): {stacked_error(grid, info, args.k, 64, device)}", flush=True)
     rows = []
-    for label, k, mode in [("lone-compiled", 1, "flat-compiled")] + [(m, args.k, m) for m in args.modes.split(",")]:
+    lone = [("lone-compiled", 1, "flat-compiled"), ("lone-graphs", 1, "flat-graphs")]
+    for label, k, mode in lone + [(m, args.k, m) for m in args.modes.split(",")]:
         kind, how = mode.split("-")
         try:
-            row = {"mode": label, "k": k, **stacked_step(grid, info, device, k, args.steps, 8, kind, how == "compiled")}
+            if how not in ("eager", "compiled", "graphs"):
+                raise ValueError(f"mode {mode!r}: the part after '-' is eager, compiled or graphs")
+            row = {"mode": label, "k": k, **stacked_step(grid, info, device, k, args.steps, 8, kind, how != "eager",
+                                                          how == "graphs")}
         except Exception as err:  # noqa: BLE001 -- a mode that fails is reported, the others still run
             traceback.print_exc()
             row = {"mode": label, "k": k, "error": f"{type(err).__name__}: {err}"[:300]}

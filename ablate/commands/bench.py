@@ -92,8 +92,8 @@ def main(args: argparse.Namespace) -> int:
     table = Table(title=f"training: grid {grid.name}'s train config, {steps} timed steps after {warmup}, "
                         f"synthetic data (the grid's channels for its model, {args.channels} for presets); 'incl. val': amortised at val_every "
                         f"{grid.train.val_every}")
-    for col in ("model", "GMACs/img", "batch", "cell img/s", "ms/step", "MFU", "plain img/s", "plain MFU",
-                "cell/plain", "1st step s (compile)", "val s", "ckpt s", "img/s incl. val", "peak GiB"):
+    for col in ("model", "GMACs/img", "batch", "cell img/s", "ms/step", "MFU", "cell graphs", "plain img/s", "plain MFU",
+                "plain+graphs img/s", "cell/plain", "1st step s (compile)", "val s", "ckpt s", "img/s incl. val", "peak GiB"):
         table.add_column(col, justify="right")
     for preset in presets:
         g = B.with_model(grid, preset, batch)
@@ -103,11 +103,18 @@ def main(args: argparse.Namespace) -> int:
         out["training"].append(row)
         c, p = row["cell"], row["plain"]
         table.add_row(row["model"], f"{row['gmacs']:.3g}", str(g.train.batch_size), f"{c['img_s']:,.0f}",
-                      f"{c['ms_step']:.1f}", f"{row['mfu']:.0%}", f"{p['img_s']:,.0f}", f"{row['plain_mfu']:.0%}",
+                      f"{c['ms_step']:.1f}", f"{row['mfu']:.0%}", "yes" if c["cuda_graphs"] else "no",
+                      f"{p['img_s']:,.0f}", f"{row['plain_mfu']:.0%}",
+                      f"{row['plain_graphs']['img_s']:,.0f}" if row["plain_graphs"] else "-",
                       f"{row['ratio']:.2f}x", f"{c['first_step_s']:.1f}", f"{c['val_s']:.1f}", f"{c['ckpt_s']:.1f}",
                       f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
     console.print(table)
     out["packing"] = packing_table(grid, device, batch, steps, warmup, args.pack, console)
+    if gpu:
+        from ablate.engine.graphs import fallbacks
+
+        out["cuda_graph_fallbacks"] = fallbacks()
+        console.print(f"CUDA graphs that fell back to the compiled call: {'; '.join(fallbacks()) or 'none'}", highlight=False)
     if not args.no_eval:
         e = B.evaluation_row(grid, device, cache)
         out["evaluation"] = e
@@ -168,10 +175,19 @@ def packing_table(grid: Any, device: Any, batch: int | None, steps: int, warmup:
     row = packing_row(g, info, device, k, steps, warmup)
     t = Table(title=f"packing: grid {grid.name}'s model, batch {g.train.batch_size} per cell, {steps} timed steps after "
                     f"{warmup}; run packs {k} cells ({row['mode']} stack); the ceiling is the plain {row['ceiling_mode']} "
-                    "stacked step of as many networks (one fused AdamW, per-network clipping, EMA every step)")
-    for col in ("K", "run img/s", "ceiling img/s", "run/ceiling", "plain lone img/s", "ceiling/lone", "1st step s"):
+                    f"stacked step of as many networks ({'compiled' if row['compiled'] else 'eager'}, no CUDA graphs; one "
+                    f"fused AdamW, per-network clipping, EMA every step); run {'uses' if row['graphs'] else 'does not use'} "
+                    "CUDA graphs")
+    for col in ("step", "CUDA graphs", "K", "img/s", "ms/step", "vs ceiling", "1st step s"):
         t.add_column(col, justify="right")
-    t.add_row(str(k), f"{row['run']['img_s']:,.0f}", f"{row['ceiling']['img_s']:,.0f}", f"{row['run_vs_ceiling']:.2f}",
-              f"{row['lone']['img_s']:,.0f}", f"{row['ceiling_vs_lone']:.2f}x", f"{row['run']['first_step_s']:.1f}")
+    ceiling = row["ceiling"]["img_s"]
+    for label, key, graphs, n in (("run's pack", "run", row["graphs"], k), ("run's pack", "run_without_graphs", False, k),
+                                  ("plain stacked (ceiling)", "ceiling", False, k),
+                                  ("plain stacked", "ceiling_graphs", True, k), ("plain lone", "lone", False, 1),
+                                  ("plain lone", "lone_graphs", True, 1)):
+        if key in row:
+            r = row[key]
+            t.add_row(label, "yes" if graphs else "no", str(n), f"{r['img_s']:,.0f}", f"{r['ms_step']:.1f}",
+                      f"{r['img_s'] / ceiling:.2f}", f"{r['first_step_s']:.1f}" if "first_step_s" in r else "")
     console.print(t)
     return row

@@ -40,6 +40,11 @@ def check_consistency(grid: Any, reader: Reader) -> None:
                                     "attend to caption tokens, but `data.conditioning` is "
                                     f"{grid.data.conditioning!r}; allowed: `data.conditioning: caption` with any of "
                                     f"{', '.join(backbone_names())}, or `backbones: [dit]` for class labels.")
+    if grid.train.cuda_graphs is True and grid.train.compile is False:
+        reader.fail(("train", "cuda_graphs"), "`train.cuda_graphs` is true, but `train.compile` is false, and CUDA "
+                                              "graphs are captured by torch.compile; allowed: `train.cuda_graphs: "
+                                              "true` with `train.compile: auto` or true, or `train.cuda_graphs: auto` "
+                                              "or false (auto: graphs wherever the network is compiled on CUDA).")
     check_eval(grid, reader)
 
 

@@ -117,6 +117,7 @@ class TrainConfig:
     cond_dropout: float = opt(0.1, ge=0, lt=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     compile: Literal["auto", True, False] = "auto"  # auto: compiled on CUDA (see ablate.engine.accel)
+    cuda_graphs: Literal["auto", True, False] = "auto"  # auto: a compiled network replays CUDA graphs on CUDA
     ema: EMAConfig = field(default_factory=EMAConfig)
     val_every: int = opt(100, ge=1)
     devices: int = opt(1, ge=1)
@@ -216,6 +217,7 @@ class GridOverrides:
     max_steps: int | None = None
     num_samples: int | None = None
     data_dir: str | None = None
+    cuda_graphs: str | bool | None = None
 
 
 # (GridOverrides field, key path in the grid file, command-line flag)
@@ -225,6 +227,7 @@ _OVERRIDES: tuple[tuple[str, KeyPath, str], ...] = (
     ("max_steps", ("train", "max_steps"), "--max-steps"),
     ("num_samples", ("eval", "num_samples"), "--num-samples"),
     ("data_dir", ("data", "data_dir"), "--data-dir"),
+    ("cuda_graphs", ("train", "cuda_graphs"), "--cuda-graphs"),
 )
 
 
@@ -242,6 +245,8 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, metavar="N", help="training steps per cell (train.max_steps)")
     g.add_argument("--num-samples", type=int, metavar="N", help="samples per setting (eval.num_samples)")
     g.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (data.data_dir)")
+    g.add_argument("--cuda-graphs", metavar="auto|true|false", type=lambda v: {"true": True, "false": False}.get(v, v),
+                   help="replay CUDA graphs of the compiled network (train.cuda_graphs; auto: on CUDA where compiled)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> GridOverrides:
@@ -267,6 +272,7 @@ def overrides_from_args(args: argparse.Namespace) -> GridOverrides:
         max_steps=getattr(args, "max_steps", None),
         num_samples=getattr(args, "num_samples", None),
         data_dir=getattr(args, "data_dir", None),
+        cuda_graphs=getattr(args, "cuda_graphs", None),
     )
 
 

@@ -4,6 +4,10 @@ Conventions:
 
 - ``compile`` is ``"auto"`` (compiled on CUDA, eager on the CPU, where compiling costs more than
   it saves for the smoke models), ``True`` or ``False``.
+- ``cuda_graphs`` is ``"auto"`` or ``True`` (a compiled network also replays CUDA graphs on CUDA, where
+  every shape it meets is static; :mod:`ablate.engine.graphs`) or ``False``. Never on the CPU, where there
+  are no CUDA graphs; ``True`` differs from ``"auto"`` only in refusing ``compile: false`` (graphs are
+  captured by ``torch.compile``).
 - ``precision`` is Lightning's; ``"auto"`` is ``bf16-mixed`` on CUDA, ``32-true`` on the CPU.
 - Gradient clipping is done by ablate itself, before the optimizer step (see
   :meth:`ablate.engine.train.DiffusionModule.on_before_optimizer_step`), never by Lightning: Lightning
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 
 Compile = Literal["auto", True, False]
+CudaGraphs = Literal["auto", True, False]
 
 
 def precision_for(precision: str, device: torch.device) -> str:
@@ -41,12 +46,40 @@ def compile_for(compile_: Compile, device: torch.device) -> bool:
     return device.type == "cuda" if compile_ == "auto" else bool(compile_)
 
 
+def graphs_for(cuda_graphs: CudaGraphs, compiled: bool, device: torch.device | None = None) -> bool:
+    """Whether the network replays CUDA graphs: compiled, ``cuda_graphs`` not False, and ``device`` CUDA
+    (None: wherever a call's inputs are on CUDA, which :mod:`ablate.engine.graphs` checks at each call)."""
+    return compiled and cuda_graphs is not False and (device is None or device.type == "cuda")
+
+
 def fused_adamw(precision: str, device: torch.device) -> bool:
     """Use the fused AdamW kernel: on CUDA, except under ``16-mixed`` (see module doc)."""
     return device.type == "cuda" and precision != "16-mixed"
 
 
-def _call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+def plain_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
+    """``net(x, t, y)``, eagerly."""
+    return net(x, t, y)
+
+
+def compile_once(fn: Callable[..., Any], **options: Any) -> Any:
+    """``torch.compile(fn, dynamic=False, **options)``, with room in dynamo's cache for every graph a worker
+    compiles: raw + EMA weights, train / validation / two sampling batch shapes, grad and no-grad, a handful
+    per architecture, and several architectures in one process (bench)."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(fn, dynamic=False, **options)
+
+
+def contiguous(x: Tensor, t: Tensor, y: Any) -> tuple[Tensor, Tensor, Any]:
+    """The network's inputs made contiguous: compiled graphs are specialised on strides, and an expanded ``t``
+    (validation's one level for a whole batch) would otherwise compile a second graph for every formulation
+    whose ``model_input`` passes t through, against one for those that compute a new tensor (EDM)."""
+    return x.contiguous(), t.contiguous(), y.contiguous() if isinstance(y, Tensor) else y
+
+
+def _compiled_net_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
     return net(x, t, y)
 
 
@@ -54,25 +87,12 @@ _compiled: Any = None
 
 
 def compiled_call(net: nn.Module, x: Tensor, t: Tensor, y: Any) -> Tensor:
-    """``net(x, t, y)`` through the process's one compiled function (see module doc). Inputs are made
-    contiguous first: compiled graphs are specialised on strides, and an expanded ``t`` (validation's
-    one level for a whole batch) would otherwise compile a second graph for every formulation whose
-    ``model_input`` passes t through, against one for those that compute a new tensor (EDM)."""
+    """``net(x, t, y)`` through the process's one compiled function (see module doc), inputs made
+    :func:`contiguous` first."""
     global _compiled
     if _compiled is None:
-        import torch._dynamo
-
-        # raw + EMA weights, train / validation / two sampling batch shapes, grad and no-grad: a
-        # handful of graphs per architecture; room for several architectures in one process (bench)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        _compiled = torch.compile(_call, dynamic=False)
-    y = y.contiguous() if isinstance(y, Tensor) else y
-    return _compiled(net, x.contiguous(), t.contiguous(), y)
-
-
-def forward_fn(compiled: bool) -> Any:
-    """The callable ``(net, x, t, y) -> output`` to use: compiled or plain."""
-    return compiled_call if compiled else _call
+        _compiled = compile_once(_compiled_net_call)
+    return _compiled(net, *contiguous(x, t, y))
 
 
 def synchronize(device: torch.device) -> None:

@@ -3,7 +3,8 @@
 - **peak**: a large bf16 matrix product (8192^3, on random data), the device's practical ceiling.
 - **plain step**: a minimal compiled bf16 training step of the same DiT (``torch.compile`` of the
   network, bf16 autocast with the fp32 residual stream every reference DiT keeps, fused AdamW, an
-  rf loss on random data already on the device): the standard recipe, no Lightning, no EMA.
+  rf loss on random data already on the device): the standard recipe, no Lightning, no EMA. On CUDA also
+  with CUDA graphs (``torch.compile(mode="reduce-overhead")``), as the cell path runs by default there.
 - **cell path**: ablate's own training of a cell, through :func:`ablate.engine.runner.make_trainer` and
   :class:`ablate.engine.train.DiffusionModule` (the Lightning trainer, EMA, clipping, warm-up schedule,
   loss monitor, data loader); timed over ``steps`` optimizer steps after ``warmup`` steps; then a
@@ -80,13 +81,15 @@ def _mfu(img_per_s: float, gmacs_per_image: float, peak: float) -> float:
     return img_per_s * 3 * 2 * gmacs_per_image * 1e9 / (peak * 1e12)
 
 
-def plain_step(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, warmup: int) -> dict[str, float]:
-    """Images/s of the minimal compiled bf16 step (module doc); compile time of its first steps."""
+def plain_step(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, warmup: int,
+               graphs: bool = False) -> dict[str, float]:
+    """Images/s of the minimal compiled bf16 step (module doc), with CUDA graphs where ``graphs``; compile time of
+    its first steps."""
     m, b, r = grid.model, grid.train.batch_size, info.resolution
     net = DiT(DiTConfig(input_size=r, in_channels=info.channels, patch_size=m.patch_size, hidden_size=m.hidden_size,
                         depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, num_classes=info.num_classes,
                         autocast_stream=False)).to(device)
-    fwd = torch.compile(net) if device.type == "cuda" else net
+    fwd = torch.compile(net, mode="reduce-overhead" if graphs else None) if device.type == "cuda" else net
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type == "cuda")
     x0 = torch.randn(b, info.channels, r, r, device=device)
     y = torch.randint(0, info.num_classes, (b,), device=device)
@@ -168,7 +171,7 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
         "img_s_with_val": every * b / (every * step_s + val_s + ckpt_s),
         "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
         "precision": precision_for(grid.train.precision, device), "compiled": module.compiled,
-        "fused": module.fused_used,
+        "fused": module.fused_used, "cuda_graphs": module.graphs and device.type == "cuda",
     }, module
 
 
@@ -176,10 +179,11 @@ def training_row(grid: Grid, info: DatasetInfo, device: torch.device, steps: int
     """One row of the training table: the cell path against the plain step, as MFU and ratio."""
     cell, _ = cell_path(grid, info, device, steps, warmup)
     plain = plain_step(grid, info, device, steps, warmup)
+    graphs = plain_step(grid, info, device, steps, warmup, graphs=True) if device.type == "cuda" else None
     gmacs = DiT(DiTConfig(input_size=info.resolution, in_channels=info.channels, patch_size=grid.model.patch_size,
                           hidden_size=grid.model.hidden_size, depth=grid.model.depth,
                           num_heads=grid.model.num_heads, mlp_ratio=grid.model.mlp_ratio)).gflops_per_image()
-    return {"cell": cell, "plain": plain, "gmacs": gmacs, "mfu": _mfu(cell["img_s"], gmacs, peak),
+    return {"cell": cell, "plain": plain, "plain_graphs": graphs, "gmacs": gmacs, "mfu": _mfu(cell["img_s"], gmacs, peak),
             "plain_mfu": _mfu(plain["img_s"], gmacs, peak), "ratio": cell["img_s"] / plain["img_s"]}
 
 
@@ -203,20 +207,21 @@ def evaluation_row(grid: Grid, device: torch.device, ctx_cache: Path, variant: s
     for unguided in sorted({s.cfg == 1.0 for s in e.settings}):  # one batch shape with guidance, one without
         for weights in e.weights:  # raw and EMA weights differ in requires_grad: a graph each
             generate(nets[weights], module.formulation, info, prompts, 1, 1.0 if unguided else 2.0, e.time_grid,
-                     e.batch_size, device, compiled=compiled)
+                     e.batch_size, device, compiled=compiled, graphs=module.graphs)
     synchronize(device)
     warm_s = time.perf_counter() - start
     sample_s = total_s = 0.0
     nfe = 0
     for setting in e.all_settings():
         out = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
-                               e.batch_size, device, compiled=compiled)
+                               e.batch_size, device, compiled=compiled, graphs=module.graphs)
         sample_s += out["eval"]["sample_s"]
         total_s += out["eval"]["wall_s"]
         nfe += out["nfe"] * out["num_samples"]
     return {"variant_eval_s": total_s, "sample_s": sample_s, "score_s": total_s - sample_s, "nfe": nfe,
             "nfe_s": nfe / sample_s, "warmup_s": warm_s, "settings": len(e.all_settings()),
-            "num_samples": e.num_samples, "batch_size": e.batch_size, "compiled": compiled}
+            "num_samples": e.num_samples, "batch_size": e.batch_size, "compiled": compiled,
+            "cuda_graphs": module.graphs and device.type == "cuda"}
 
 
 KERNEL_KINDS = (("matmul", ("gemm", "cutlass", "nvjet", "sm90_xmma", "cublas", "wgmma")),

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ablate.engine.accel import forward_fn, gpu_hours
+from ablate.engine.accel import gpu_hours
+from ablate.engine.graphs import forward_fn
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.formulations import Formulation, euler_sample, sampling_times, solver_metadata
 from ablate.io import write_bytes_atomic
@@ -58,12 +59,14 @@ def draw_prompts(info: DatasetInfo, test: LatentSplit, n: int, seed: int, condit
 @torch.inference_mode()
 def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts, steps: int,
              cfg: float, time_grid: str, batch_size: int, device: torch.device,
-             on_batch: Callable[[int], None] | None = None, compiled: bool = False) -> tuple[Tensor, int]:
+             on_batch: Callable[[int], None] | None = None, compiled: bool = False,
+             graphs: bool = False) -> tuple[Tensor, int]:
     """Samples (N, C, H, W) on the CPU, and the NFE per sample; ``compiled``: through the process's
-    shared compiled forward (:func:`ablate.engine.accel.compiled_call`)."""
+    shared compiled forward (:func:`ablate.engine.accel.compiled_call`), with CUDA graphs on CUDA where ``graphs``
+    (:mod:`ablate.engine.graphs`: one per batch shape and set of weights)."""
     net.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    forward = forward_fn(compiled)
+    forward = forward_fn(compiled, graphs)
 
     def model_fn(x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         with autocast:
@@ -98,13 +101,13 @@ def resamples_of(scorers: list[Scorer], replicates: bool = False) -> dict[str, l
 def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompts: Prompts,
                      scorers: list[Scorer], setting: Setting, batch_size: int, device: torch.device,
                      preview: Path | None = None, on_batch: Callable[[int], None] | None = None,
-                     compiled: bool = False, gpu_share: float = 1.0) -> dict:
+                     compiled: bool = False, gpu_share: float = 1.0, graphs: bool = False) -> dict:
     """One setting, sampled with ``net`` (the caller picks it by ``setting.weights``): the record's
     ``metrics``, ``metric_resamples``, ``metric_replicates``, ``nfe``, ``num_samples``, ``solver_details`` and
     ``eval`` (timing) parts; ``gpu_share``: the share of the GPU this process holds (1 / processes sharing it), by which its GPU-hours are counted."""
     start = time.perf_counter()
     samples, nfe = generate(net, formulation, info, prompts, setting.steps, setting.cfg, setting.time_grid,
-                            batch_size, device, on_batch, compiled)
+                            batch_size, device, on_batch, compiled, graphs)
     sample_s = time.perf_counter() - start
     nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
     if nonfinite:  # a diverged solver: record NaN (ranked last) rather than feed scorers garbage

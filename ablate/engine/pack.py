@@ -93,7 +93,7 @@ class PackModule(L.LightningModule):
         self.members = nn.ModuleList(members)
         self.alive = [True] * len(members)
         self.mode, self.fused_used = mode, None
-        self.stack = StackedForward([m.net for m in members], mode, compile=compiled)
+        self.stack = StackedForward([m.net for m in members], mode, compile=compiled, graphs=members[0].graphs)
         self.numbers: list[dict[str, float]] = [{} for _ in members]
 
     def _attach(self) -> None:

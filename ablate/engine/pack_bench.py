@@ -2,7 +2,9 @@
 (:func:`ablate.engine.pack_train.train_pack`: Lightning, per-cell loss, clipping, EMA, validation and
 checkpoints) against the plain stacked step of the same K networks (:class:`ablate.engine.stack.StackedForward`,
 compiled on CUDA, one fused AdamW, per-network clipping, an EMA update every step, nothing else), and the
-plain stacked step's own alternatives (lone and stacked, eager and compiled). Synthetic data; img/s."""
+plain stacked step's own alternatives (lone and stacked, eager and compiled, with CUDA graphs or without).
+Where ``run`` uses CUDA graphs (:func:`ablate.engine.accel.graphs_for`), the pack, the stacked step and the lone
+step are also timed with graphs, in the same run: the graphs' effect. Synthetic data; img/s."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 
 from ablate.config.grid import Cell, Grid
 from ablate.data.base import DatasetInfo
-from ablate.engine.accel import compile_for, fused_adamw, precision_for, timed_steps
+from ablate.engine.accel import compile_for, fused_adamw, graphs_for, precision_for, timed_steps
 from ablate.engine.ema import EMA
 from ablate.engine.stack import Mode, StackedForward, mode_for
 from ablate.engine.train import network_config
@@ -23,8 +25,9 @@ from ablate.models.network import build_network
 
 
 def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int,
-                 mode: Mode, compiled: bool) -> dict[str, float]:
-    """img/s of the plain step of ``k`` networks of the grid's model stacked in ``mode`` (module doc)."""
+                 mode: Mode, compiled: bool, graphs: bool = False) -> dict[str, float]:
+    """img/s of the plain step of ``k`` networks of the grid's model stacked in ``mode`` (module doc); ``graphs``:
+    the compiled stacked call replays CUDA graphs."""
     b = grid.train.batch_size
     nets = []
     for i in range(k):
@@ -33,7 +36,7 @@ def stacked_step(grid: Grid, info: DatasetInfo, device: torch.device, k: int, st
     emas = [EMA(n, 0.99) for n in nets]
     fused = fused_adamw(precision_for(grid.train.precision, device), device)
     opt = torch.optim.AdamW([p for n in nets for p in n.parameters()], lr=1e-4, fused=fused)
-    stack = StackedForward(nets, mode, compile=compiled)
+    stack = StackedForward(nets, mode, compile=compiled, graphs=graphs)
     shape = (b, info.channels, info.resolution, info.resolution)
     data = [(torch.randn(shape, device=device), torch.rand(b, device=device),
              torch.randint(0, info.num_classes, (b,), device=device), torch.randn(shape, device=device)) for _ in nets]
@@ -83,12 +86,21 @@ def pack_path(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps
 
 
 def packing_row(grid: Grid, info: DatasetInfo, device: torch.device, k: int, steps: int, warmup: int) -> dict[str, Any]:
-    """``run``'s pack of ``k`` against the plain stacked step (the ceiling) and the plain lone step."""
+    """``run``'s pack of ``k`` against the plain stacked step (the ceiling, compiled without graphs) and the plain
+    lone step; where ``run`` uses CUDA graphs, also the pack without them and both plain steps with them."""
     compiled = compile_for(grid.train.compile, device)
+    graphs = graphs_for(grid.train.cuda_graphs, compiled, device)
     net = build_network(network_config(grid.model, info))
     ceiling_mode: Mode = "flat" if mode_for(torch.device("cuda"), net) == "flat" else "vmap"
     run = pack_path(grid, info, device, k, steps, warmup)
     ceiling = stacked_step(grid, info, device, k, steps, warmup, ceiling_mode, compiled)
     lone = stacked_step(grid, info, device, 1, steps, warmup, ceiling_mode, compiled)
-    return {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "run": run, "ceiling": ceiling,
-            "lone": lone, "run_vs_ceiling": run["img_s"] / ceiling["img_s"], "ceiling_vs_lone": ceiling["img_s"] / lone["img_s"]}
+    row = {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "compiled": compiled, "graphs": graphs, "run": run,
+           "ceiling": ceiling, "lone": lone, "run_vs_ceiling": run["img_s"] / ceiling["img_s"],
+           "ceiling_vs_lone": ceiling["img_s"] / lone["img_s"]}
+    if graphs:
+        plain = dataclasses.replace(grid, train=dataclasses.replace(grid.train, cuda_graphs=False))
+        row.update(run_without_graphs=pack_path(plain, info, device, k, steps, warmup),
+                   ceiling_graphs=stacked_step(grid, info, device, k, steps, warmup, ceiling_mode, compiled, True),
+                   lone_graphs=stacked_step(grid, info, device, 1, steps, warmup, ceiling_mode, compiled, True))
+    return row

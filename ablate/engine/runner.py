@@ -37,7 +37,8 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.engine.accel import compile_for, gpu_hours, precision_for
+from ablate.engine.accel import compile_for, gpu_hours, graphs_for, precision_for
+from ablate.engine.graphs import fell_back
 from ablate.engine.cell_state import check_training_state, load_checkpoint, note
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
 from ablate.data import load_dataset
@@ -187,11 +188,13 @@ def trainer_options(grid: Grid, ctx: RunContext) -> dict[str, Any]:
 def cell_module(grid: Grid, variant: str, info: DatasetInfo, seed: int = 0, compiled: bool = False,
                 fused: bool | None = None, backbone: str = "dit") -> DiffusionModule:
     """The Lightning module of one cell of ``grid``: the variant's formulation and timestep density, the
-    grid's network (of ``backbone``) for the dataset ``info``, and its training settings."""
+    grid's network (of ``backbone``) for the dataset ``info``, and its training settings; a ``compiled`` network
+    replays CUDA graphs wherever its inputs are on CUDA unless ``train.cuda_graphs`` is false."""
     formulation, density = parse_variant(variant)
     return DiffusionModule(formulation, density, network_config(grid.model.for_backbone(backbone), info,
                                                                     grid.data.conditioning, backbone),
-                           grid.train.for_variant(variant), seed=seed, compiled=compiled, fused=fused)
+                           grid.train.for_variant(variant), seed=seed, compiled=compiled, fused=fused,
+                           graphs=graphs_for(grid.train.cuda_graphs, compiled))
 
 
 def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict[str, Any]:
@@ -243,6 +246,7 @@ def training_summary(grid: Grid, module: DiffusionModule, directory: Path, best_
         "gflops_per_image": module.net.gflops_per_image(), "num_params": module.net.num_params(),
         "train_gflops": module.net.gflops_per_image() * 3 * cfg.batch_size * world * cfg.max_steps,
         "precision": precision, "compiled": module.compiled, "fused_optimizer": module.fused_used,
+        "cuda_graphs": graphs_for(cfg.cuda_graphs, module.compiled, ctx.device) and not fell_back(),
         "grad_clip": cfg.grad_clip, "train_img_per_s": img_per_s, "checkpoint": best_path.name,
         "final_val": validation_of(load_checkpoint(last_path)[0] or best_ckpt, last_path),  # last damaged: resumed at best
         **validation_summary(best_val), **({"pack": pack} if pack > 1 else {}),
@@ -361,7 +365,7 @@ def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summ
         result = evaluate_setting(nets[setting.weights], module.formulation, info, prompts, scorers, setting,
                                   grid.eval.batch_size, ctx.device,
                                   preview=store.preview_path(cell, setting), compiled=module.compiled,
-                                  gpu_share=ctx.gpu_share)
+                                  gpu_share=ctx.gpu_share, graphs=module.graphs)
         provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"], "metrics": metric_roles(s)}
                       for s in scorers}
         store.write_record(new_record(

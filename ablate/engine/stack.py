@@ -34,6 +34,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ablate.engine.accel import compile_once
+from ablate.engine.graphs import GraphedCall
+
 Mode = Literal["flat", "vmap", "loop"]
 
 
@@ -121,9 +124,11 @@ def _stack_inputs(values: Sequence[Any]) -> Any:
 
 class StackedForward:
     """Calls K networks of one architecture on K input tuples as one (see module doc); ``compile``: the
-    stacked call goes through ``torch.compile`` once (``vmap`` mode)."""
+    stacked call (``flat`` or ``vmap``) goes through ``torch.compile`` once; ``graphs`` too: it replays CUDA
+    graphs where its inputs are on CUDA (:class:`ablate.engine.graphs.GraphedCall`: outputs cloned, compiled
+    without graphs after a failure)."""
 
-    def __init__(self, nets: Sequence[nn.Module], mode: Mode, compile: bool = False) -> None:
+    def __init__(self, nets: Sequence[nn.Module], mode: Mode, compile: bool = False, graphs: bool = False) -> None:
         self.nets, self.mode = list(nets), mode
         kinds = {type(n) for n in self.nets}
         if len(kinds) != 1:
@@ -135,7 +140,10 @@ class StackedForward:
         self._call: Any = self._eager
         self._untried = compile and mode != "loop"
         if self._untried:
-            self._call = torch.compile(self._eager, dynamic=False)
+            self._call = compile_once(self._eager)
+            if graphs:
+                self._call = GraphedCall(compile_once(self._eager, mode="reduce-overhead"), self._call,
+                                         f"the stacked {mode} call")
 
     def _flat(self, args: Sequence[tuple[Any, ...]]) -> list[Tensor]:
         flat = self.flat

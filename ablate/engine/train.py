@@ -31,11 +31,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ablate.engine.accel import forward_fn, fused_adamw
+from ablate.engine.accel import fused_adamw
 from ablate.engine.batches import mix_seed
 from ablate.data.base import DatasetInfo
 from ablate.data.conditioning import null_conditioning
 from ablate.engine.ema import EMA
+from ablate.engine.graphs import forward_fn
 from ablate.formulations import Formulation, TimestepDensity, level_times, matched_times, variant_name
 from ablate.config.grid import ModelConfig, TrainConfig
 from ablate.engine.metric_keys import KINDS, SELECTION, WEIGHTS, level_key, mean_key
@@ -85,25 +86,27 @@ class DiffusionModule(L.LightningModule):
     non-finite loss are kept on the device and read every ``check_every`` steps and at each
     validation by :class:`ablate.engine.monitor.TrainingMonitor`, which reports the exact step of a
     non-finite loss. ``compiled``: the network runs through the process's shared compiled forward
-    (:func:`ablate.engine.accel.compiled_call`); ``fused``: AdamW's fused kernel (None: ask
+    (:func:`ablate.engine.accel.compiled_call`), replaying CUDA graphs on CUDA where ``graphs``
+    (:mod:`ablate.engine.graphs`); ``fused``: AdamW's fused kernel (None: ask
     :func:`ablate.engine.accel.fused_adamw` at fit time). Clipping (``train.grad_clip``) is done here,
     before the optimizer step, which works with fused optimizers and mixed precision alike.
     ``hparams``: ``variant`` (the name), ``network``, ``train`` and ``seed``, as plain data.
     """
 
     def __init__(self, formulation: Formulation, density: TimestepDensity, network: NetworkConfig,
-                 train: TrainConfig, seed: int = 0, compiled: bool = False, fused: bool | None = None) -> None:
+                 train: TrainConfig, seed: int = 0, compiled: bool = False, fused: bool | None = None,
+                 graphs: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters({"variant": variant_name(formulation, density), "network": network.to_dict(),
                                    "train": plain(train), "seed": seed})
         self.formulation, self.density, self.train_config = formulation, density, train
-        self.seed, self.fused, self.compiled = seed, fused, compiled
+        self.seed, self.fused, self.compiled, self.graphs = seed, fused, compiled, compiled and graphs
         self.net = build_network(network)
         self.net_attends_tokens = network.stored_tokens  # its conditioning packs the stored caption tokens
         self.ema = EMA(self.net, train.ema.decay)
         self.ema.requires_grad_(False)
         self.fused_used: bool | None = None
-        self._forward = forward_fn(compiled)
+        self._forward = forward_fn(compiled, graphs)
         self._val_sums: dict[str, Tensor] = {}
         self._val_count = 0
         self.reset_loss_window()

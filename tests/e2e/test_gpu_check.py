@@ -30,6 +30,7 @@ def test_training_took_the_gpu_path(summaries):
     grid = load_grid("grids/fashion-mnist.yaml")
     for s in summaries:
         assert s["precision"] == "bf16-mixed" and s["compiled"] is True and s["fused_optimizer"] is True
+        assert s["cuda_graphs"] is True  # CUDA graphs selected (train.cuda_graphs: auto), and none fell back
         assert s["grad_clip"] == grid.train.grad_clip and s["gpu_hours"] > 0
         assert math.isfinite(s["val_loss"]) and s["train_img_per_s"] > 0
 
