@@ -181,3 +181,24 @@ def test_bad_text_backbone_configs_are_refused():
     with pytest.raises(ConfigError, match="num_heads"):
         UViTConfig(input_size=8, in_channels=1, patch_size=2, hidden_size=30, depth=2, num_heads=4, cond_dim=4,
                    context_dim=4, context_length=2)
+
+
+@pytest.mark.parametrize("name", ["dit", *TEXT_BACKBONES])
+def test_packs_stack_every_backbone_as_on_cuda(name):
+    """A pack of caption-conditioned networks through StackedForward in the mode CUDA would choose for the backbone
+    (flat where every parameter sits in a leaf module, else vmap): each network's output and gradients are its own."""
+    from ablate.engine.stack import StackedForward, flat_supported
+
+    nets = [perturb(encoder_network(name), seed=k) for k in range(3)]
+    mode = "flat" if flat_supported(nets[0]) else "vmap"
+    x, t, _ = caption_inputs(batch=2)
+    ids = [torch.tensor([[5, 3, 7, 0, 0], [k + 1, 2, 0, 0, 0]]) for k in range(3)]
+    alone = [net(x, t, i) for net, i in zip(nets, ids)]
+    grads_alone = [torch.autograd.grad(out.square().sum(), list(net.parameters())) for out, net in zip(alone, nets)]
+    stacked = StackedForward(nets, mode)([(x, t, i) for i in ids])
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(stacked[k], alone[k], rtol=1e-4, atol=1e-5)
+        grads = torch.autograd.grad(stacked[k].square().sum(), list(net.parameters()), retain_graph=True)
+        for g, g_alone in zip(grads, grads_alone[k]):
+            scale = float(g_alone.abs().max()) + 1e-6  # summation order differs: rounding relative to the tensor's size
+            torch.testing.assert_close(g, g_alone, rtol=1e-3, atol=1e-3 * scale)
