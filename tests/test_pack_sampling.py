@@ -1,0 +1,148 @@
+"""Packed sampling (ablate.engine.pack_sampling, pack_evaluate): the cells of a pack sample a setting through one
+stacked call per solver step, and each gets, bit for bit on the CPU, the samples it draws alone; a member whose
+solver fails mid-setting fails alone; a pack's records are the records its cells write alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import ablate  # noqa: F401  (torchvision fix first)
+import pytest
+import torch
+import train_kit
+import workers_kit  # noqa: F401  (registers the test-moments scorer)
+from rich.console import Console
+
+from ablate.config.grid import GridOverrides, load_grid
+from ablate.config.setting import Setting
+from ablate.engine.evaluate import Prompts, generate
+from ablate.engine.pack_sampling import PackSampler
+
+VARIANTS = ["rf/lognorm(0.00, 1.00)", "eps/linear", "edm(-1.20, 1.20)"]
+SETTINGS = [Setting(steps=3, cfg=2.0, weights="ema"), Setting(steps=2, cfg=1.0, time_grid="rf", weights="raw")]
+INFO = SimpleNamespace(num_classes=3)  # all that sampling reads of a dataset's info
+N, BATCH = 10, 4  # a partial last batch
+
+
+def _modules():
+    modules = []
+    for k, variant in enumerate(VARIANTS):
+        module = train_kit.tiny_module(variant, seed=k)
+        g = torch.Generator().manual_seed(k)
+        with torch.no_grad():  # DiT's output layer starts at zero: give raw and EMA weights distinct random values
+            for p in [*module.net.parameters(), *module.ema.module.parameters()]:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        modules.append(module)
+    return modules
+
+
+def _prompts(seed: int) -> Prompts:
+    g = torch.Generator().manual_seed(100 + seed)
+    labels = torch.randint(0, 3, (N,), generator=g)
+    return Prompts(labels, labels, [""] * N, torch.randn(N, 1, 8, 8, generator=g))
+
+
+def _alone(module, setting, prompts):
+    net = module.net if setting.weights == "raw" else module.ema.module
+    return generate(net, module.formulation, INFO, prompts, setting.steps, setting.cfg, setting.time_grid, BATCH,
+                    torch.device("cpu"))
+
+
+@pytest.mark.parametrize("mode", ["flat", "loop"])
+def test_packed_samples_are_each_cells_own(one_thread, mode):
+    modules = _modules()
+    prompts = {k: _prompts(k) for k in range(len(modules))}
+    sampler = PackSampler(modules, mode)
+    for setting in SETTINGS:
+        packed = sampler.generate([0, 1, 2], setting, prompts, INFO, BATCH, torch.device("cpu"), pytest.fail)
+        assert sorted(packed) == [0, 1, 2]
+        for k, module in enumerate(modules):
+            samples, nfe = _alone(module, setting, prompts[k])
+            assert packed[k][1] == nfe and packed[k][0].shape == (N, 1, 8, 8)
+            assert torch.equal(packed[k][0], samples), (VARIANTS[k], setting.key)
+            assert samples.std() > 0.05  # not a trivial equality of zeros
+    part = sampler.generate([2, 0], SETTINGS[0], prompts, INFO, BATCH, torch.device("cpu"), pytest.fail)
+    assert sorted(part) == [0, 2] and torch.equal(part[2][0], _alone(modules[2], SETTINGS[0], prompts[2])[0])
+
+
+@pytest.mark.parametrize("mode", ["flat", "loop"])
+def test_a_member_failing_mid_sampling_fails_alone(one_thread, monkeypatch, mode):
+    modules = _modules()
+    prompts = {k: _prompts(k) for k in range(len(modules))}
+    broken, calls = modules[1].formulation, []
+    estimates = type(broken).estimates
+
+    def fail_on_second_batch(self, *args, **kwargs):
+        if self is broken:
+            calls.append(1)
+            if len(calls) > SETTINGS[0].steps:  # the first step of the second batch
+                raise RuntimeError("solver broke")
+        return estimates(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(broken), "estimates", fail_on_second_batch)
+    failed = []
+    packed = PackSampler(modules, mode).generate([0, 1, 2], SETTINGS[0], prompts, INFO, BATCH, torch.device("cpu"),
+                                                 lambda k, err: failed.append((k, str(err))))
+    assert failed == [(1, "solver broke")] and sorted(packed) == [0, 2]
+    monkeypatch.setattr(type(broken), "estimates", estimates)
+    for k in (0, 2):
+        assert torch.equal(packed[k][0], _alone(modules[k], SETTINGS[0], prompts[k])[0]), VARIANTS[k]
+
+
+def test_a_packs_records_are_its_cells_records_alone_and_a_failing_member_leaves_them(tmp_path, one_thread, monkeypatch):
+    """evaluate_pack against evaluate_cell on the same trained cells: every record equal but its timing; a member
+    whose sampling fails fails alone, with no done.json, and its pack-mates' records are still their own."""
+    from ablate.engine.pack_evaluate import evaluate_pack
+    from ablate.engine.pack_train import train_pack
+    from ablate.engine.runner import RunContext, evaluate_cell
+    from ablate.results import ResultsStore
+
+    import ablate.engine.pack_sampling as pack_sampling
+
+    path = workers_kit.write_grid(tmp_path, "evalpack", VARIANTS, max_steps=4,
+                                  settings="[{steps: 2, cfg: 2.0}, {steps: 3, cfg: 1.0}]")
+    grids = {name: dataclasses.replace(load_grid(path, GridOverrides(results=tmp_path / name)), seeds=(0, 1))
+             for name in ("pack", "lone")}
+    ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
+    cells = [grids["pack"].cells()[i] for i in (0, 4, 2)]  # seeds 0, 1, 0: their own prompts and noise
+    assert [(c.variant, c.seed) for c in cells] == list(zip(VARIANTS, (0, 1, 0)))
+    settings = grids["pack"].eval.all_settings()
+    dirs = {name: [tmp_path / name / "cells" / str(k) for k in range(len(cells))] for name in grids}
+    summaries = train_pack(grids["pack"], cells, ctx, dirs["pack"], lambda k, err: pytest.fail(str(err)))
+    for k, cell in enumerate(cells):  # the same checkpoints, evaluated alone into another results directory
+        dirs["lone"][k].mkdir(parents=True)
+        (dirs["lone"][k] / "checkpoints").symlink_to(dirs["pack"][k] / "checkpoints")
+        assert evaluate_cell(grids["lone"], cell, ctx, dirs["lone"][k], summaries[k], settings) == "done"
+
+    solver = pack_sampling.euler_calls
+
+    def breaking(formulation, *args, **kwargs):  # eps/linear's solver fails in the second setting
+        calls = solver(formulation, *args, **kwargs)
+        if formulation.prediction.name == "eps" and kwargs["steps"] == settings[1].steps:
+            next(calls)
+            raise RuntimeError("solver broke")
+        return calls
+
+    monkeypatch.setattr(pack_sampling, "euler_calls", breaking)
+    failed = []
+    done = evaluate_pack(grids["pack"], cells, ctx, dirs["pack"], [summaries[k] for k in range(len(cells))],
+                         [settings] * len(cells), lambda k, err: failed.append((k, str(err))))
+    assert failed == [(1, "solver broke")], failed
+    assert done == [0, 2], done
+    assert [(d / "done.json").exists() for d in dirs["pack"]] == [True, False, True]
+    stores = {name: ResultsStore(tmp_path / name) for name in grids}
+    volatile = ("eval", "created", "config")
+    for k, cell in enumerate(cells):
+        for j, setting in enumerate(settings):
+            packed = stores["pack"].record_path(cell, setting)
+            if k == 1 and j == 1:
+                assert not packed.exists()
+                continue
+            a, b = json.loads(packed.read_text()), json.loads(stores["lone"].record_path(cell, setting).read_text())
+            assert {key: v for key, v in a.items() if key not in volatile} == \
+                   {key: v for key, v in b.items() if key not in volatile}, (VARIANTS[k], setting.key)
+            assert a["eval"]["pack"] == (3 if j == 0 else 2) and "pack" not in b["eval"]
+            assert stores["pack"].preview_path(cell, setting).read_bytes() == \
+                   stores["lone"].preview_path(cell, setting).read_bytes()
