@@ -146,3 +146,17 @@ def test_a_packs_records_are_its_cells_records_alone_and_a_failing_member_leaves
             assert a["eval"]["pack"] == (3 if j == 0 else 2) and "pack" not in b["eval"]
             assert stores["pack"].preview_path(cell, setting).read_bytes() == \
                    stores["lone"].preview_path(cell, setting).read_bytes()
+
+
+def test_the_bench_times_a_packs_validation_and_sampling_against_its_members_alone(tmp_path, one_thread):
+    """ablate bench's rows (GPU only there); on the CPU the pack's numbers and samples are its members' exactly."""
+    from ablate.engine import benchmark as B
+    from ablate.engine.pack_eval_bench import packed_sampling_times, packed_validation_times
+
+    grid = load_grid(workers_kit.write_grid(tmp_path, "bench", VARIANTS, max_steps=4), GridOverrides(results=tmp_path))
+    grid = dataclasses.replace(grid, data=dataclasses.replace(grid.data, val_size=300))  # two batches, the last partial
+    info = B.synthetic_info(grid, 1)
+    v = packed_validation_times(grid, info, torch.device("cpu"), 2)
+    assert (v["k"], v["items"], v["batches"], v["max_rel_diff"]) == (2, 300, 2, 0.0) and v["pack_s"] > 0
+    s = packed_sampling_times(grid, info, torch.device("cpu"), 2)
+    assert (s["setting"], s["num_samples"], s["max_abs_diff"]) == ("4steps-cfg2.0-own-ema", 16, 0.0) and s["lone_s"] > 0
