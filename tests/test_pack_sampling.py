@@ -91,61 +91,108 @@ def test_a_member_failing_mid_sampling_fails_alone(one_thread, monkeypatch, mode
         assert torch.equal(packed[k][0], _alone(modules[k], SETTINGS[0], prompts[k])[0]), VARIANTS[k]
 
 
-def test_a_packs_records_are_its_cells_records_alone_and_a_failing_member_leaves_them(tmp_path, one_thread, monkeypatch):
-    """evaluate_pack against evaluate_cell on the same trained cells: every record equal but its timing; a member
-    whose sampling fails fails alone, with no done.json, and its pack-mates' records are still their own."""
-    from ablate.engine.pack_evaluate import evaluate_pack
+class Interrupted(BaseException):
+    """A kill: not an Exception, so it stops the whole pack (as a signal's KeyboardInterrupt does)."""
+
+
+def _trained(tmp_path):
+    """Three cells (seeds 0, 1, 0: their own prompts and noise) trained as a pack, and each evaluated alone from the
+    same checkpoints into another results directory ("lone")."""
     from ablate.engine.pack_train import train_pack
     from ablate.engine.runner import RunContext, evaluate_cell
-    from ablate.results import ResultsStore
-
-    import ablate.engine.pack_sampling as pack_sampling
 
     path = workers_kit.write_grid(tmp_path, "evalpack", VARIANTS, max_steps=4,
                                   settings="[{steps: 2, cfg: 2.0}, {steps: 3, cfg: 1.0}]")
     grids = {name: dataclasses.replace(load_grid(path, GridOverrides(results=tmp_path / name)), seeds=(0, 1))
              for name in ("pack", "lone")}
     ctx = RunContext(device=torch.device("cpu"), console=Console(quiet=True), progress=False)
-    cells = [grids["pack"].cells()[i] for i in (0, 4, 2)]  # seeds 0, 1, 0: their own prompts and noise
+    cells = [grids["pack"].cells()[i] for i in (0, 4, 2)]
     assert [(c.variant, c.seed) for c in cells] == list(zip(VARIANTS, (0, 1, 0)))
     settings = grids["pack"].eval.all_settings()
     dirs = {name: [tmp_path / name / "cells" / str(k) for k in range(len(cells))] for name in grids}
     summaries = train_pack(grids["pack"], cells, ctx, dirs["pack"], lambda k, err: pytest.fail(str(err)))
-    for k, cell in enumerate(cells):  # the same checkpoints, evaluated alone into another results directory
+    for k, cell in enumerate(cells):
         dirs["lone"][k].mkdir(parents=True)
         (dirs["lone"][k] / "checkpoints").symlink_to(dirs["pack"][k] / "checkpoints")
         assert evaluate_cell(grids["lone"], cell, ctx, dirs["lone"][k], summaries[k], settings) == "done"
+    return SimpleNamespace(grids=grids, ctx=ctx, cells=cells, settings=settings, dirs=dirs,
+                           summaries=[summaries[k] for k in range(len(cells))])
 
+
+def _same_records(tmp_path, t, packs: dict, missing=()) -> None:
+    """Every packed record (but the ``missing`` (member, setting index)) is the lone one but its timing, with
+    ``eval.pack`` as ``packs[(member, setting index)]``, and so is its preview."""
+    from ablate.results import ResultsStore
+
+    stores = {name: ResultsStore(tmp_path / name) for name in t.grids}
+    volatile = ("eval", "created", "config")
+    for k, cell in enumerate(t.cells):
+        for j, setting in enumerate(t.settings):
+            packed = stores["pack"].record_path(cell, setting)
+            if (k, j) in missing:
+                assert not packed.exists()
+                continue
+            a, b = json.loads(packed.read_text()), json.loads(stores["lone"].record_path(cell, setting).read_text())
+            assert {key: v for key, v in a.items() if key not in volatile} == \
+                   {key: v for key, v in b.items() if key not in volatile}, (VARIANTS[k], setting.key)
+            assert a["eval"]["pack"] == packs[(k, j)] and "pack" not in b["eval"], (k, j)
+            assert stores["pack"].preview_path(cell, setting).read_bytes() == \
+                   stores["lone"].preview_path(cell, setting).read_bytes()
+
+
+def test_a_packs_records_are_its_cells_records_alone_and_a_failing_member_leaves_them(tmp_path, one_thread, monkeypatch):
+    """evaluate_pack against evaluate_cell on the same trained cells: every record equal but its timing; a member
+    whose sampling fails fails alone, with no done.json, and its pack-mates' records are still their own."""
+    import ablate.engine.pack_sampling as pack_sampling
+    from ablate.engine.pack_evaluate import evaluate_pack
+
+    t = _trained(tmp_path)
     solver = pack_sampling.euler_calls
 
     def breaking(formulation, *args, **kwargs):  # eps/linear's solver fails in the second setting
         calls = solver(formulation, *args, **kwargs)
-        if formulation.prediction.name == "eps" and kwargs["steps"] == settings[1].steps:
+        if formulation.prediction.name == "eps" and kwargs["steps"] == t.settings[1].steps:
             next(calls)
             raise RuntimeError("solver broke")
         return calls
 
     monkeypatch.setattr(pack_sampling, "euler_calls", breaking)
     failed = []
-    done = evaluate_pack(grids["pack"], cells, ctx, dirs["pack"], [summaries[k] for k in range(len(cells))],
-                         [settings] * len(cells), lambda k, err: failed.append((k, str(err))))
+    done = evaluate_pack(t.grids["pack"], t.cells, t.ctx, t.dirs["pack"], t.summaries, [t.settings] * 3,
+                         lambda k, err: failed.append((k, str(err))))
     assert failed == [(1, "solver broke")], failed
     assert done == [0, 2], done
-    assert [(d / "done.json").exists() for d in dirs["pack"]] == [True, False, True]
-    stores = {name: ResultsStore(tmp_path / name) for name in grids}
-    volatile = ("eval", "created", "config")
-    for k, cell in enumerate(cells):
-        for j, setting in enumerate(settings):
-            packed = stores["pack"].record_path(cell, setting)
-            if k == 1 and j == 1:
-                assert not packed.exists()
-                continue
-            a, b = json.loads(packed.read_text()), json.loads(stores["lone"].record_path(cell, setting).read_text())
-            assert {key: v for key, v in a.items() if key not in volatile} == \
-                   {key: v for key, v in b.items() if key not in volatile}, (VARIANTS[k], setting.key)
-            assert a["eval"]["pack"] == (3 if j == 0 else 2) and "pack" not in b["eval"]
-            assert stores["pack"].preview_path(cell, setting).read_bytes() == \
-                   stores["lone"].preview_path(cell, setting).read_bytes()
+    assert [(d / "done.json").exists() for d in t.dirs["pack"]] == [True, False, True]
+    _same_records(tmp_path, t, {(0, 0): 3, (1, 0): 3, (2, 0): 3, (0, 1): 2, (2, 1): 2}, missing={(1, 1)})
+
+
+def test_a_killed_pack_evaluation_resumes_with_each_cells_missing_records(tmp_path, one_thread, monkeypatch):
+    """A pack killed between two records' writes resumes each cell at its own missing settings (as claim_directory
+    finds them): the cells missing a setting sample it together, and every record is the lone one."""
+    import ablate.engine.pack_evaluate as pack_evaluate
+    from ablate.results import ResultsStore
+
+    t = _trained(tmp_path)
+    write, written = pack_evaluate.write_setting_record, []
+
+    def killed_at_fifth(*args, **kwargs):
+        if len(written) == 4:
+            raise Interrupted
+        written.append(1)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(pack_evaluate, "write_setting_record", killed_at_fifth)
+    fail = lambda k, err: pytest.fail(f"member {k} failed: {err}")  # noqa: E731
+    with pytest.raises(Interrupted):
+        pack_evaluate.evaluate_pack(t.grids["pack"], t.cells, t.ctx, t.dirs["pack"], t.summaries, [t.settings] * 3, fail)
+    assert not any((d / "done.json").exists() for d in t.dirs["pack"])
+    monkeypatch.setattr(pack_evaluate, "write_setting_record", write)
+    store = ResultsStore(tmp_path / "pack")
+    missing = [list(store.faults(cell, t.settings)) for cell in t.cells]
+    assert missing == [[], [t.settings[1]], [t.settings[1]]]
+    assert pack_evaluate.evaluate_pack(t.grids["pack"], t.cells, t.ctx, t.dirs["pack"], t.summaries, missing, fail) == [0, 1, 2]
+    assert all((d / "done.json").exists() for d in t.dirs["pack"])
+    _same_records(tmp_path, t, {(0, 0): 3, (1, 0): 3, (2, 0): 3, (0, 1): 3, (1, 1): 2, (2, 1): 2})
 
 
 def test_the_bench_times_a_packs_validation_and_sampling_against_its_members_alone(tmp_path, one_thread):

@@ -1,9 +1,9 @@
 """A worker's packs: it claims up to K waiting cells of its grid at once and trains them as one stacked model
-(:mod:`ablate.engine.pack`), then evaluates them as one pack too (:mod:`ablate.engine.pack_evaluate`). A cell stays the unit of the queue: each claimed cell is its
-own trial, with its own heartbeat thread, ``where``, ``step`` (:class:`~ablate.runs.queue.TrialReporter`),
-failure (``fail_reason``, ``fail_step``, told FAIL as it fails while its pack-mates go on) and completion;
-a stale one is reclaimed as any. Cells that cannot share a pack (another step to resume from, another
-training config) train as smaller packs or alone, one group after another.
+(:mod:`ablate.engine.pack`), then evaluates them together (:mod:`ablate.engine.pack_evaluate`). A cell stays
+the unit of the queue: each claimed cell is its own trial, with its own heartbeat thread, ``where``, ``step``
+(:class:`~ablate.runs.queue.TrialReporter`), failure (``fail_reason``, ``fail_step``, told FAIL as it fails
+while its pack-mates go on) and completion; a stale one is reclaimed as any. Cells that cannot share a pack
+(another step to resume from, another training config) train as smaller packs or alone, one group after another.
 """
 
 from __future__ import annotations
