@@ -188,15 +188,18 @@ def _fence(worker: Worker, claims: list[_Claim]) -> Callable[[Path], None]:
 
 
 def _run_claims(worker: Worker, claims: list[_Claim]) -> None:
-    """Train the claimed cells that need it (packed), then evaluate their missing or damaged settings (packed
-    where more than one is left)."""
+    """Train the claimed cells that need it (packed), then evaluate their missing or damaged settings: packed where
+    several of one dataset and backbone (one network shape) are left."""
     _train(worker, claims)
-    if sum(c.open for c in claims) > 1:
-        _evaluate_pack(worker, [c for c in claims if c.open])
-        return
+    groups: dict[tuple[str, str], list[_Claim]] = {}
     for c in claims:
-        if not c.open:
+        if c.open:
+            groups.setdefault((c.cell.dataset, c.cell.backbone), []).append(c)
+    for group in groups.values():
+        if len(group) > 1:
+            _evaluate_pack(worker, group)
             continue
+        c = group[0]
         try:
             with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
                 summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
