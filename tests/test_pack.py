@@ -174,8 +174,9 @@ def test_a_plain_run_packs_its_cells_and_records_each_as_alone(tmp_path, one_thr
         ctx = RunContext(device=torch.device("cpu"), console=console, progress=False)
         assert run_grid(grid, ctx, WorkerOptions(pack=pack)) == {"done": 3}
         runs[name] = grid
-    assert "each worker trains up to 3 cells at once" in console.export_text()
-    assert "evaluating 3 cells as one pack" in console.export_text()  # ablate.engine.pack_evaluate
+    said = console.export_text()
+    assert "each worker trains up to 3 cells at once" in said
+    assert "evaluating 3 cells as one pack" in said  # ablate.engine.pack_evaluate
     study = optuna.load_study(study_name="packed", storage=open_storage(
         f"sqlite:///{tmp_path / 'plain' / 'packed' / 'optuna.sqlite3'}", heartbeat=False))
     trials = [t for ts in trials_by_cell(study).values() for t in ts]
