@@ -106,6 +106,34 @@ def test_a_diverging_member_fails_alone_with_its_step(tmp_path, one_thread, monk
         _same_checkpoints(tmp_path / "lone" / str(i), dirs[i])
 
 
+def test_a_member_failing_mid_validation_fails_alone(tmp_path, one_thread, monkeypatch, mode="flat"):
+    """The pack validates through one stacked call (ablate.engine.pack_validation); a member whose own part of it
+    raises (here at the validation of step 8) fails alone, and its pack-mates' numbers and checkpoints are as alone.
+    The flat stack (CUDA's) only: the loop mode runs the same code (ablate.engine.pack_validation) call by call."""
+    from ablate.engine.train import DiffusionModule
+
+    own = DiffusionModule.prepare_validation
+
+    def prepare(self, *args, **kwargs):
+        if self.hparams["variant"] == VARIANTS[1] and self.global_step == 8:
+            raise RuntimeError("validation broke")
+        return own(self, *args, **kwargs)
+
+    grid = _grid(tmp_path)
+    cells = _cells(grid)
+    lone = _lone(grid, tmp_path)
+    monkeypatch.setattr(DiffusionModule, "prepare_validation", prepare)
+    dirs = [tmp_path / "pack" / str(i) for i in range(len(cells))]
+    failed = []
+    packed = train_pack(grid, cells, _ctx(), dirs, lambda k, err: failed.append((k, err)), mode=mode)
+    assert [(k, str(err)) for k, err in failed] == [(1, "validation broke")]
+    assert sorted(packed) == [0, 2] and not (dirs[1] / "train.json").exists()
+    assert torch.load(dirs[1] / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    for i in (0, 2):
+        assert all(packed[i][key] == lone[i][key] for key in SAME_KEYS), VARIANTS[i]
+        _same_checkpoints(tmp_path / "lone" / str(i), dirs[i])
+
+
 def test_a_killed_pack_resumes_in_a_pack_or_alone_bit_for_bit(tmp_path, one_thread):
     grid = _grid(tmp_path)
     cells = _cells(grid)
@@ -146,7 +174,9 @@ def test_a_plain_run_packs_its_cells_and_records_each_as_alone(tmp_path, one_thr
         ctx = RunContext(device=torch.device("cpu"), console=console, progress=False)
         assert run_grid(grid, ctx, WorkerOptions(pack=pack)) == {"done": 3}
         runs[name] = grid
-    assert "each worker trains up to 3 cells at once" in console.export_text()
+    said = console.export_text()
+    assert "each worker trains up to 3 cells at once" in said
+    assert "evaluating 3 cells as one pack" in said  # ablate.engine.pack_evaluate
     study = optuna.load_study(study_name="packed", storage=open_storage(
         f"sqlite:///{tmp_path / 'plain' / 'packed' / 'optuna.sqlite3'}", heartbeat=False))
     trials = [t for ts in trials_by_cell(study).values() for t in ts]

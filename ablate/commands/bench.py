@@ -190,4 +190,17 @@ def packing_table(grid: Any, device: Any, batch: int | None, steps: int, warmup:
             t.add_row(label, "yes" if graphs else "no", str(n), f"{r['img_s']:,.0f}", f"{r['ms_step']:.1f}",
                       f"{r['img_s'] / ceiling:.2f}", f"{r['first_step_s']:.1f}" if "first_step_s" in r else "")
     console.print(t)
+    if "validation" not in row:  # on the GPU only (pack_bench.packing_row)
+        return row
+    v, s = row["validation"], row["sampling"]
+    t = Table(title=f"a pack's validation and sampling: the {k} cells of the pack through one stacked call against each "
+                    f"alone, same modules, this run (validation: {v['items']} items in {v['batches']} batches, raw and "
+                    f"EMA; sampling: setting {s['setting']}, {s['num_samples']} samples a cell, batch {s['batch_size']}); "
+                    "warm-up (compile, graphs) untimed")
+    for col in ("what", "K lone s", "pack s", "lone/pack", "K lone warm-up s", "pack warm-up s", "max difference"):
+        t.add_column(col, justify="right")
+    for label, r, diff in (("validation", v, f"{v['max_rel_diff']:.1e} rel"), ("sampling", s, f"{s['max_abs_diff']:.1e} abs")):
+        t.add_row(label, f"{r['lone_s']:.2f}", f"{r['pack_s']:.2f}", f"{r['lone_s'] / r['pack_s']:.2f}x",
+                  f"{r['lone_warmup_s']:.1f}", f"{r['pack_warmup_s']:.1f}", diff)
+    console.print(t)
     return row

@@ -65,7 +65,7 @@ def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompt
     shared compiled forward (:func:`ablate.engine.accel.compiled_call`), with CUDA graphs on CUDA where ``graphs``
     (:mod:`ablate.engine.graphs`: one per batch shape and set of weights)."""
     net.eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = sampling_autocast(device)
     forward = forward_fn(compiled, graphs)
 
     def model_fn(x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
@@ -82,6 +82,11 @@ def generate(net: nn.Module, formulation: Formulation, info: DatasetInfo, prompt
         if on_batch:
             on_batch(len(x))
     return torch.cat(out), nfe
+
+
+def sampling_autocast(device: torch.device) -> torch.autocast:
+    """The sampler's precision: the network in bf16 autocast on CUDA, as trained; full precision on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def score_samples(scorers: list[Scorer], samples: Tensor, prompts: Prompts) -> dict[str, float]:
@@ -108,7 +113,17 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
     start = time.perf_counter()
     samples, nfe = generate(net, formulation, info, prompts, setting.steps, setting.cfg, setting.time_grid,
                             batch_size, device, on_batch, compiled, graphs)
-    sample_s = time.perf_counter() - start
+    return setting_result(samples, nfe, time.perf_counter() - start, formulation, info, prompts, scorers, setting,
+                          device, preview, gpu_share)
+
+
+def setting_result(samples: Tensor, nfe: int, sample_s: float, formulation: Formulation, info: DatasetInfo,
+                   prompts: Prompts, scorers: list[Scorer], setting: Setting, device: torch.device,
+                   preview: Path | None = None, gpu_share: float = 1.0, pack: int = 1) -> dict:
+    """:func:`evaluate_setting`'s parts for ``samples`` drawn in ``sample_s`` seconds (scored here, timed on from
+    there); ``pack``: the cells that sampled together (:mod:`ablate.engine.pack_sampling`), whose shared sampling
+    time each counts a ``1 / pack`` share of (recorded as ``eval.pack`` where over 1)."""
+    start = time.perf_counter() - sample_s
     nonfinite = int((~torch.isfinite(samples).flatten(1).all(1)).sum())
     if nonfinite:  # a diverged solver: record NaN (ranked last) rather than feed scorers garbage
         metrics, resamples, replicates = {m.name: float("nan") for scorer in scorers for m in scorer.metrics}, {}, {}
@@ -123,7 +138,7 @@ def evaluate_setting(net: nn.Module, formulation: Formulation, info: DatasetInfo
         "num_samples": len(samples),
         "solver_details": solver_details(formulation, setting),
         "eval": {"wall_s": wall, "sample_s": sample_s, "nonfinite_samples": nonfinite,
-                 "gpu_hours": gpu_hours(wall, device, gpu_share)},
+                 "gpu_hours": gpu_hours(wall, device, gpu_share), **({"pack": pack} if pack > 1 else {})},
     }
 
 

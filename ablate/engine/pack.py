@@ -6,14 +6,15 @@ its batch, t and noise from (its seed, step, rank) exactly as alone, and writes 
 logs, ``train-runs.json`` and ``train.json`` in the format a lone cell writes, so a cell resumes alone
 or in any pack. What the members share is the step: one stacked forward and backward
 (:class:`~ablate.engine.stack.StackedForward`), one AdamW over all their parameters (AdamW is
-elementwise, so it steps each exactly as its own would), and the trainer's loops.
+elementwise, so it steps each exactly as its own would), the validation's network calls (one stacked call per
+level and kind: :mod:`ablate.engine.pack_validation`), and the trainer's loops.
 
 - Per cell: the loss (its own formulation), the gradient clipping (on its own parameters, before the
   optimizer step, as alone), the EMA update, the validation numbers and the best/last checkpoints
   (each member has its own :class:`~ablate.engine.checkpointing.CellCheckpoint`, driven through a view
   of the trainer that shows the member's numbers, loggers and state: :class:`_MemberTrainer`).
 - A member whose loss turns non-finite (read every ``CHECK_EVERY`` steps and before each validation,
-  with the exact step) or whose bookkeeping fails is dropped from the pack and reported through
+  with the exact step) or whose bookkeeping or own part of a validation fails is dropped from the pack and reported through
   ``on_failed``; the others go on. A failure of the shared step fails the pack (every member).
 - Resume: members resume together when their checkpoints are at the same step (one trainer state
   is built from theirs); :func:`resume_groups` splits the rest.
@@ -38,11 +39,16 @@ from ablate.engine.batches import LatentDataModule, StepBatches, _IndexedBatches
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint
 from ablate.engine.metric_keys import TRAIN_LOSS
 from ablate.engine.monitor import TrainingMonitor
+from ablate.engine.pack_validation import PackValidation
 from ablate.engine.stack import Mode, StackedForward
 from ablate.engine.train import DiffusionModule, optimizer_and_schedule
 from ablate.engine.accel import fused_adamw
 
 Failed = Callable[[int, BaseException], None]
+
+
+def _unreported(k: int, err: BaseException) -> None:
+    raise err  # no callback to tell (a pack outside a trainer): the failure is the caller's
 
 
 class _PackBatches(Sampler[list[list[int]]]):
@@ -94,7 +100,16 @@ class PackModule(L.LightningModule):
         self.alive = [True] * len(members)
         self.mode, self.fused_used = mode, None
         self.stack = StackedForward([m.net for m in members], mode, compile=compiled, graphs=members[0].graphs)
+        self.validation = PackValidation(members, mode, compiled=compiled, graphs=members[0].graphs)
         self.numbers: list[dict[str, float]] = [{} for _ in members]
+        self.on_failed: Failed = _unreported
+
+    def drop(self, k: int, err: BaseException) -> None:
+        """Member k failed (``err``): it leaves the pack, ``on_failed`` is told, and with none left the pack stops."""
+        self.alive[k] = False
+        self.on_failed(k, err)
+        if not self.living() and self._trainer is not None:
+            self.trainer.should_stop = True
 
     def _attach(self) -> None:
         for m in self.members:
@@ -131,8 +146,7 @@ class PackModule(L.LightningModule):
         return optimizer_and_schedule(first.train_config, params, fused)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        for k in self.living():
-            self.members[k].validation_step(batch, batch_idx)
+        self.validation.step(batch, batch_idx, self.living(), self.drop)
 
     def on_validation_epoch_start(self) -> None:
         for m in self.members:
@@ -208,12 +222,10 @@ class PackCallback(L.Callback):
             try:
                 fn(k)
             except Exception as err:  # noqa: BLE001 -- this member fails (a non-finite loss too); the pack goes on
-                pack.alive[k] = False
-                self.on_failed(k, err)
-        if not pack.living():
-            pack.trainer.should_stop = True
+                pack.drop(k, err)
 
     def setup(self, trainer: L.Trainer, pack: PackModule, stage: str) -> None:
+        pack.on_failed = self.on_failed  # a member failing inside the pack's own steps (validation) is told too
         self.views = [_MemberTrainer(trainer, pack, k, c, self.loggers[k]) for k, c in enumerate(self.checkpoints)]
         for k, c in enumerate(self.checkpoints):
             c.setup(self.views[k], pack.members[k], stage)

@@ -4,7 +4,8 @@ checkpoints) against the plain stacked step of the same K networks (:class:`abla
 compiled on CUDA, one fused AdamW, per-network clipping, an EMA update every step, nothing else), and the
 plain stacked step's own alternatives (lone and stacked, eager and compiled, with CUDA graphs or without).
 Where ``run`` uses CUDA graphs (:func:`ablate.engine.accel.graphs_for`), the pack, the stacked step and the lone
-step are also timed with graphs, in the same run: the graphs' effect. Synthetic data; img/s."""
+step are also timed with graphs, in the same run: the graphs' effect. Synthetic data; img/s. Also the pack's validation and sampling against its members' lone ones
+(:mod:`ablate.engine.pack_eval_bench`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ablate.config.grid import Cell, Grid
 from ablate.data.base import DatasetInfo
 from ablate.engine.accel import compile_for, fused_adamw, graphs_for, precision_for, timed_steps
 from ablate.engine.ema import EMA
+from ablate.engine.pack_eval_bench import packed_sampling_times, packed_validation_times
 from ablate.engine.stack import Mode, StackedForward, mode_for
 from ablate.engine.train import network_config
 from ablate.models.network import build_network
@@ -98,6 +100,9 @@ def packing_row(grid: Grid, info: DatasetInfo, device: torch.device, k: int, ste
     row = {"k": k, "mode": mode_for(device, net), "ceiling_mode": ceiling_mode, "compiled": compiled, "graphs": graphs, "run": run,
            "ceiling": ceiling, "lone": lone, "run_vs_ceiling": run["img_s"] / ceiling["img_s"],
            "ceiling_vs_lone": ceiling["img_s"] / lone["img_s"]}
+    if device.type == "cuda":  # the CPU's pack calls its networks in turn (the loop mode): the same work as alone
+        row.update(validation=packed_validation_times(grid, info, device, k),
+                   sampling=packed_sampling_times(grid, info, device, k))
     if graphs:
         plain = dataclasses.replace(grid, train=dataclasses.replace(grid.train, cuda_graphs=False))
         row.update(run_without_graphs=pack_path(plain, info, device, k, steps, warmup),

@@ -46,7 +46,7 @@ from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
 from ablate.io import check_fence
 from ablate.io import write_failure
-from ablate.engine.evaluate import draw_prompts, evaluate_setting
+from ablate.engine.evaluate import Prompts, draw_prompts, evaluate_setting
 from ablate.formulations import parse_variant
 from ablate.config.grid import Cell, Grid
 from ablate.config.setting import Setting
@@ -346,19 +346,10 @@ def claim_directory(grid: Grid, cell: Cell, ctx: RunContext) -> tuple[Path, list
 def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summary: dict[str, Any],
                   settings: list[Setting]) -> str:
     """Sample and score ``settings`` from the cell's best checkpoint, one record each, then mark it done."""
-    info, splits = ctx.dataset(grid, cell.dataset)
-    scorers = ctx.scorers(grid, cell.dataset)
-    store, ckpt = ResultsStore(grid.results_root), directory / "checkpoints" / "best.ckpt"
-    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
-        last, _ = load_checkpoint(directory / "checkpoints" / "last.ckpt")
-        summary = {**summary, "val_curve": [curve_point(p) for p in (validation_curve_of(last) if last else [])]}
-    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device),
-                         backbone=cell.backbone)
-    module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-    module.to(ctx.device)
+    info, _ = ctx.dataset(grid, cell.dataset)
+    scorers, store = ctx.scorers(grid, cell.dataset), ResultsStore(grid.results_root)
+    module, prompts, summary = evaluation_inputs(grid, cell, ctx, directory, summary)
     nets = {"ema": module.ema.module, "raw": module.net}
-    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning,
-                           tokens=module.net_attends_tokens)
     stamp = provenance_stamp(str(ctx.device))
     for setting in settings:
         check_fence(store.record_path(cell, setting))  # a worker whose claim was taken over stops here
@@ -366,15 +357,39 @@ def evaluate_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path, summ
                                   grid.eval.batch_size, ctx.device,
                                   preview=store.preview_path(cell, setting), compiled=module.compiled,
                                   gpu_share=ctx.gpu_share, graphs=module.graphs)
-        provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"], "metrics": metric_roles(s)}
-                      for s in scorers}
-        store.write_record(new_record(
-            cell, setting, result["metrics"], metric_resamples=result["metric_resamples"],
-            metric_replicates=result["metric_replicates"],
-            nfe=result["nfe"], num_samples=result["num_samples"],
-            train=summary, eval=result["eval"], solver_details=result["solver_details"],
-            formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
-                         "variant": cell.variant},
-            scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))
+        write_setting_record(grid, cell, module, summary, setting, result, scorers, info, stamp)
     write_json_atomic(directory / "done.json", {"cell": dataclasses.asdict(cell), **stamp})
     return "done"
+
+
+def evaluation_inputs(grid: Grid, cell: Cell, ctx: RunContext, directory: Path,
+                      summary: dict[str, Any]) -> tuple[DiffusionModule, Prompts, dict[str, Any]]:
+    """What a cell's evaluation samples from: its module with the best checkpoint loaded (on ``ctx.device``), its
+    prompts (:func:`~ablate.engine.evaluate.draw_prompts`) and the summary its records carry (with the validation curve)."""
+    info, splits = ctx.dataset(grid, cell.dataset)
+    ckpt = directory / "checkpoints" / "best.ckpt"
+    if "val_curve" not in summary:  # the record carries the validation curve (convergence checks)
+        last, _ = load_checkpoint(directory / "checkpoints" / "last.ckpt")
+        summary = {**summary, "val_curve": [curve_point(p) for p in (validation_curve_of(last) if last else [])]}
+    module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device),
+                         backbone=cell.backbone)
+    module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    module.to(ctx.device)
+    prompts = draw_prompts(info, splits["test"], grid.eval.num_samples, cell.seed, grid.data.conditioning,
+                           tokens=module.net_attends_tokens)
+    return module, prompts, summary
+
+
+def write_setting_record(grid: Grid, cell: Cell, module: DiffusionModule, summary: dict[str, Any], setting: Setting,
+                         result: dict[str, Any], scorers: list[Scorer], info: DatasetInfo, stamp: dict[str, Any]) -> None:
+    """The record of one evaluated setting (``result``: :func:`~ablate.engine.evaluate.evaluate_setting`'s)."""
+    provenance = {s.name: {**s.provenance(), "num_samples": result["num_samples"], "metrics": metric_roles(s)}
+                  for s in scorers}
+    ResultsStore(grid.results_root).write_record(new_record(
+        cell, setting, result["metrics"], metric_resamples=result["metric_resamples"],
+        metric_replicates=result["metric_replicates"],
+        nfe=result["nfe"], num_samples=result["num_samples"],
+        train=summary, eval=result["eval"], solver_details=result["solver_details"],
+        formulation={**module.formulation.metadata(), "timestep_density": module.density.name,
+                     "variant": cell.variant},
+        scorers=provenance, config=grid.to_dict(), dataset_provenance=info.provenance, **stamp))

@@ -24,7 +24,7 @@ weights on the CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -183,21 +183,31 @@ class DiffusionModule(L.LightningModule):
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x0, cond = batch
-        f = self.formulation
-        gen = torch.Generator(device=x0.device).manual_seed(VAL_NOISE_SEED + batch_idx)
-        times = {"loss": level_times().to(x0), "x0_mse": matched_times(f).to(x0)}
         nets = {"raw": self.net, "ema": self.ema.module}
-        for k in range(len(times["loss"])):
-            eps = torch.randn(x0.shape, generator=gen, device=x0.device)
-            for weights in WEIGHTS:
-                for kind in KINDS:
-                    t = times[kind][k].expand(x0.shape[0])
-                    z = f.add_noise(x0, eps, t)
-                    raw = self._forward(nets[weights], *f.model_input(z, t), cond).float()
-                    per = f.loss(raw, x0, eps, t) if kind == "loss" else ((f.denoise(raw, z, t) - x0) ** 2).flatten(1).mean(1)
-                    key = level_key(weights, kind, k)
-                    self._val_sums[key] = self._val_sums.get(key, 0) + per.sum().double()
+        for level, eps in enumerate(validation_noise(x0, batch_idx)):
+            for kind in KINDS:
+                args, finish = self.prepare_validation(x0, cond, eps, level, kind)
+                for weights in WEIGHTS:
+                    finish(self._forward(nets[weights], *args), weights)
         self._val_count += x0.shape[0]
+
+    def prepare_validation(self, x0: Tensor, cond: Tensor, eps: Tensor, level: int,
+                           kind: str) -> tuple[tuple[Any, ...], Callable[[Tensor, str], None]]:
+        """The network inputs ``(x, t, y)`` of one validation level and kind (:data:`KINDS`), the same for both
+        weights, and the function adding a network's output (of the weights named) to this validation's sums:
+        a pack (:mod:`ablate.engine.pack_validation`) runs the networks of its cells between the two."""
+        f = self.formulation
+        times = level_times() if kind == "loss" else matched_times(f)
+        t = times[level].to(x0).expand(x0.shape[0])
+        z = f.add_noise(x0, eps, t)
+
+        def finish(out: Tensor, weights: str) -> None:
+            raw = out.float()
+            per = f.loss(raw, x0, eps, t) if kind == "loss" else ((f.denoise(raw, z, t) - x0) ** 2).flatten(1).mean(1)
+            key = level_key(weights, kind, level)
+            self._val_sums[key] = self._val_sums.get(key, 0) + per.sum().double()
+
+        return (*f.model_input(z, t), cond), finish
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums, self._val_count = {}, 0
@@ -219,6 +229,14 @@ class DiffusionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for key, value in self.validation_numbers().items():
             self.log(key, value, prog_bar=key == SELECTION)
+
+
+def validation_noise(x0: Tensor, batch_idx: int) -> Iterator[Tensor]:
+    """The validation noise of batch ``batch_idx``, one draw per level (in order, each of ``x0``'s shape): the same
+    for every variant and seed (seeded by ``VAL_NOISE_SEED`` and the batch)."""
+    gen = torch.Generator(device=x0.device).manual_seed(VAL_NOISE_SEED + batch_idx)
+    for _ in range(len(level_times())):
+        yield torch.randn(x0.shape, generator=gen, device=x0.device)
 
 
 def optimizer_and_schedule(cfg: TrainConfig, params: list[Tensor], fused: bool) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ablate.formulations.names import (
     variant_name,
 )
 from ablate.formulations.predictions import LOSS_SPACES, PREDICTIONS, Prediction
-from ablate.formulations.solver import TIME_GRIDS, euler_sample, sampler_metadata, sampling_times, solver_metadata
+from ablate.formulations.solver import TIME_GRIDS, euler_calls, euler_sample, sampler_metadata, sampling_times, solver_metadata
 from ablate.formulations.timesteps import TimestepDensity
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "TimestepDensity",
     "Variant",
     "canonical_variant",
+    "euler_calls",
     "euler_sample",
     "get_formulation",
     "level_log_snrs",

@@ -21,6 +21,7 @@ Our choices (the paper only says "Euler on dz = v dt"), recorded by :func:`solve
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any, Callable
 
 import torch
@@ -67,6 +68,27 @@ def euler_sample(
     standard normal of the sample shape; ``cond``/``uncond`` are batched tensors (labels or
     embeddings) concatenated along dim 0 when ``cfg != 1``.
     """
+    solver = euler_calls(formulation, noise, steps, cfg, cond, uncond, time_grid)
+    call = next(solver)
+    while True:
+        try:
+            call = solver.send(model_fn(*call))
+        except StopIteration as done:
+            return done.value
+
+
+def euler_calls(
+    formulation: Formulation,
+    noise: Tensor,
+    steps: int,
+    cfg: float = 1.0,
+    cond: Any = None,
+    uncond: Any = None,
+    time_grid: str = "own",
+) -> Generator[tuple[Tensor, Tensor, Any], Tensor, tuple[Tensor, int]]:
+    """:func:`euler_sample` with the caller making the network calls: yields each call's ``(net_in, net_t,
+    cond)``, is sent that call's raw output, and returns (x0, NFE). Several samplers (the cells of a pack) can so
+    share one network call per step; driven with ``model_fn`` it is :func:`euler_sample`, bit for bit."""
     if cfg != 1.0 and uncond is None:
         raise ValueError("classifier-free guidance (cfg != 1) needs an unconditional input `uncond`")
     # The path is evaluated in float64 (EDM's quantile time puts sigma = 80 at t = 1 - 1e-13, which
@@ -78,17 +100,17 @@ def euler_sample(
     guided = cfg != 1.0
     both = torch.cat([cond, uncond]) if guided else cond
 
-    def network(z_in: Tensor, t_in: Tensor, c: Any) -> Tensor:
+    def inputs(z_in: Tensor, t_in: Tensor, c: Any) -> tuple[Tensor, Tensor, Any]:
         net_in, net_t = formulation.model_input(z_in, t_in)
-        return model_fn(net_in.to(dtype), net_t.to(dtype), c).double()
+        return net_in.to(dtype), net_t.to(dtype), c
 
     for i in range(steps):
         t = times[i].expand(batch)
         if guided:
-            raw_c, raw_u = network(torch.cat([z, z]), torch.cat([t, t]), both).chunk(2)
+            raw_c, raw_u = (yield inputs(torch.cat([z, z]), torch.cat([t, t]), both)).double().chunk(2)
             raw = raw_u + cfg * (raw_c - raw_u)
         else:
-            raw = network(z, t, cond)
+            raw = (yield inputs(z, t, cond)).double()
         x0_hat, eps_hat = formulation.estimates(raw, z, t)
         if i == steps - 1:
             return x0_hat.to(dtype), steps * (2 if guided else 1)

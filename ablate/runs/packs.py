@@ -1,9 +1,9 @@
 """A worker's packs: it claims up to K waiting cells of its grid at once and trains them as one stacked model
-(:mod:`ablate.engine.pack`), then evaluates each. A cell stays the unit of the queue: each claimed cell is its
-own trial, with its own heartbeat thread, ``where``, ``step`` (:class:`~ablate.runs.queue.TrialReporter`),
-failure (``fail_reason``, ``fail_step``, told FAIL as it fails while its pack-mates go on) and completion;
-a stale one is reclaimed as any. Cells that cannot share a pack (another step to resume from, another
-training config) train as smaller packs or alone, one group after another.
+(:mod:`ablate.engine.pack`), then evaluates them together (:mod:`ablate.engine.pack_evaluate`). A cell stays
+the unit of the queue: each claimed cell is its own trial, with its own heartbeat thread, ``where``, ``step``
+(:class:`~ablate.runs.queue.TrialReporter`), failure (``fail_reason``, ``fail_step``, told FAIL as it fails
+while its pack-mates go on) and completion; a stale one is reclaimed as any. Cells that cannot share a pack
+(another step to resume from, another training config) train as smaller packs or alone, one group after another.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from ablate.config.grid import Cell
 from ablate.engine.pack import resume_groups
+from ablate.engine.pack_evaluate import evaluate_pack
 from ablate.engine.pack_train import resume_steps, train_pack
 from ablate.engine.cell_state import check_training_state
 from ablate.engine.runner import claim_directory, evaluate_cell, say_to_cell, train_cell
@@ -187,11 +188,18 @@ def _fence(worker: Worker, claims: list[_Claim]) -> Callable[[Path], None]:
 
 
 def _run_claims(worker: Worker, claims: list[_Claim]) -> None:
-    """Train the claimed cells that need it (packed), then evaluate each one's missing or damaged settings."""
+    """Train the claimed cells that need it (packed), then evaluate their missing or damaged settings: packed where
+    several of one dataset and backbone (one network shape) are left."""
     _train(worker, claims)
+    groups: dict[tuple[str, str], list[_Claim]] = {}
     for c in claims:
-        if not c.open:
+        if c.open:
+            groups.setdefault((c.cell.dataset, c.cell.backbone), []).append(c)
+    for group in groups.values():
+        if len(group) > 1:
+            _evaluate_pack(worker, group)
             continue
+        c = group[0]
         try:
             with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
                 summary = json.loads((c.directory / "train.json").read_text())  # type: ignore[operator]
@@ -200,6 +208,32 @@ def _run_claims(worker: Worker, claims: list[_Claim]) -> None:
             _failed(worker, c, err)
             continue
         _complete(worker, c, outcome)
+
+
+def _evaluate_pack(worker: Worker, claims: list[_Claim]) -> None:
+    """Evaluate the claimed cells as one pack (:func:`ablate.engine.pack_evaluate.evaluate_pack`), each told as it
+    fails or completes."""
+    todo, summaries = [], []
+    for c in claims:
+        try:
+            summaries.append(json.loads((c.directory / "train.json").read_text()))  # type: ignore[operator]
+            todo.append(c)
+        except Exception as err:  # noqa: BLE001 -- this cell fails; the pack goes on
+            _failed(worker, c, err)
+    if not todo:
+        return
+    worker.say(f"evaluating {len(todo)} cells as one pack")
+    try:
+        with logs.to_file([c.directory / logs.CELL_LOG for c in todo]):  # type: ignore[operator]
+            done = evaluate_pack(worker.grid, [c.cell for c in todo], worker.ctx, [c.directory for c in todo],  # type: ignore[misc]
+                                 summaries, [c.settings for c in todo], lambda k, err: _failed(worker, todo[k], err))
+    except Exception as err:  # noqa: BLE001 -- the pack's evaluation failed outside its members: each fails
+        for c in todo:
+            _failed(worker, c, err)
+        return
+    for k in done:
+        if todo[k].open:
+            _complete(worker, todo[k], "done")
 
 
 def claim_rounds(size: int) -> Callable[[Worker], bool] | None:
