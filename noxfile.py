@@ -8,7 +8,6 @@ constraints.txt (a different torch would pull several GB of CUDA packages)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -38,22 +37,12 @@ def _unit_tests(session: nox.Session) -> None:
                 *session.posargs, env={**ENV, "OMP_NUM_THREADS": "1"})
 
 
-def _smoke_run(workers: int) -> list[str]:
-    """The smoke grid's run, its cells shared through its Optuna storage by every run of it on these results."""
-    return ["python", "-m", "ablate", "run", "grids/smoke.yaml", "--results", SMOKE_RESULTS, "--workers", str(workers),
-            "--seeds", SMOKE_SEEDS, "--no-leaderboard"]
-
-
-def _smoke(session: nox.Session) -> None:
-    """The grid, its leaderboard, then the ``smoke`` tests."""
+def _smoke(session: nox.Session, assert_env: dict[str, str] | None = None) -> None:
+    """The grid, its leaderboard, then the ``smoke`` tests; ``assert_env`` adds results for them to check."""
     # two single-threaded workers share the grid through its Optuna storage: ~1.2x faster than one
     # two-threaded process for these tiny models on 2 cores, and it runs the distributed path in CI
-    session.run(*_smoke_run(2), env={**ENV, "OMP_NUM_THREADS": "1"})
-    _smoke_assertions(session)
-
-
-def _smoke_assertions(session: nox.Session, assert_env: dict[str, str] | None = None) -> None:
-    """The finished grid's leaderboard, then the ``smoke`` tests; ``assert_env`` adds results for them to check."""
+    session.run("python", "-m", "ablate", "run", "grids/smoke.yaml", "--results", SMOKE_RESULTS, "--workers", "2",
+                "--seeds", SMOKE_SEEDS, "--no-leaderboard", env={**ENV, "OMP_NUM_THREADS": "1"})
     session.run("python", "-m", "ablate", "leaderboard", "--results", SMOKE_RESULTS, "--grid", "smoke",
                 "--out", "leaderboard", env=ENV)
     session.run("pytest", "-m", "smoke", *session.posargs,
@@ -81,33 +70,24 @@ def _study_assertions(session: nox.Session) -> None:
 @nox.session
 def ci(session: nox.Session) -> None:
     """Unit tests with the CPU studies beside them (single-threaded, in the time the tests spend waiting on
-    their subprocesses), then a first smoke-grid worker beside the tests' last files, then the rest of the
-    24-variant smoke grid with a second worker, then the assertions on both (one install)."""
+    their subprocesses), then the 24-variant smoke grid, then the assertions on both (one install)."""
     _install(session)
     log = Path(STUDY_RESULTS) / "studies.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    script = " && ".join(" ".join(f"'{a}'" for a in [f"{session.bin}/python", *cmd[1:]])
-                         for cmd in [*_study_commands(), _smoke_run(1)])
+    script = " && ".join(" ".join(f"'{a}'" for a in [f"{session.bin}/python", *cmd[1:]]) for cmd in _study_commands())
     with log.open("w") as out:
-        studies = subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        studies = subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **ENV, "OMP_NUM_THREADS": "1"})
     try:
         _unit_tests(session)
-        if studies.poll():  # the studies failed: say so now, not after the grid
-            session.error("the CPU studies failed:\n" + "\n".join(log.read_text().splitlines()[-40:]))
-        # the grid's second worker (or both, if the first is done): it returns once no cell is waiting or running
-        session.run(*_smoke_run(1 if studies.poll() is None else 2), env={**ENV, "OMP_NUM_THREADS": "1"})
     except BaseException:
-        try:
-            os.killpg(studies.pid, signal.SIGTERM)  # bash and the run it started
-        except ProcessLookupError:
-            pass
+        studies.terminate()
         raise
     code = studies.wait()
-    session.log(f"the CPU studies and the first smoke worker (beside the unit tests) exited with {code}; their log: {log}")
+    session.log(f"the CPU studies (beside the unit tests) exited with {code}; their log: {log}")
     if code:
-        session.error("the CPU studies or the first smoke worker failed:\n" + "\n".join(log.read_text().splitlines()[-40:]))
-    _smoke_assertions(session, {"ABLATE_STUDY_RESULTS": STUDY_RESULTS})  # one pytest run asserts on the grid and the studies
+        session.error("the CPU studies failed:\n" + "\n".join(log.read_text().splitlines()[-40:]))
+    _smoke(session, {"ABLATE_STUDY_RESULTS": STUDY_RESULTS})  # one pytest run asserts on the grid and the studies
 
 
 @nox.session
