@@ -30,8 +30,11 @@ def _install(session: nox.Session) -> None:
 
 
 def _unit_tests(session: nox.Session) -> None:
-    # two processes (pytest-xdist, one test file each at a time): many tests wait on subprocesses
-    session.run("pytest", "-m", "not smoke and not slow", "-n", "2", "--dist", "loadfile", *session.posargs, env=ENV)
+    # two processes (pytest-xdist, one test file each at a time): many tests wait on subprocesses; one thread
+    # each, as the studies beside them (two threads each oversubscribed the 2 cores; a small model's step runs
+    # as fast on one thread, see ablate/threads.py); the longest files first (tests/conftest.py)
+    session.run("pytest", "-m", "not smoke and not slow", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder",
+                *session.posargs, env={**ENV, "OMP_NUM_THREADS": "1"})
 
 
 def _smoke(session: nox.Session, assert_env: dict[str, str] | None = None) -> None:

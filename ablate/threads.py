@@ -10,8 +10,13 @@ The policy (measured by ``benchmarks/contention.py``; the table is in the README
 2. A process gets the CPUs it may run on (``os.sched_getaffinity``, capped by a cgroup CPU quota)
    divided by the local processes sharing them (``--workers N``), at least one thread.
 3. What the user set wins: ``OMP_NUM_THREADS`` (the thread count) and ``OMP_WAIT_POLICY``.
+4. A plain ``run`` on the CPU starts one single-threaded worker process per CPU (:func:`plain_cpu_workers`):
+   a small model's CPU step is a chain of small kernels, which one thread runs at about the speed of two
+   (``benchmarks/cpu_quickstart.py``: ``grids/smoke.yaml`` at about 1,200 img/s per single-threaded worker
+   against 600-780 img/s in all for one two-threaded process on 2 cores), so N processes do about N times the
+   work. ``OMP_NUM_THREADS`` set is the user's choice of threads: the run stays one process, as before.
 
-Every run applies it (a plain run is one worker); the count is recorded in each cell's training
+Every run applies it; the count is recorded in each cell's training
 summary (``threads``). Imports nothing heavy, so it can run before torch is loaded.
 """
 
@@ -56,6 +61,13 @@ def threads_per_process(processes: int = 1) -> int:
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
     return max(1, available_cpus() // max(1, processes))
+
+
+def plain_cpu_workers() -> int:
+    """Worker processes a plain CPU ``run`` starts (rule 4 of the module doc): one per :func:`available_cpus`,
+    or 1 when ``OMP_NUM_THREADS`` is set."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return 1 if explicit else available_cpus()
 
 
 def apply(processes: int = 1) -> int:

@@ -86,7 +86,7 @@ def test_prepare_run_score_leaderboard_every_backbone(tmp_path: Path, prepared: 
     path.write_text(json.dumps(grid))  # JSON is YAML
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results), "--cache-dir", str(tmp_path / "cache"),
-                 "--no-leaderboard"]) == 0
+                 "--no-leaderboard", "--workers", "1"]) == 0  # in this process, where the tiny CLIP is registered
     frame = ResultsStore(results).frame("latent-path")
     assert sorted(frame["backbone"]) == ["crossdit", "dit", "mmdit", "uvit"]
     for column in ("clip", "fid_clip", "fid_inception"):

@@ -34,7 +34,8 @@ def test_quick_start_uses_the_shipped_dataset_offline(tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)  # a working directory without the repository's leaderboard/ or cache/
     results = tmp_path / "results"
     argv = ["run", str(REPO / "grids" / "smoke.yaml"), "--results", str(results), "--max-steps", "30",
-            "--num-samples", "20", "--cache-dir", str(REPO / "cache"), "--device", "cpu"]
+            "--num-samples", "20", "--cache-dir", str(REPO / "cache"), "--device", "cpu",
+            "--workers", "1"]  # in this process, where the patches above hold (a plain CPU run starts one worker per CPU)
     for variant in VARIANTS:
         argv += ["--variant", variant]
     assert main(argv) == 0

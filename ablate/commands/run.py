@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
+from ablate import threads
 from ablate.devices import resolve_device
 from ablate.errors import AblateError
 from ablate.outputs import cache_dir
 from ablate.config.grid import add_override_arguments, load_grid, overrides_from_args
 
 if TYPE_CHECKING:
+    import torch
+
     from ablate.config.grid import Grid
     from ablate.engine.runner import RunContext
     from ablate.runs.workers import WorkerOptions
@@ -37,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--storage", metavar="URL", help="Optuna RDB storage; the same URL on several machines joins "
                    "one grid (default: sqlite:///<results>/<grid>/optuna.sqlite3)")
     w.add_argument("--workers", type=_positive, metavar="N", help="worker processes on this machine, spread over "
-                   "the visible GPUs, each with an even share of the CPUs (default: 1 in this process, or one "
-                   "per GPU x --workers-per-gpu)")
+                   "the visible GPUs, each with an even share of the CPUs (default: one per GPU x --workers-per-gpu; "
+                   "on the CPU one single-threaded worker per CPU, or 1 with OMP_NUM_THREADS, --pack or --devices "
+                   "set; see ablate/threads.py)")
     w.add_argument("--workers-per-gpu", type=_positive, default=1, metavar="K", help="workers sharing one GPU")
     w.add_argument("--pack", type=_positive, metavar="K", help="cells a worker trains at once as one stacked model "
                    "(1: one at a time; default: chosen from the model's size and the device, see ablate/runs/pack_size.py)")
@@ -88,7 +92,10 @@ def main(args: argparse.Namespace) -> int:
                   f"on {device}, results in {escape(str(grid.results_dir))}", highlight=False)
     ctx = RunContext(device=device, cache_dir=cache_dir(grid.results_root, args.cache_dir),
                      weights_dir=args.weights_dir, console=console, progress=sys.stdout.isatty())
-    options = WorkerOptions(storage=args.storage, workers=args.workers, workers_per_gpu=args.workers_per_gpu,
+    workers = default_workers(args, grid, device)
+    if workers != args.workers:
+        console.print(f"{workers} worker processes on the CPU, one thread each (--workers N to choose)", highlight=False)
+    options = WorkerOptions(storage=args.storage, workers=workers, workers_per_gpu=args.workers_per_gpu,
                             pack=args.pack, retry_failed=args.retry_failed, rebuild_queue=args.rebuild_queue,
                             verbose=args.verbose,
                             claim_until=time.time() + args.stop_claiming_after if args.stop_claiming_after else None)
@@ -107,6 +114,16 @@ def main(args: argparse.Namespace) -> int:
                               f"cell's logs/output.log); fix the cause and run the same command with --retry-failed.")
         return show(grid.results_root, [grid.name])  # the records this machine's results directory holds
     return 0
+
+
+def default_workers(args: argparse.Namespace, grid: Grid, device: torch.device) -> int | None:
+    """``--workers``, else (on the CPU, for a grid whose cells train on one device, without ``--pack``) one
+    worker per CPU (:func:`ablate.threads.plain_cpu_workers`); None (the GPU rule of
+    :mod:`ablate.runs.workers`) on CUDA. A single worker is None, as a plain run always was."""
+    if args.workers or device.type != "cpu" or args.pack or grid.train.devices * grid.train.num_nodes > 1:
+        return args.workers
+    workers = threads.plain_cpu_workers()
+    return workers if workers > 1 else None
 
 
 def tune_learning_rates(grid: Grid, ctx: RunContext, options: WorkerOptions) -> Grid:

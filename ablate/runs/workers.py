@@ -107,7 +107,7 @@ def _queue_and_run(grid: Grid, ctx: RunContext, options: WorkerOptions, url: str
     if size > 1:
         ctx.console.print(f"each worker trains up to {size} cells at once as one stacked model (--pack)", highlight=False)
     if workers <= 1:
-        threads.apply(1)
+        threads.apply(options.workers or 1)  # the threads of one of the workers asked for, when fewer cells are left
         Worker(grid, ctx, url, claim_until=options.claim_until, claim_round=claim_rounds(size)).run()
     else:
         _supervise(grid, ctx, url, options, gpus, size)
