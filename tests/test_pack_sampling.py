@@ -205,5 +205,7 @@ def test_the_bench_times_a_packs_validation_and_sampling_against_its_members_alo
     info = B.synthetic_info(grid, 1)
     v = packed_validation_times(grid, info, torch.device("cpu"), 2)
     assert (v["k"], v["items"], v["batches"], v["max_rel_diff"]) == (2, 300, 2, 0.0) and v["pack_s"] > 0
+    assert v["member_rel_spread"] > 1e-3  # the members differ: their agreement with the pack is not a trivial one
     s = packed_sampling_times(grid, info, torch.device("cpu"), 2)
     assert (s["setting"], s["num_samples"], s["max_abs_diff"]) == ("4steps-cfg2.0-own-ema", 16, 0.0) and s["lone_s"] > 0
+    assert s["sample_sd"] > 0.05  # not zeros: a network returning 0 everywhere would make any two paths agree

@@ -40,7 +40,13 @@ def _members(grid: Grid, info: DatasetInfo, device: torch.device, k: int) -> lis
     from ablate.engine.runner import cell_module
 
     compiled = compile_for(grid.train.compile, device)
-    return [cell_module(grid, "rf", info, seed, compiled).to(device).eval() for seed in range(k)]
+    members = [cell_module(grid, "rf", info, seed, compiled) for seed in range(k)]
+    for seed, m in enumerate(members):  # DiT's output layers start at zero: every network would return exactly 0 and
+        g = torch.Generator().manual_seed(1000 + seed)  # pack and lone would agree trivially; distinct weights instead
+        with torch.no_grad():
+            for p in [*m.net.parameters(), *m.ema.module.parameters()]:
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)  # DiT's init scale
+    return [m.to(device).eval() for m in members]
 
 
 def _failed(k: int, err: BaseException) -> None:
@@ -78,8 +84,11 @@ def packed_validation_times(grid: Grid, info: DatasetInfo, device: torch.device,
             out[f"{name}_s"], out[name] = _timed(fn, device)
             out[f"{name}_warmup_s"] = warm
     diff = max(abs(a[key] - b[key]) / max(abs(b[key]), 1e-12) for a, b in zip(out["pack"], out["lone"]) for key in b)
+    first = out["lone"][0]  # how far the members' own numbers differ: the scale a wrong member order would show
+    spread = max(abs(a[key] - first[key]) / max(abs(first[key]), 1e-12) for a in out["lone"][1:] for key in first)
     return {"k": k, "batches": len(batches), "items": n, "lone_s": out["lone_s"], "pack_s": out["pack_s"],
-            "lone_warmup_s": out["lone_warmup_s"], "pack_warmup_s": out["pack_warmup_s"], "max_rel_diff": diff}
+            "lone_warmup_s": out["lone_warmup_s"], "pack_warmup_s": out["pack_warmup_s"], "max_rel_diff": diff,
+            "member_rel_spread": spread}
 
 
 def packed_sampling_times(grid: Grid, info: DatasetInfo, device: torch.device, k: int) -> dict[str, Any]:
@@ -112,4 +121,4 @@ def packed_sampling_times(grid: Grid, info: DatasetInfo, device: torch.device, k
     diff = max(float((a - b).abs().max()) for a, b in zip(out["pack"], out["lone"]))
     return {"k": k, "setting": setting.key, "num_samples": n, "batch_size": batch, "lone_s": out["lone_s"],
             "pack_s": out["pack_s"], "lone_warmup_s": out["lone_warmup_s"], "pack_warmup_s": out["pack_warmup_s"],
-            "max_abs_diff": diff}
+            "max_abs_diff": diff, "sample_sd": float(torch.stack(out["lone"]).float().std())}
