@@ -20,6 +20,7 @@ PYTHON3 = """#!/bin/bash
 [ "$1" = -c ] && { echo torch stub; exit 0; }
 case "$*" in *"pip install"*) exit 0 ;; esac
 echo "$(date +%s.%N) CVD=${CUDA_VISIBLE_DEVICES:-all} $*"; sleep 2
+case "$*" in *" run "*) mkdir -p "$CHUNK_TMP/results/ran"; echo done > "$CHUNK_TMP/results/ran/done.json" ;; esac
 case "$*" in *--shard*) echo "shard: 1 grids done" ;; esac
 """
 
@@ -28,6 +29,9 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
     bin_dir, out, scratch = tmp_path / "bin", tmp_path / "out", tmp_path / "scratch"
     for d in (bin_dir, out, scratch):
         d.mkdir()
+    for grid in ("cache", "untouched"):  # a warm machine's results: published grids the call leaves alone
+        (scratch / "results" / grid).mkdir(parents=True)
+        (scratch / "results" / grid / "done.json").write_text("{}")
     for name, text in (("nvidia-smi", NVIDIA_SMI), ("python3", PYTHON3)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -58,7 +62,8 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
     (search,) = started("search.log")  # each step rewrites the log: the second step's run
     assert "--workers 16" in search[1] and search[0] > report[0][0]  # the second step starts after the first
     assert abs(grid[0] - shards[0][0]) < 1.5  # the first step's jobs start together (one after another: >= 2 s)
-    with tarfile.open(out / "results.tgz") as tgz:
-        assert any(name.startswith("results") for name in tgz.getnames())
+    with tarfile.open(out / "results.tgz") as tgz:  # only the grids the call changed (a file comes back <= 16 MiB)
+        assert "results/ran/done.json" in tgz.getnames()
+        assert not any(name.startswith(("results/untouched", "results/cache")) for name in tgz.getnames())
     with tarfile.open(out / "logs.tgz") as tgz:  # every log, though a call returns only 8 files
         assert {f"shard{k}{r}.log" for k in range(1, 17) for r in ("", "b")} <= set(tgz.getnames())

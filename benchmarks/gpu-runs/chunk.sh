@@ -35,6 +35,7 @@ export ABLATE_CHECKPOINT_EVERY_S=${ABLATE_CHECKPOINT_EVERY_S:-60}  # a cell cut 
 T=${CHUNK_TMP:-/tmp}  # the machine's scratch (a test points it elsewhere)
 R=$T/results
 [ -d $R/cache ] || { mkdir -p $R; cp -r leaderboard/results/. $R/ 2>/dev/null; }
+touch $T/call.stamp  # what changes after this is what the call brings back
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)"; \
   python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__)'; } > $OUT/machine.txt 2>&1
 nvidia-smi dmon -s u -d 15 > $OUT/dmon.log 2>&1 &
@@ -89,10 +90,16 @@ for STEP in "$@"; do
   echo "$(date -u +%T) $STEP ended: $(left) s left" >> $OUT/chunk.log
 done
 kill $DMON 2>/dev/null
-rm -rf $T/pack && mkdir -p $T/pack
-tar cf - --exclude='*.ckpt' --exclude='tb' -C $T results | tar xf - -C $T/pack
+rm -rf $T/pack && mkdir -p $T/pack/results
+# only the grids this call changed: the device's copy of leaderboard/results may hold every published grid, and a
+# call returns files of at most 16 MiB (2026-12-07: an 18 MB results.tgz of mostly unchanged grids did not come back)
+for d in $R/*/; do
+  [ -n "$(find "$d" -type f -newer $T/call.stamp -print -quit)" ] || continue
+  tar cf - --exclude='*.ckpt' --exclude='tb' -C $R "$(basename "$d")" | tar xf - -C $T/pack/results
+done
 find $T/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
 tar czf $OUT/results.tgz -C $T/pack results
+[ $(stat -c %s $OUT/results.tgz) -lt 16777216 ] || echo "results.tgz is over 16 MiB and will not come back: fetch its grids one by one" >> $OUT/chunk.log
 (cd $OUT && tar czf logs.tgz *.log)  # a call returns at most 8 files: the shards' logs travel in one
 tail -n 20 $OUT/*.log | tail -n 60
 ls -la $OUT; echo "call took ${SECONDS} s"
