@@ -12,7 +12,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 M=$OUT/machine.txt
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__)'; } > $M 2>&1
-timeout ${STEPS_S:-120} python3 benchmarks/pack_steps.py --modes flat-compiled,flat-graphs --steps 40 \
+timeout ${STEPS_S:-120} python3 benchmarks/pack_steps.py --modes ${MODES:-flat-compiled,flat-graphs} --steps 40 \
   --json $OUT/steps.json > $OUT/steps.log 2>&1; echo "steps rc=$? $(date -u +%T)" >> $M
 sed 's/^  val_every: 1000/  val_every: 250/' grids/fashion-mnist.yaml > /tmp/fm.yaml
 A="--seeds 0 --max-steps 1000 --num-samples 200 --no-leaderboard --cache-dir /tmp/cache"
