@@ -114,3 +114,19 @@ def test_a_search_maximises_a_lower_is_better_alignment_metric_negated():
     settings = tuple(frame["setting"].unique())
     good, bad = objectives(frame, "good", [0, 1, 2], settings), objectives(frame, "bad", [0, 1, 2], settings)
     assert good[0] == pytest.approx(-0.1, abs=0.01) and good[0] > bad[0] and good[1] < bad[1]
+
+
+def test_the_leaderboard_warns_when_most_samples_are_off_the_real_manifold():
+    """Precision and recall both 0 in most records: the distances rank kinds of failure (the CPU smoke grid's eps
+    variants, visibly broken, ranked 2nd and 4th on them); one record off the manifold, or no such columns: no line."""
+    import pandas as pd
+
+    off = pd.DataFrame({"precision_effnet": [0.0, 0.0, 0.0, 0.4], "recall_effnet": [0.0, 0.0, 0.0, 0.3],
+                        "fd_effnet": [3500.0, 3600.0, 3800.0, 300.0]})
+    line = validity.off_manifold_line(off)
+    assert line is not None and "3 of 4 records" in line and "precision_effnet and recall_effnet" in line
+    assert "2 of 4 records" in validity.off_manifold_line(off.assign(recall_effnet=[0.1, 0.0, 0.0, 0.3]))  # half
+    assert validity.off_manifold_line(off.assign(recall_effnet=[0.1, 0.2, 0.0, 0.3])) is None  # 1 of 4
+    assert validity.off_manifold_line(off.assign(precision_effnet=[0.0, 0.1, 0.2, 0.4])) is None  # recall 0, precision not
+    assert validity.off_manifold_line(off.drop(columns=["recall_effnet"])) is None
+    assert validity.off_manifold_line(pd.DataFrame({"fd_probe": [1.0]})) is None

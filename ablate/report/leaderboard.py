@@ -68,6 +68,7 @@ class Leaderboard:
     completeness: str | None = None
     appendix: list[str] = field(default_factory=list)  # markdown parts after the figures (ablate.report.backbones)
     validity: list[str] = field(default_factory=list)  # each shown metric's validity-bench verdict
+    off_manifold: str | None = None                   # samples off the real images' manifold (validity.off_manifold_line)
     flags: list[str] = field(default_factory=list)   # what the store check found (ablate.store_audit), read first
 
 
@@ -93,6 +94,7 @@ def build_leaderboard(
         validation=ranking.validation_table(frame, order), flags=list(flags),
     )
     lb.validity = validity.header_lines(found, [alignment, fidelity, *extra])
+    lb.off_manifold = validity.off_manifold_line(frame)
     lb.completeness = diagnostics.completeness_line(frame)
     lb.header = _header(frame, lb)
     lb.stats = rank_stats.rank_stats(frame, alignment, fidelity, replicates=replicates)
@@ -111,6 +113,7 @@ def _top(lb: Leaderboard) -> list[str]:
                      "end; its ranks say nothing about the formulations.")
     lines += lb.flags + [line for line in [lb.completeness] if line]
     lines.append(convergence.warning_line(lb.convergence))
+    lines += [line for line in [lb.off_manifold] if line]
     lines.append(intervals.uncertainty_line(lb.stats.seeds if lb.stats else 1, lb.fidelity, int(lb.means["seeds"].min()),
                                             lb.stats.replicates if lb.stats else 0)
                  + (f" {lb.stats.resampling}" if lb.stats and lb.stats.resampling else ""))

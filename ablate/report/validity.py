@@ -221,3 +221,23 @@ def marks(found: dict[str, tuple[dict[str, Any], Path] | None], metrics: list[st
     """Per metric, the table mark of :func:`mark` (from the first dataset with a result)."""
     docs = [hit[0] for hit in found.values() if hit is not None]
     return {m: mark(docs[0] if docs else None, m) for m in metrics}
+
+
+def off_manifold_line(frame: Any, threshold: float = 0.5) -> str | None:
+    """A warning when in at least ``threshold`` of the records no sample lies on the real images' k-NN manifold
+    (a scorer's ``precision_*`` and ``recall_*`` both 0). There the distances on those features order kinds of
+    failure, not quality, and the validity bench, which grades corruptions of real images, says nothing: on the CPU
+    smoke grid (2026-12-07, every record off the manifold) the visibly broken eps variants ranked 2nd and 4th."""
+    for precision in (c for c in frame.columns if str(c).startswith("precision_")):
+        recall = "recall_" + precision[len("precision_"):]
+        if recall not in frame.columns:
+            continue
+        both = frame[[precision, recall]].dropna()
+        off = (both[precision] == 0) & (both[recall] == 0)
+        if len(both) and off.mean() >= threshold:
+            return (f"Metric range WARNING: in {int(off.sum())} of {len(both)} records no sample lies on the real "
+                    f"images' manifold ({precision} and {recall} both 0): the samples are far from the data, where "
+                    "distances on these features (FD, KID, class-conditional KID) order kinds of failure, not "
+                    "quality, and the validity bench (graded corruptions of real images) does not reach. Judge "
+                    "these ranks by the sample sheets.")
+    return None
