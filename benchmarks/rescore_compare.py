@@ -5,7 +5,7 @@ SE over classes), and the background grain of both sample sheets: the mean pixel
 the 2-px frame of every 32x32 tile, which is exactly 0 in every real Fashion-MNIST image (28 px padded to 32).
 
     python benchmarks/rescore_compare.py [--old leaderboard/results/fashion-mnist]
-        [--new leaderboard/results/rescore-fashion-mnist] [--out leaderboard/rescore-fashion-mnist-compare.md]
+        [--new leaderboard/results/rescore-fashion-mnist] [--out FILE]   (prints a markdown table; the run notes hold it)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 TILE, PAD, FRAME = 32, 1, 2  # ablate/engine/evaluate.py's preview: make_grid(nrow=8, padding=1)
+EFFNET = ("kid_effnet", "fd_effnet", "precision_effnet", "recall_effnet", "ckid_effnet")
 
 
 def frame_grain(sheet: Path) -> float:
@@ -56,8 +57,8 @@ def rows(old: Path, new: Path) -> list[str]:
             a, b = record(old_cell, setting), record(cell, setting)
             if not b:
                 continue
-            m, r = {k: math.nan for k in ('kid_effnet', 'fd_effnet', 'precision_effnet', 'recall_effnet', 'ckid_effnet')} | b["metrics"], b.get("metric_resamples", {})
-            reps = b.get("metric_replicates", {})
+            m = dict.fromkeys(EFFNET, math.nan) | b["metrics"]  # a record scored without effnet shows nan
+            r, reps = b.get("metric_resamples", {}), b.get("metric_replicates", {})
             grain = [frame_grain(c / "samples" / f"{setting}-own-ema.png") for c in (old_cell, cell)]
             out.append("| " + " | ".join([
                 b["variant"], setting.replace("steps-cfg", " steps, cfg "),

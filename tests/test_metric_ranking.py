@@ -119,8 +119,6 @@ def test_a_search_maximises_a_lower_is_better_alignment_metric_negated():
 def test_the_leaderboard_warns_when_most_samples_are_off_the_real_manifold():
     """Precision and recall both 0 in most records: the distances rank kinds of failure (the CPU smoke grid's eps
     variants, visibly broken, ranked 2nd and 4th on them); one record off the manifold, or no such columns: no line."""
-    import pandas as pd
-
     off = pd.DataFrame({"precision_effnet": [0.0, 0.0, 0.0, 0.4], "recall_effnet": [0.0, 0.0, 0.0, 0.3],
                         "fd_effnet": [3500.0, 3600.0, 3800.0, 300.0]})
     line = validity.off_manifold_line(off)

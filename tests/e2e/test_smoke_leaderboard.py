@@ -121,12 +121,12 @@ def test_leaderboard_files_were_written():
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-
 def test_the_metric_range_warning_matches_the_records(frame):
     """The smoke page warns that the samples are off the real images' manifold exactly when most records say so."""
     off = ((frame["precision_effnet"] == 0) & (frame["recall_effnet"] == 0)).mean()
     text = Path("leaderboard/smoke.md").read_text()
     assert ("**Metric range WARNING: " in text) == (off >= 0.5), off
+
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("report, sections", [
