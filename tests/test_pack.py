@@ -107,9 +107,9 @@ def test_a_diverging_member_fails_alone_with_its_step(tmp_path, one_thread, monk
 
 
 def test_a_member_failing_mid_validation_fails_alone(tmp_path, one_thread, monkeypatch, mode="flat"):
-    """The pack validates through one stacked call (ablate.engine.pack_validation); a member whose own part of it
-    raises (here at the validation of step 8) fails alone, and its pack-mates' numbers and checkpoints are as alone.
-    The flat stack (CUDA's) only: the loop mode runs the same code (ablate.engine.pack_validation) call by call."""
+    """A pack trained flat (CUDA's stack) validates its members' networks in turn (ablate.engine.pack_validation,
+    EVAL_MODE); a member whose own part of it raises (here at the validation of step 8) fails alone, and its
+    pack-mates' numbers and checkpoints are as alone."""
     from ablate.engine.train import DiffusionModule
 
     own = DiffusionModule.prepare_validation
@@ -222,3 +222,14 @@ def test_packs_group_cells_by_backbone_learning_rate_and_resume_step(tmp_path):
     assert resume_groups(tuned, cells, [0] * 5) == [[0, 4], [1], [2, 3]]
     ddp = dataclasses.replace(grid, train=dataclasses.replace(grid.train, devices=2))
     assert resume_groups(ddp, cells, [0] * 5) == [[0], [1], [2], [3], [4]]
+
+
+def test_a_pack_trains_stacked_and_validates_and_samples_in_turn():
+    """Training stacks the members' networks (flat on CUDA); validation and sampling call them in turn (EVAL_MODE:
+    the stacked forms were slower on an H100, benchmarks/gpu-runs/2026-12-07e/README.md)."""
+    from ablate.engine.pack import PackModule
+    from ablate.engine.stack import EVAL_MODE, mode_for
+
+    members = [train_kit.tiny_module(v) for v in ("rf", "eps/linear")]
+    pack = PackModule(members, mode_for(torch.device("cuda"), members[0].net))
+    assert EVAL_MODE == "loop" and pack.stack.mode == "flat" and pack.validation.stack.mode == "loop"

@@ -6,8 +6,8 @@ its batch, t and noise from (its seed, step, rank) exactly as alone, and writes 
 logs, ``train-runs.json`` and ``train.json`` in the format a lone cell writes, so a cell resumes alone
 or in any pack. What the members share is the step: one stacked forward and backward
 (:class:`~ablate.engine.stack.StackedForward`), one AdamW over all their parameters (AdamW is
-elementwise, so it steps each exactly as its own would), the validation's network calls (one stacked call per
-level and kind: :mod:`ablate.engine.pack_validation`), and the trainer's loops.
+elementwise, so it steps each exactly as its own would), the validation (:mod:`ablate.engine.pack_validation`, its
+networks called in turn: :data:`~ablate.engine.stack.EVAL_MODE`), and the trainer's loops.
 
 - Per cell: the loss (its own formulation), the gradient clipping (on its own parameters, before the
   optimizer step, as alone), the EMA update, the validation numbers and the best/last checkpoints
@@ -40,7 +40,7 @@ from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint
 from ablate.engine.metric_keys import TRAIN_LOSS
 from ablate.engine.monitor import TrainingMonitor
 from ablate.engine.pack_validation import PackValidation
-from ablate.engine.stack import Mode, StackedForward
+from ablate.engine.stack import EVAL_MODE, Mode, StackedForward
 from ablate.engine.train import DiffusionModule, optimizer_and_schedule
 from ablate.engine.accel import fused_adamw
 
@@ -100,7 +100,7 @@ class PackModule(L.LightningModule):
         self.alive = [True] * len(members)
         self.mode, self.fused_used = mode, None
         self.stack = StackedForward([m.net for m in members], mode, compile=compiled, graphs=members[0].graphs)
-        self.validation = PackValidation(members, mode, compiled=compiled, graphs=members[0].graphs)
+        self.validation = PackValidation(members, EVAL_MODE, compiled=compiled, graphs=members[0].graphs)
         self.numbers: list[dict[str, float]] = [{} for _ in members]
         self.on_failed: Failed = _unreported
 

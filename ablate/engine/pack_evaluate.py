@@ -17,7 +17,7 @@ from ablate.engine.evaluate import setting_result
 from ablate.engine.pack import Failed
 from ablate.engine.pack_sampling import PackSampler
 from ablate.engine.runner import RunContext, evaluation_inputs, write_setting_record
-from ablate.engine.stack import Mode, mode_for
+from ablate.engine.stack import EVAL_MODE, Mode
 from ablate.io import check_fence
 from ablate.results import ResultsStore, provenance_stamp, write_json_atomic
 
@@ -50,7 +50,7 @@ def evaluate_pack(grid: Grid, cells: Sequence[Cell], ctx: RunContext, directorie
     modules = {k: module for k, (module, _, _) in loaded.items()}
     first = modules[alive[0]]
     sampler = PackSampler([modules.get(k, first) for k in range(len(cells))],
-                          mode or mode_for(ctx.device, first.net), compiled=first.compiled, graphs=first.graphs)
+                          mode or EVAL_MODE, compiled=first.compiled, graphs=first.graphs)
     for setting in grid.eval.all_settings():
         members = [k for k in alive if setting in settings[k]]
         for k in members:

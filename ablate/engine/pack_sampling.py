@@ -1,5 +1,6 @@
-"""A pack's sampling through one stacked call per solver step (issue 25): the cells of a pack sample a setting
-together, one network call per Euler step for all of them, instead of cell by cell.
+"""A pack's sampling (issue 25): the cells of a pack sample a setting together, their networks called per Euler
+step through one :class:`~ablate.engine.stack.StackedForward`: in turn (the ``loop`` mode, what a pack uses:
+:data:`~ablate.engine.stack.EVAL_MODE`) or as one stacked call (``flat``/``vmap``, measured slower on an H100).
 
 Each member runs its own solver (:func:`ablate.formulations.euler_calls`: its formulation, time grid and
 guidance, on its own prompts and initial noise, batch by batch as :func:`ablate.engine.evaluate.generate`

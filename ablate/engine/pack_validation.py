@@ -1,5 +1,6 @@
-"""A pack's validation through one stacked call per level and kind (issue 25): the networks of every member, raw
-and EMA weights together, called as one (:class:`~ablate.engine.stack.StackedForward`) instead of member by member.
+"""A pack's validation (issue 25): per level and kind, the networks of every member, raw and EMA weights together,
+through one :class:`~ablate.engine.stack.StackedForward`: called in turn (the ``loop`` mode, what a pack uses:
+:data:`~ablate.engine.stack.EVAL_MODE`) or as one stacked call (``flat``/``vmap``, measured slower on an H100).
 
 Each member's numbers are exactly what its own :meth:`~ablate.engine.train.DiffusionModule.validation_step`
 computes: the same validation batch, the same noise (:func:`~ablate.engine.train.validation_noise`, which

@@ -40,6 +40,13 @@ from ablate.engine.graphs import GraphedCall
 Mode = Literal["flat", "vmap", "loop"]
 
 
+EVAL_MODE: Mode = "loop"
+"""How a pack validates and samples, on every device: its members' networks in turn (each replaying its own CUDA
+graphs), not stacked. On an H100 with graphs the stacked forms were slower at k = 8: validation 1.42-1.49x and
+sampling 1.92x in two calls, and a plain 8-cell run spent 125 s evaluating as a pack against 40 s for the same cells
+alone (``benchmarks/gpu-runs/2026-12-07e/README.md``). Training keeps :func:`mode_for`'s stack."""
+
+
 def mode_for(device: torch.device, net: nn.Module) -> Mode:
     """``flat`` on CUDA where the backbone allows it (else ``vmap``), ``loop`` elsewhere (see module doc)."""
     if device.type != "cuda":
