@@ -1,5 +1,5 @@
 """Sessions: ``ci`` (the default, what ``nox`` and CI run, in one environment: the unit tests with the CPU
-scaling study and search running beside them, then the smoke grid, then the assertions on the smoke
+scaling study and search running beside them, then the smoke grid (Table 1's 16 variants, two seeds), then the assertions on the smoke
 leaderboard and the studies' reports), ``tests`` and ``smoke`` (each part alone), ``studies`` (the CPU
 scaling study and search alone, and their assertions). ``nox -s gpu`` (not in the default run) is the GPU
 check: on a machine with a CUDA GPU, in the environment it is started from. Every install keeps the torch pin in
@@ -37,16 +37,26 @@ def _unit_tests(session: nox.Session) -> None:
                 *session.posargs, env={**ENV, "OMP_NUM_THREADS": "1"})
 
 
-def _smoke(session: nox.Session, assert_env: dict[str, str] | None = None) -> None:
-    """The grid, its leaderboard, then the ``smoke`` tests; ``assert_env`` adds results for them to check."""
+def _table1(session: nox.Session) -> list[str]:
+    """``--variant`` arguments for the paper's Table 1 (16 of the smoke grid's 24 variants; ablate.report.paper)."""
+    names = session.run("python", "-c", "import ablate.report.paper as p; print('\\n'.join(p.TABLE1))", silent=True, env=ENV)
+    return [arg for name in str(names).strip().splitlines() for arg in ("--variant", name)]
+
+
+def _smoke(session: nox.Session, assert_env: dict[str, str] | None = None, table1: bool = False) -> None:
+    """The grid, its leaderboard, then the ``smoke`` tests; ``assert_env`` adds results for them to check;
+    ``table1``: the paper's 16 variants only (CI: 32 cells instead of 48 keeps it under 25 minutes; the other 8
+    are the quick start's, README command 1, and every trajectory and density family is among the 16)."""
     # two single-threaded workers share the grid through its Optuna storage: ~1.2x faster than one
     # two-threaded process for these tiny models on 2 cores, and it runs the distributed path in CI
-    session.run("python", "-m", "ablate", "run", "grids/smoke.yaml", "--results", SMOKE_RESULTS, "--workers", "2",
-                "--seeds", SMOKE_SEEDS, "--no-leaderboard", env={**ENV, "OMP_NUM_THREADS": "1"})
+    variants = _table1(session) if table1 else []
+    session.run("python", "-m", "ablate", "run", "grids/smoke.yaml", *variants, "--results", SMOKE_RESULTS, "--workers",
+                "2", "--seeds", SMOKE_SEEDS, "--no-leaderboard", env={**ENV, "OMP_NUM_THREADS": "1"})
     session.run("python", "-m", "ablate", "leaderboard", "--results", SMOKE_RESULTS, "--grid", "smoke",
                 "--out", "leaderboard", env=ENV)
     session.run("pytest", "-m", "smoke", *session.posargs,
-                env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS, "ABLATE_SMOKE_SEEDS": SMOKE_SEEDS, **(assert_env or {})})
+                env={**ENV, "ABLATE_SMOKE_RESULTS": SMOKE_RESULTS, "ABLATE_SMOKE_SEEDS": SMOKE_SEEDS,
+                     **({"ABLATE_SMOKE_VARIANTS": "table1"} if table1 else {}), **(assert_env or {})})
 
 
 STUDIES = (("scale", "grids/scaling-smoke.yaml"), ("search", "grids/search-smoke.yaml"))
@@ -70,7 +80,8 @@ def _study_assertions(session: nox.Session) -> None:
 @nox.session
 def ci(session: nox.Session) -> None:
     """Unit tests with the CPU studies beside them (single-threaded, in the time the tests spend waiting on
-    their subprocesses), then the 24-variant smoke grid, then the assertions on both (one install)."""
+    their subprocesses), then the smoke grid on the paper's 16 Table 1 variants with two seeds, then the
+    assertions on both (one install)."""
     _install(session)
     log = Path(STUDY_RESULTS) / "studies.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +98,7 @@ def ci(session: nox.Session) -> None:
     session.log(f"the CPU studies (beside the unit tests) exited with {code}; their log: {log}")
     if code:
         session.error("the CPU studies failed:\n" + "\n".join(log.read_text().splitlines()[-40:]))
-    _smoke(session, {"ABLATE_STUDY_RESULTS": STUDY_RESULTS})  # one pytest run asserts on the grid and the studies
+    _smoke(session, {"ABLATE_STUDY_RESULTS": STUDY_RESULTS}, table1=True)  # one pytest run asserts on both
 
 
 @nox.session
