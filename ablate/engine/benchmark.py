@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,9 @@ class _Stopwatch(L.Callback):
 
 
 def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, warmup: int,
-              variant: str = "rf") -> tuple[dict[str, float], Any]:
-    """Images/s of ablate's real training path (module doc); returns the numbers and the trained module."""
+              variant: str = "rf", callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str, float], Any]:
+    """Images/s of ablate's real training path (module doc); returns the numbers and the trained module.
+    ``callbacks``: more trainer callbacks (a profiler's, ``benchmarks/cell_step_profile.py``)."""
     from rich.console import Console
 
     from ablate.engine.batches import LatentDataModule
@@ -148,7 +150,7 @@ def cell_path(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, w
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, _, _ = make_trainer(run_grid, ctx, Path(tmp), "bench", extra_callbacks=(watch,))
+        trainer, _, _ = make_trainer(run_grid, ctx, Path(tmp), "bench", extra_callbacks=(watch, *callbacks))
         module = cell_module(run_grid, variant, info, seed=0, compiled=compile_for(grid.train.compile, device))
         data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, 0, "class")
         trainer.fit(module, datamodule=data)  # ends with one validation (its compile included) + checkpoints
