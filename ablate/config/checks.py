@@ -45,6 +45,12 @@ def check_consistency(grid: Any, reader: Reader) -> None:
                                               "graphs are captured by torch.compile; allowed: `train.cuda_graphs: "
                                               "true` with `train.compile: auto` or true, or `train.cuda_graphs: auto` "
                                               "or false (auto: graphs wherever the network is compiled on CUDA).")
+    every, val_every = grid.eval.curve_every, grid.train.val_every
+    if every and (every % val_every or every > grid.train.max_steps):
+        reader.fail(("eval", "curve_every"), f"`eval.curve_every` is {every}, which is not a multiple of `train.val_every` "
+                                             f"= {val_every} up to `train.max_steps` = {grid.train.max_steps}: the curve's "
+                                             "samples are drawn at validations; allowed: 0 (no curve) or such a "
+                                             f"multiple, e.g. {val_every * max(1, min(every // val_every, grid.train.max_steps // val_every))}.")
     check_eval(grid, reader)
 
 

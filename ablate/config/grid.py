@@ -133,7 +133,10 @@ class EvalConfig:
     """Each (steps, cfg) item of ``settings`` is sampled with each of ``weights`` (ema, raw) on
     ``time_grid`` (``own``: uniform in the formulation's t; ``rf``: uniform in rf-equivalent noise
     level); :meth:`all_settings` gives the resulting :class:`~ablate.config.setting.Setting` values.
-    ``scorer_options`` maps a scorer name from ``scorers`` to its options."""
+    ``scorer_options`` maps a scorer name from ``scorers`` to its options. ``curve_every``: every this many
+    training steps (a multiple of ``train.val_every``; 0: never) the validation also samples the first of
+    ``settings`` with the EMA weights and scores it, so fidelity and alignment are curves through training
+    (the shape of SD3's Figure 4: :mod:`ablate.engine.curve`)."""
 
     num_samples: int = opt(1000, ge=1)
     batch_size: int = opt(250, ge=1)
@@ -145,6 +148,7 @@ class EvalConfig:
     scorers: tuple[str, ...] = opt(("probe",), choices=lambda: _scorer_names(), unique=True, nonempty=True)
     scorer_options: dict[str, dict[str, Any]] = opt(factory=dict,
                                                     what="a mapping from scorer names to mappings of options")
+    curve_every: int = opt(0, ge=0)
 
     def all_settings(self) -> tuple[Setting, ...]:
         """Every control setting of a cell, weights-major (all EMA settings first), file order within."""

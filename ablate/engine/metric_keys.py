@@ -35,6 +35,19 @@ def level_key(weights: Weights, kind: Kind, level: int) -> str:
 SELECTION = mean_key("ema", "loss")  # lowest is the kept (best) checkpoint
 
 
+_CURVE = f"{_MEAN}curve_"
+
+
+def curve_key(metric: str) -> str:
+    """A scorer's metric through training (``eval.curve_every``, :mod:`ablate.engine.curve`), e.g.
+    ``val/curve_fd_effnet``: a mean key, so validation curves and records carry it."""
+    return f"{_CURVE}{metric}"
+
+
+def is_curve_key(key: str) -> bool:
+    return key.startswith(_CURVE)
+
+
 def is_validation_key(key: str) -> bool:
     return key.startswith((_MEAN, _LEVEL))
 

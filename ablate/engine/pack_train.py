@@ -19,6 +19,7 @@ from ablate.engine.checkpointing import AtomicCheckpointIO
 from ablate.engine.pack import Failed, PackCallback, PackDataModule, PackModule, fit_pack
 from ablate.engine.runner import (RunContext, cell_loggers, cell_module, keep_earlier_log, record_run,
                                   resume_checkpoint, say_to_cell, trainer_options, training_summary)
+from ablate.engine.curve import curve_probe
 from ablate.engine.stack import Mode, mode_for
 
 
@@ -43,6 +44,7 @@ def train_pack(grid: Grid, cells: Sequence[Cell], ctx: RunContext, directories: 
     for cell in cells:  # each network starts from its own seed, as alone
         L.seed_everything(cell.seed, workers=True, verbose=False)
         members.append(cell_module(grid, cell.variant, info, cell.seed, compiled, ctx.fused, cell.backbone))
+        members[-1].curve = curve_probe(grid, cell, ctx, members[-1])
     mode = mode or mode_for(ctx.device, members[0].net)
     pack = PackModule(members, mode, compiled=compiled)
     data = PackDataModule(splits, grid.train.batch_size, grid.data.val_size, [c.seed for c in cells],

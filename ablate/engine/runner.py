@@ -41,6 +41,7 @@ from ablate.engine.accel import compile_for, gpu_hours, graphs_for, precision_fo
 from ablate.engine.graphs import fell_back
 from ablate.engine.cell_state import check_training_state, load_checkpoint, note
 from ablate.engine.checkpointing import AtomicCheckpointIO, CellCheckpoint, validation_curve_of, validation_of
+from ablate.engine.curve import curve_probe
 from ablate.data import load_dataset
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.errors import ResultsError
@@ -204,6 +205,7 @@ def train_cell(grid: Grid, cell: Cell, ctx: RunContext, directory: Path) -> dict
     L.seed_everything(cell.seed, workers=True, verbose=False)
     module = cell_module(grid, cell.variant, info, cell.seed, compile_for(grid.train.compile, ctx.device), ctx.fused,
                          cell.backbone)
+    module.curve = curve_probe(grid, cell, ctx, module)
     data = LatentDataModule(splits, grid.train.batch_size, grid.data.val_size, cell.seed, grid.data.conditioning,
                             tokens=module.net_attends_tokens)
     trainer, _, monitor = make_trainer(grid, ctx, directory, f"{cell.variant} · seed {cell.seed}")

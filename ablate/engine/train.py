@@ -39,7 +39,7 @@ from ablate.engine.ema import EMA
 from ablate.engine.graphs import forward_fn
 from ablate.formulations import Formulation, TimestepDensity, level_times, matched_times, variant_name
 from ablate.config.grid import ModelConfig, TrainConfig
-from ablate.engine.metric_keys import KINDS, SELECTION, WEIGHTS, level_key, mean_key
+from ablate.engine.metric_keys import KINDS, SELECTION, WEIGHTS, is_curve_key, level_key, mean_key
 from ablate.errors import ConfigError
 from ablate.models.network import BACKBONES, NetworkConfig, build_network
 from ablate.models.text_encoder import TextEncoderConfig
@@ -107,6 +107,7 @@ class DiffusionModule(L.LightningModule):
         self.ema.requires_grad_(False)
         self.fused_used: bool | None = None
         self._forward = forward_fn(compiled, graphs)
+        self.curve: Callable[[int], dict[str, float]] | None = None  # eval.curve_every's probe (ablate.engine.curve)
         self._val_sums: dict[str, Tensor] = {}
         self._val_count = 0
         self.reset_loss_window()
@@ -213,7 +214,8 @@ class DiffusionModule(L.LightningModule):
         self._val_sums, self._val_count = {}, 0
 
     def validation_numbers(self) -> dict[str, float]:
-        """The numbers of the validation that just ended, by key (per level, then the mean); resets the sums."""
+        """The numbers of the validation that just ended, by key (per level, then the mean, then what ``curve`` adds
+        at this step: fidelity and alignment through training); resets the sums."""
         sums, count, self._val_sums = self._val_sums, self._val_count, {}
         numbers: dict[str, float] = {}
         if not sums:
@@ -224,10 +226,16 @@ class DiffusionModule(L.LightningModule):
                 for k, value in enumerate(levels):
                     numbers[level_key(weights, kind, k)] = value
                 numbers[mean_key(weights, kind)] = sum(levels) / len(levels)
+        if self.curve is not None:
+            numbers.update(self.curve(self.global_step))
         return numbers
 
     def on_validation_epoch_end(self) -> None:
-        for key, value in self.validation_numbers().items():
+        numbers = self.validation_numbers()
+        metrics = self.trainer.callback_metrics  # Lightning's own dict, which keeps what earlier validations logged:
+        for key in [k for k in metrics if is_curve_key(k) and k not in numbers]:  # a curve point is drawn only at
+            del metrics[key]  # multiples of eval.curve_every, so an earlier one must not pass for this step's
+        for key, value in numbers.items():
             self.log(key, value, prog_bar=key == SELECTION)
 
 

@@ -6,12 +6,14 @@ A grid with several backbones (or one other than DiT) is ranked across backbones
 then ranks the pairs. :func:`section` adds what belongs to the axis. Intervals over seeds are the mean
 +- t(0.975, n - 1) standard errors (none for one seed). The curves are the validation losses each cell
 recorded while training (EMA weights): x0-MSE at fixed log-SNR levels (comparable across formulations)
-and each formulation's own loss (comparable within a formulation only). Fidelity and alignment are
-measured on the final (best-EMA) checkpoint only, so they appear as final values, not as curves.
+and each formulation's own loss (comparable within a formulation only), then fidelity and alignment where the
+grid drew them through training (``eval.curve_every``: the EMA weights sampled the first setting at those
+validations); else fidelity and alignment are the final (best-EMA) checkpoint's only, final values, not curves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from ablate.report.plots import _png
 from ablate.report.statistics import mean_and_se
 
 CURVES = (("val/ema_x0_mse", "validation x0-MSE (EMA)"), ("val/ema_loss", "validation loss, own formulation (EMA)"))
+CURVE_METRIC = "val/curve_{}"  # a scorer's metric through training (ablate.engine.metric_keys.curve_key)
 
 
 def has_backbones(frame: pd.DataFrame) -> bool:
@@ -99,11 +102,19 @@ def ranking_verdict(ranks: pd.DataFrame) -> str:
     return f"The formulation ranking does not change across backbones (no pair swaps). Orders: {orders}."
 
 
-def curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """Validation curves per (backbone, variant, step): mean and 95% band over seeds for each of :data:`CURVES`."""
+def curve_keys(frame: pd.DataFrame, alignment: str, fidelity: str) -> list[tuple[str, str]]:
+    """:data:`CURVES`, then the fidelity and alignment metrics through training where the records carry them."""
+    present = {key for points in frame.get("train_val_curve", pd.Series(dtype=object)) if isinstance(points, list)
+               for p in points if isinstance(p, dict) for key in p}
+    return [*CURVES, *((CURVE_METRIC.format(m), f"{m} through training (EMA, first setting)")
+                       for m in (fidelity, alignment) if CURVE_METRIC.format(m) in present)]
+
+
+def curves(frame: pd.DataFrame, keys: Sequence[tuple[str, str]] = CURVES) -> pd.DataFrame:
+    """Curves per (backbone, variant, step) of each of ``keys`` (:func:`curve_keys`): mean and 95% band over seeds."""
     cells = frame.drop_duplicates(["backbone", "variant", "seed"])
     rows = [{"backbone": r.backbone, "variant": r.variant, "seed": r.seed, "step": p["step"],
-             **{key: p.get(key, np.nan) for key, _ in CURVES}}
+             **{key: p.get(key, np.nan) for key, _ in keys}}
             for r in cells.itertuples() for p in (getattr(r, "train_val_curve", None) or [])
             if isinstance(p, dict)]
     if not rows:
@@ -114,7 +125,7 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (backbone, variant, step), part in data.groupby(["backbone", "variant", "step"]):
         row = {"backbone": backbone, "variant": variant, "step": step}
-        for key, _ in CURVES:
+        for key, _ in keys:
             mean, se = mean_and_se(part[key].to_numpy(float))
             half = student.ppf(0.975, len(part) - 1) * se if len(part) > 1 else np.nan
             row |= {key: mean, f"{key} low": mean - half, f"{key} high": mean + half}
@@ -122,26 +133,27 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot_curves(grid: str, table: pd.DataFrame) -> bytes:
-    """PNG bytes in the shape of the paper's Figure 4: one column per variant, one row per curve, a line per
-    backbone with its 95% band."""
+def plot_curves(grid: str, table: pd.DataFrame, keys: Sequence[tuple[str, str]] = CURVES) -> bytes:
+    """PNG bytes in the shape of the paper's Figure 4: one column per variant, one row per curve of ``keys``, a line
+    per backbone with its 95% band (a curve's points where it was drawn)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     variants = sorted(table["variant"].unique())
-    fig = Figure(figsize=(4.5 * len(variants) + 1.0, 7.0), layout="constrained")
+    fig = Figure(figsize=(4.5 * len(variants) + 1.0, 3.5 * len(keys)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(CURVES), len(variants), squeeze=False)
+    axes = fig.subplots(len(keys), len(variants), squeeze=False)
     for col, variant in enumerate(variants):
-        for row, (key, label) in enumerate(CURVES):
+        for row, (key, label) in enumerate(keys):
             ax = axes[row][col]
             for backbone, part in table[table["variant"] == variant].groupby("backbone"):
-                part = part.sort_values("step")
+                part = part.sort_values("step").dropna(subset=[key])
                 ax.plot(part["step"], part[key], label=backbone)
                 ax.fill_between(part["step"], part[f"{key} low"], part[f"{key} high"], alpha=0.2)
             ax.set_title(variant, fontsize=9)
             ax.set_xlabel("training step")
-            ax.set_yscale("log")
+            if (table[key].dropna() > 0).all():  # KID-like estimates can be negative
+                ax.set_yscale("log")
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
     axes[0][0].legend(fontsize=7, title="backbone", title_fontsize=7)
@@ -161,12 +173,17 @@ def section(frame: pd.DataFrame, grid: str, alignment: str, fidelity: str, out_d
              "Best-EMA checkpoint; mean [95% t-interval over seeds]; fidelity and alignment averaged over each cell's "
              "settings; val loss compares only within a formulation. Parameters include the caption encoder.",
              markdown_table(final_values(frame, alignment, fidelity))]
-    table = curves(frame)
+    keys = curve_keys(frame, alignment, fidelity)
+    table = curves(frame, keys)
     if not table.empty:
         png = Path(out_dir) / f"{grid}-backbones.png"
-        write_bytes_atomic(png, plot_curves(grid, table))
+        write_bytes_atomic(png, plot_curves(grid, table, keys))
+        through = len(keys) > len(CURVES)
         parts += ["## Backbones: validation curves (the paper's Figure 4)",
                   "Validation x0-MSE and own loss against training steps per backbone (EMA weights, mean and 95% "
-                  "band over seeds). Fidelity and alignment are measured at the end of training only (table above).",
+                  "band over seeds)" + (f", then {', '.join(k for k, _ in keys[len(CURVES):])}: the EMA weights "
+                                        "sampled the grid's first setting at those validations (`eval.curve_every`)."
+                                        if through else ". Fidelity and alignment are measured at the end of training "
+                                        "only (table above): the grid drew no curve of them (`eval.curve_every`)."),
                   f"![validation curves per backbone]({png.name})"]
     return parts

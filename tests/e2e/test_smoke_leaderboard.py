@@ -144,6 +144,9 @@ def test_the_metric_range_warning_matches_the_records(frame):
 @pytest.mark.parametrize("report, sections", [
     ("scaling-smoke.md", ("## Exponents across formulations", "## IsoFLOP fits by formulation", "## Cells")),
     ("search-smoke.md", ("## Pareto front", "## Best point per objective", "## Every trial")),
+    ("architectures-smoke.md", ("## Backbones: formulations ranked within each backbone", "## Backbones: final values",
+                                "## Backbones: validation curves (the paper's Figure 4)",
+                                "sampled the grid's first setting at those validations")),  # eval.curve_every (issue 28)
 ])
 def test_study_reports_were_written(report, sections):
     """`nox -s studies` runs the CPU scaling study and the CPU search into ABLATE_STUDY_RESULTS/reports."""
