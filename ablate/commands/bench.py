@@ -196,7 +196,8 @@ def packing_table(grid: Any, device: Any, batch: int | None, steps: int, warmup:
     t = Table(title=f"a pack's validation and sampling: the {k} cells of the pack through one stacked call against each "
                     f"alone, same modules, this run (validation: {v['items']} items in {v['batches']} batches, raw and "
                     f"EMA; sampling: setting {s['setting']}, {s['num_samples']} samples a cell, batch {s['batch_size']}); "
-                    "warm-up (compile, graphs) untimed")
+                    "warm-up (compile, graphs) untimed; `run` takes the lone way (EVAL_MODE, stack.py), the stacked "
+                    "call lost on an H100")
     for col in ("what", "K lone s", "pack s", "lone/pack", "K lone warm-up s", "pack warm-up s", "max difference"):
         t.add_column(col, justify="right")
     for label, r, diff in (("validation", v, f"{v['max_rel_diff']:.1e} rel"), ("sampling", s, f"{s['max_abs_diff']:.1e} abs")):
