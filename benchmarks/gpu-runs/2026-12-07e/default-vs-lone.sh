@@ -4,6 +4,7 @@
 # seed 0, 1200 steps, 200 samples a setting, back to back in one call (ONLY=default or lone: that one alone); summary.txt has each command's wall time and
 # each cell's train.json (pack, graphs, img/s, wall). Run from the repository root with .whl carried.
 set -u
+mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 W=/tmp/dvl; rm -rf $W; mkdir -p $W; cp -r leaderboard/results/cache $W/cache
