@@ -53,5 +53,6 @@ def main() -> None:
                 print(f"| {metric} | {steps} steps, cfg {cfg:g}, {weights} | {out['variants']} | {out['seeds']} | "
                       f"{out['spread']:.4g} | {out['se']:.4g} | {out['ratio']:.1f} | {out['F']:.1f} | {out['p']:.2g} |")
 
+
 if __name__ == "__main__":
     main()
