@@ -8,6 +8,7 @@
 # Each point is a plain `run` (packs of 8 on CUDA, graphs): 8 cells x 18k steps x 256 = 37M images, ~21 minutes at
 # ~30k img/s, so several calls: cells cut by DEADLINE resume from their checkpoints in /tmp (a machine taken back
 # loses them). On one GPU the points' two processes share it (time-sliced); on several each gets its own.
+# SIZING=<file> runs another sizing file the same way (its name line must read `name: sizing-v2`).
 # Then benchmarks/sizing/criteria.py on the records. Results in /tmp/sizing-v2: run it again until criteria.md
 # lists every cell. Cost: ~37M images, ~0.35 GPU-hours at ~30k img/s (the published run's constant-rate 16k-step
 # records are the baseline, criteria.py on leaderboard/results).
@@ -17,7 +18,7 @@ OUT=${OUT:-/tmp/sizing-v2-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-S=benchmarks/sizing/fashion-mnist-sizing-v2.yaml
+S=${SIZING:-benchmarks/sizing/fashion-mnist-sizing-v2.yaml}
 GPUS=$(nvidia-smi -L | wc -l)
 i=0
 for point in ${POINTS:-cos1e-3-12k:1.0e-3:12000 cos1e-3-6k:1.0e-3:6000}; do
