@@ -4,7 +4,7 @@ the published record's probe metrics, the re-trained cell's probe metrics and it
 SE over classes), and the background grain of both sample sheets: the mean pixel value (0 = black, 1 = white) of
 the 2-px frame of every 32x32 tile, which is exactly 0 in every real Fashion-MNIST image (28 px padded to 32).
 
-    python benchmarks/rescore_compare.py [--old leaderboard/results/fashion-mnist]
+    python benchmarks/rescore_compare.py [--old leaderboard/archive/fashion-mnist-v1/results/fashion-mnist]
         [--new leaderboard/results/rescore-fashion-mnist] [--out FILE]   (prints a markdown table; the run notes hold it)
 """
 
@@ -74,7 +74,7 @@ def rows(old: Path, new: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--old", type=Path, default=Path("leaderboard/results/fashion-mnist"))
+    ap.add_argument("--old", type=Path, default=Path("leaderboard/archive/fashion-mnist-v1/results/fashion-mnist"))
     ap.add_argument("--new", type=Path, default=Path("leaderboard/results/rescore-fashion-mnist"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """Issue 26's convergence and stability criteria on the records of sizing runs (or any results directory).
 
     python benchmarks/sizing/criteria.py /tmp/sizing-v2            # every grid found there
-    python benchmarks/sizing/criteria.py leaderboard/results       # the published run: the baseline
+    python benchmarks/sizing/criteria.py leaderboard/archive/fashion-mnist-v1/results   # leaderboard v1: the baseline
 
 Prints, per grid (one (peak lr, schedule, steps) point of the sizing), the peak rate, schedule and steps its
 records carry, how many variants meet the criteria (no validation-loss jump above 3% in any cell, last-quarter
@@ -38,4 +38,4 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboard/results"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboard/archive/fashion-mnist-v1/results"))
