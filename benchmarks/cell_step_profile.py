@@ -1,12 +1,15 @@
 """Where a cell's training step spends its time beyond the plain step (issue 25's "say what limits it, measured
 with a profile"). On an H100 the bench's plain graphed step of the protocol model ran 46,186 img/s and the cell's
-step 23,050 (``benchmarks/gpu-runs/2026-12-07e/README.md``): this script says which part of the cell's step costs
-the difference, two ways, in one process on one device:
+step 23,050 (``benchmarks/gpu-runs/2026-12-07e/README.md``); this script's first run (2026-12-07f) found the cell path
+at the plain step's rate (45-48k against 47k) in all but the first row of its process, which held a full garbage
+collection (since run before every timed window, ``ablate.engine.accel.settle``). It says which part of the cell's
+step costs what, two ways, in one process on one device:
 
 1. an ablation table: the plain step (``ablate.engine.benchmark.plain_step``, graphs as the grid's cell uses them),
    the cell path (``cell_path``: the real LightningModule, clipping, on-device loss tracking, EMA, the schedule),
    then the cell path with one part switched off by its config (clipping: ``train.grad_clip`` 0; EMA:
    ``train.ema.every`` past the last step);
+   and the cell path once more, last (a first-run cost in the timed window shows as a difference between the two);
 2. a cProfile of the host over ``--cprofile`` steps of the cell path (after its warm-up), the functions with the
    most cumulative time: with graphs a small model's step is bound by the host, so host time is the step's time.
 
@@ -75,10 +78,17 @@ def main() -> None:
     rows = [{"what": "plain step" + (" + graphs" if graphs else ""),
              **plain_step(grid, info, device, args.steps, args.warmup, graphs=graphs)}]
     print(rows[-1], flush=True)
-    parts = {"cell path": grid.train,
-             "cell path, no clipping": dataclasses.replace(grid.train, grad_clip=0.0),
-             "cell path, no EMA": dataclasses.replace(grid.train, ema=EMAConfig(every=total + 1, decay=0.99))}
-    for what, train in parts.items():
+    # EMA starts inside the warm-up, so that its updates fall in the timed steps (the grid's start, 500, is after them)
+    base = dataclasses.replace(grid.train, ema=dataclasses.replace(grid.train.ema, start=min(grid.train.ema.start,
+                                                                                                args.warmup // 2)))
+    parts = [("cell path", base),
+             ("cell path, no clipping", dataclasses.replace(base, grad_clip=0.0)),
+             ("cell path, no EMA", dataclasses.replace(base, ema=EMAConfig(every=total + 1, decay=0.99))),
+             # again, last: on an H100 (2026-12-07f) the first cell path of a process ran 30.8k img/s and the later
+             # rows 45-48k: a full garbage collection in its window, since run before every window (accel.settle);
+             # the repeat shows whether any first-run cost is left
+             ("cell path, again", base)]
+    for what, train in parts:
         numbers, _ = cell_path(dataclasses.replace(grid, train=train), info, device, args.steps, args.warmup)
         rows.append({"what": what, **{k: numbers[k] for k in ("img_s", "ms_step", "first_step_s", "cuda_graphs")}})
         print(rows[-1], flush=True)

@@ -57,7 +57,7 @@ def check_consistency(grid: Any, reader: Reader) -> None:
 def check_eval(grid: Any, reader: Reader) -> None:
     """The evaluation's checks across keys (grid, search and scaling files): scorer options only for listed scorers
     and only options each scorer reads, enough samples per setting for every scorer."""
-    from ablate.scorers.base import min_samples, option_problem
+    from ablate.scorers.base import min_samples, option_problem, sample_needs
 
     for name, options in grid.eval.scorer_options.items():
         if name not in grid.eval.scorers:
@@ -69,5 +69,5 @@ def check_eval(grid: Any, reader: Reader) -> None:
     need = min_samples(grid.eval.scorers)
     if grid.eval.num_samples < need:
         reader.fail(("eval", "num_samples"), f"`eval.num_samples` is {grid.eval.num_samples}, but the scorers of `eval.scorers` ("
-                    f"{', '.join(grid.eval.scorers)}) need at least {need} samples per setting (a Frechet distance needs "
-                    f"a covariance); allowed: an integer >= {need}.")
+                    f"{', '.join(grid.eval.scorers)}) need at least {need} samples per setting (each scorer's least: "
+                    f"{', '.join(f'{n} {k}' for n, k in sample_needs(grid.eval.scorers).items())}); allowed: an integer >= {need}.")

@@ -32,7 +32,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ablate.engine.accel import compile_for, precision_for, synchronize, timed_steps
+from ablate.engine.accel import compile_for, precision_for, settle, synchronize, timed_steps
 from ablate.data.base import DatasetInfo, LatentSplit
 from ablate.config.grid import Grid
 from ablate.models.dit import DIT_PRESETS, DiT, DiTConfig
@@ -112,7 +112,8 @@ def plain_step(grid: Grid, info: DatasetInfo, device: torch.device, steps: int, 
 
 
 class _Stopwatch(L.Callback):
-    """Host times (after a device synchronise) at chosen optimizer steps and around the validation."""
+    """Host times (after a device synchronise) at chosen optimizer steps (the last one ends the timed window,
+    :func:`~ablate.engine.accel.settle` runs before the others) and around the validation."""
 
     def __init__(self, device: torch.device, marks: tuple[int, ...]) -> None:
         self.device, self.marks, self.at = device, marks, {}
@@ -126,6 +127,8 @@ class _Stopwatch(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         if trainer.global_step in self.marks:
+            if trainer.global_step != self.marks[-1]:
+                settle()  # no full collection inside the timed window (accel.settle); this one is untimed
             self._mark(trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:

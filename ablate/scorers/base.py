@@ -125,10 +125,15 @@ def option_problem(name: str, options: dict[str, Any]) -> str | None:
     return None
 
 
+def sample_needs(names: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """The least samples per setting each known scorer of ``names`` needs (its ``min_samples``)."""
+    _load_builtin()
+    return {n: _REGISTRY[n].min_samples for n in names if n in _REGISTRY}
+
+
 def min_samples(names: tuple[str, ...] | list[str]) -> int:
     """The most samples per setting any of the scorers ``names`` needs."""
-    _load_builtin()
-    return max((_REGISTRY[n].min_samples for n in names if n in _REGISTRY), default=1)
+    return max(sample_needs(names).values(), default=1)
 
 
 def metric_info(name: str) -> Metric | None:

@@ -136,7 +136,7 @@ class EffNetScorer(Scorer):
                "real images"),
     )
 
-    min_samples = 2  # fd_effnet: a covariance of the samples' features
+    min_samples = PR_K + 1  # precision/recall: k = PR_K neighbours among the samples (fd_effnet's covariance needs 2)
     options = {"image_size": "the input size in pixels, 16-512 (default 64)", "batch_size": "images per batch",
                "kid_blocks": "disjoint sample blocks of kid_effnet, 1-10 (default 10)",
                "fd_replicates": f"fd_effnet on random halves of the samples, kept in the record, 0-{FD_REPLICATES_MAX} "

@@ -4,7 +4,7 @@
 # afterwards. Each argument is a step, run in turn while the call has more than a minute left; a step
 # of jobs joined by "+" runs them at once on all the GPUs (`chunk.sh grid+scaling+search`: the GPUs,
 # time-sliced, stay busy while one job waits on its last cells). With G GPUs (nvidia-smi -L):
-#   grid      issue 12: grids/fashion-mnist.yaml, PER_GPU (default 4) workers per GPU on every GPU
+#   grid      grids/fashion-mnist.yaml with PER_GPU (default 4) workers per GPU on every GPU (how v1 ran; v2 runs `plain`)
 #   scaling   issue 13: 4 G `ablate scale --shard k/4G` (4 per GPU, each training SCALE_WORKERS cells of a grid at
 #             once, default 1), then each the extrapolation cells of the formulations already complete; once
 #             all are done, a second round of shards trains the remaining extrapolation cells (shard<k>b.log),
@@ -24,7 +24,7 @@
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
 # The device takes a working tree of at most 64 MiB (.whl carried included): the tracked tree is ~56 MiB, so for
-# `scaling` move leaderboard/results/fashion-mnist and search-fashion-mnist out of the tree for the call (it
+# `scaling` move leaderboard/archive/fashion-mnist-v1/results and search-fashion-mnist out of the tree for the call (it
 # needs neither) and back after.
 set -u
 [ $# -gt 0 ] || { echo "usage: chunk.sh STEP [STEP...], a step: grid, scaling, search or jobs joined by +" >&2; exit 2; }
