@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -67,3 +68,27 @@ def test_steps_jobs_shards_and_the_end_of_a_call(tmp_path: Path) -> None:
         assert not any(name.startswith(("results/untouched", "results/cache")) for name in tgz.getnames())
     with tarfile.open(out / "logs.tgz") as tgz:  # every log, though a call returns only 8 files
         assert {f"shard{k}{r}.log" for k in range(1, 17) for r in ("", "b")} <= set(tgz.getnames())
+
+
+def test_unfinished_selects_the_cells_run_would_train_again(tmp_path: Path) -> None:
+    """benchmarks/gpu-runs/unfinished.py (a call's cells when the finished ones cannot travel): of two cells copied
+    from the archived v1 records, the finished one is left out, the one without done.json and the one with a
+    damaged record are named, and so is every cell not there at all."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("unfinished", REPO / "benchmarks" / "gpu-runs" / "unfinished.py")
+    unfinished = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unfinished)
+    v1 = REPO / "leaderboard" / "archive" / "fashion-mnist-v1"
+    source, target = v1 / "results" / "fashion-mnist" / "fashion-mnist", tmp_path / "fashion-mnist" / "fashion-mnist"
+    for slug in ("rf", "eps__linear", "v__cos"):
+        shutil.copytree(source / slug / "seed0", target / slug / "seed0")
+    (target / "eps__linear" / "seed0" / "done.json").unlink()
+    next((target / "v__cos" / "seed0" / "records").glob("*.json")).write_text("{")
+    names = unfinished.unfinished_variants(str(v1 / "fashion-mnist.yaml"), tmp_path, (0,))
+    assert "rf" not in names and {"eps/linear", "v/cos"} <= set(names) and len(names) == 23
+    out = subprocess.run([sys.executable, "benchmarks/gpu-runs/unfinished.py", str(v1 / "fashion-mnist.yaml"), str(tmp_path),
+                          "--seeds", "0"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.startswith("--seeds 0 --variant ") and "--variant 'rf/lognorm(0.00, 1.00)'" in out
+    assert "--variant rf " not in out and "--variant eps/linear" in out
