@@ -23,9 +23,10 @@
 # logs, also in logs.tgz (a call returns at most 8 files; `tar xzf logs.tgz` into the call's folder); every grid's records and
 # logs, no checkpoints or TensorBoard files, and of the sample sheets only seed 0's at 5 and 50 steps
 # (cfg 5, EMA), as leaderboard/results/README.md says.
-# The device takes a working tree of at most 64 MiB (.whl carried included): the tracked tree is ~56 MiB, so for
-# `scaling` move leaderboard/archive/fashion-mnist-v1/results and search-fashion-mnist out of the tree for the call (it
-# needs neither) and back after.
+# The device takes a working tree of at most 64 MiB (.whl carried included, 23.6 MB): the tracked tree is ~65 MB, ~41 MB
+# without leaderboard/archive/fashion-mnist-v1/results, leaderboard/results/fashion-mnist, search-fashion-mnist,
+# reports and scaling-fashion-mnist.*: move those out of the tree for a call and back after (before unpack.sh); a
+# plain run of v2's grid then gets the unfinished cells by name (unfinished.py, NEXT.md).
 set -u
 [ $# -gt 0 ] || { echo "usage: chunk.sh STEP [STEP...], a step: grid, scaling, search or jobs joined by +" >&2; exit 2; }
 DEADLINE=${DEADLINE:-570}
