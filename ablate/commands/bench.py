@@ -54,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-
 def cpu_num_samples(grid: Grid) -> int:
     """Samples per setting of a default CPU bench: the fewest the grid's scorers accept (at least 2), not the
     grid's thousand (effnet's precision/recall needs 4: a default CPU bench of a grid scored with it asked 2 and
@@ -88,10 +87,10 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} is {value}; it must be a positive integer.")
     grid = load_grid(args.grid, GridOverrides(num_samples=args.num_samples,
                                               data_dir=str(args.data_dir) if args.data_dir else None))
-    if not gpu and args.num_samples is None:  # a CPU bench in minutes: as few samples as the scorers allow
-        grid = dataclasses.replace(grid, eval=dataclasses.replace(grid.eval, num_samples=cpu_num_samples(grid)))
-    if not gpu:  # a CPU bench in minutes: a small batch, a short validation (the model is the grid's)
-        grid = dataclasses.replace(grid, data=dataclasses.replace(grid.data, val_size=min(grid.data.val_size, 16)))
+    if not gpu:  # a CPU bench in minutes: a small batch, a short validation, as few samples as the scorers allow
+        grid = dataclasses.replace(  # (the model is the grid's)
+            grid, data=dataclasses.replace(grid.data, val_size=min(grid.data.val_size, 16)),
+            eval=grid.eval if args.num_samples else dataclasses.replace(grid.eval, num_samples=cpu_num_samples(grid)))
     batch = args.batch_size or (None if gpu else 16)
     steps, warmup = args.steps or (60 if gpu else 4), args.warmup or (10 if gpu else 2)
     presets = [None if m == "grid" else m for m in args.model or (["grid", "S/2", "B/2"] if gpu else ["grid"])]
