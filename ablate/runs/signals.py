@@ -7,10 +7,14 @@ and a run with worker processes stops each of them. Later signals are noted, not
 cannot cut that shutdown short. The CLI names the signal (:func:`received`) and exits with
 128 + its number. The previous handlers come back when the block ends.
 
-A signal that arrives while the main thread is inside database code (SQLAlchemy, Optuna's storages)
-is not raised there: an exception in the middle of a SQLite transaction can leave the connection
-holding the database's write lock, which blocks every worker of the grid. It is raised instead at the
-first line the thread runs once it is back out of it (a line trace, as a debugger's breakpoint).
+A signal that arrives while the main thread is inside code that must not be cut is not raised there, but at the
+first line the thread runs once it is back out of it (a line trace, as a debugger's breakpoint):
+
+- database code (SQLAlchemy, Optuna's storages): an exception in the middle of a SQLite transaction can leave the
+  connection holding the database's write lock, which blocks every worker of the grid;
+- ``torch.save`` (``torch.serialization``): its zip writer turns an exception in a file write into a
+  ``RuntimeError`` ("unexpected pos"), so a signal during a checkpoint write read as a crash of the cell, which
+  was then marked failed instead of interrupted (seen in CI, 2026-12-07). The write finishes, then the run stops.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_DATABASE = ("sqlalchemy", "sqlite3", "optuna.storages")  # module names: not interrupted (see above)
+_HELD_BACK = ("sqlalchemy", "sqlite3", "optuna.storages", "torch.serialization")  # module names: not cut (above)
 _received: int | None = None
 _traced: list[FrameType] = []  # frames where a held-back signal is to be raised
 
@@ -46,12 +50,12 @@ def received() -> int | None:
     return _received
 
 
-def _database_caller(frame: FrameType | None) -> FrameType | None:
-    """If ``frame`` runs inside database code: the frame that called into it (the outermost database
+def _held_back_caller(frame: FrameType | None) -> FrameType | None:
+    """If ``frame`` runs inside code of :data:`_HELD_BACK`: the frame that called into it (the outermost such
     frame's caller); else None."""
     caller, inside = None, False
     while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(_DATABASE):
+        if frame.f_globals.get("__name__", "").startswith(_HELD_BACK):
             inside = True
             caller = frame.f_back
         frame = frame.f_back
@@ -82,7 +86,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _received is not None:
         return  # already stopping
     _received = signum
-    caller = _database_caller(frame)
+    caller = _held_back_caller(frame)
     if caller is None:
         raise Stopped(signum)
     _raise_on_return(caller, signum)
@@ -90,7 +94,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 def settle() -> None:
     """The stop is being carried out (e.g. Lightning stopped training on its own notice of SIGTERM):
-    a signal held back in database code is not raised any more."""
+    a held-back signal is not raised any more."""
     if _traced:
         sys.settrace(None)
         for f in _traced:

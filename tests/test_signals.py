@@ -1,0 +1,40 @@
+"""ablate.runs.signals: a SIGTERM that lands inside torch.save is held back until the write is done, then stops
+the run. Raised inside, torch's zip writer turned it into a RuntimeError ("unexpected pos"): in CI a SIGTERM during
+a checkpoint write marked the cell failed, not interrupted (tests/test_failures.py, 2026-12-07)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import pytest
+import torch
+
+from ablate.runs.signals import Stopped, received, stop_on_signals
+
+
+class _SignalledOnWrite(io.BytesIO):
+    """A file whose first write sends this process SIGTERM (as a run stopped mid-checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().write(data)
+
+
+def test_a_signal_inside_torch_save_stops_the_run_after_the_write() -> None:
+    state = {"w": torch.arange(100_000, dtype=torch.float32)}
+    fh = _SignalledOnWrite()
+    with pytest.raises(Stopped), stop_on_signals():
+        torch.save(state, fh)
+        for _ in range(3):  # the held-back signal is raised at the caller's next line
+            pass
+    assert fh.sent and received() == signal.SIGTERM
+    fh.seek(0)
+    assert torch.equal(torch.load(fh)["w"], state["w"])  # the write was not cut
