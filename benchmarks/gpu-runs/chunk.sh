@@ -94,8 +94,9 @@ kill $DMON 2>/dev/null
 rm -rf $T/pack && mkdir -p $T/pack/results
 # only the grids this call changed: the device's copy of leaderboard/results may hold every published grid, and a
 # call returns files of at most 16 MiB (2026-12-07: an 18 MB results.tgz of mostly unchanged grids did not come back)
+# (never the cache: a run writes into it, and 2026-12-07g's results.tgz of 18 MB was mostly the probe's cache)
 for d in $R/*/; do
-  [ -n "$(find "$d" -type f -newer $T/call.stamp -print -quit)" ] || continue
+  [ "$(basename "$d")" != cache ] && [ -n "$(find "$d" -type f -newer $T/call.stamp -print -quit)" ] || continue
   tar cf - --exclude='*.ckpt' --exclude='tb' -C $R "$(basename "$d")" | tar xf - -C $T/pack/results
 done
 find $T/pack -name '*.png' -path '*/samples/*' ! \( -path '*/seed0/*' \( -name '50steps-cfg5.0-own-ema.png' -o -name '5steps-cfg5.0-own-ema.png' \) \) -delete
