@@ -48,3 +48,14 @@ def test_a_default_cpu_bench_samples_as_few_as_its_scorers_accept() -> None:
     asked 2 and failed in its evaluation table."""
     assert cpu_num_samples(load_grid("fashion-mnist")) == 4
     assert cpu_num_samples(load_grid("smoke")) == 4
+
+
+def test_the_bench_says_whether_the_pack_or_a_lone_cell_is_faster_here() -> None:
+    """The verdict line under the packing table, from the two real paths' numbers of one bench (2026-12-07g's H100:
+    one cell alone 45,131 img/s, the pack of 8 39,748 in all; 2026-12-07e's slower host: the other way round)."""
+    from ablate.commands.bench import pack_verdict
+
+    fast_host = pack_verdict(45_131.0, 39_748.0, 8)
+    assert "0.88x" in fast_host and "1.14x faster" in fast_host and "--pack 1" in fast_host
+    slow_host = pack_verdict(20_000.0, 29_700.0, 8)
+    assert "1.49x" in slow_host and "--pack 1" not in slow_host and "default (packs) is the faster" in slow_host

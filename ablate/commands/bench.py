@@ -123,6 +123,10 @@ def main(args: argparse.Namespace) -> int:
                       f"{c['img_s_with_val']:,.0f}", f"{c['peak_mem_gib']:.1f}")
     console.print(table)
     out["packing"] = packing_table(grid, device, batch, steps, warmup, args.pack, console)
+    lone = next((r["cell"]["img_s"] for r in out["training"] if r["model"] == "grid"), None)
+    if lone is not None and gpu:  # the same cell path, alone and packed, in this run
+        out["pack_vs_lone"] = out["packing"]["run"]["img_s"] / lone
+        console.print(pack_verdict(lone, out["packing"]["run"]["img_s"], out["packing"]["k"]), highlight=False)
     if gpu:
         from ablate.engine.graphs import fallbacks
 
@@ -158,6 +162,18 @@ def main(args: argparse.Namespace) -> int:
 
         write_json_atomic(args.json, json.loads(json.dumps(out, default=str)))
     return 0
+
+
+def pack_verdict(lone_img_s: float, pack_img_s: float, k: int) -> str:
+    """One line: does ``run``'s pack of ``k`` (all cells' images a second) beat one cell trained alone on this
+    machine? Fast hosts replay a lone cell's CUDA graphs near the GPU's limit, slow ones do not (2026-12-07e/g)."""
+    ratio = pack_img_s / lone_img_s
+    if ratio >= 1:
+        return (f"run's pack of {k} trains {ratio:.2f}x the images a second of one cell alone on this machine: "
+                "run's default (packs) is the faster here.")
+    return (f"run's pack of {k} trains {ratio:.2f}x the images a second of one cell alone on this machine: one cell "
+            f"alone is {1 / ratio:.2f}x faster here; pass --pack 1 to run (the default packs, for hosts whose lone "
+            "step is bound by the CPU).")
 
 
 def grid_channels(grid: Any, default: int = 4) -> int:
