@@ -170,10 +170,10 @@ def pack_verdict(lone_img_s: float, pack_img_s: float, k: int) -> str:
     ratio = pack_img_s / lone_img_s
     if ratio >= 1:
         return (f"run's pack of {k} trains {ratio:.2f}x the images a second of one cell alone on this machine: "
-                "run's default (packs) is the faster here.")
+                "packs are the faster here.")
     return (f"run's pack of {k} trains {ratio:.2f}x the images a second of one cell alone on this machine: one cell "
-            f"alone is {1 / ratio:.2f}x faster here; pass --pack 1 to run (the default packs, for hosts whose lone "
-            "step is bound by the CPU).")
+            f"alone is {1 / ratio:.2f}x faster here (a plain run measures this in its first rounds and goes on alone; "
+            "--pack 1 goes alone from the start).")
 
 
 def grid_channels(grid: Any, default: int = 4) -> int:

@@ -37,6 +37,7 @@ from typing import Any
 
 import lightning as L
 import optuna
+import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
@@ -125,6 +126,28 @@ class TrialReporter(L.Callback):
         self.url, self.trial_id, self.every = url, trial_id, heartbeat_settings()[0]
         self.step: int | None = None
         self._last = 0.0
+        self._first_step = 0
+        self.timing: list[tuple[int, float]] = []  # (step, seconds) at half the steps and at the last, see steps_per_s
+
+    @property
+    def steps_per_s(self) -> float | None:
+        """Training steps a second over the second half of this run of the cell (its validations and checkpoint
+        writes in, its compile out; the device synchronised at both ends); None for a run that started past
+        half its steps or did not reach the last."""
+        if len(self.timing) != 2 or self.timing[1][1] <= self.timing[0][1]:
+            return None
+        (s0, t0), (s1, t1) = self.timing
+        return (s1 - s0) / (t1 - t0)
+
+    def _time(self, trainer: L.Trainer, module: Any) -> None:
+        step, total = int(trainer.global_step), int(trainer.max_steps)
+        half = total // 2
+        due = (not self.timing and self._first_step < half <= step) or (len(self.timing) == 1 and step >= total)
+        if due:
+            device = getattr(module, "device", None)
+            if device is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.timing.append((step, time.perf_counter()))
 
     def report(self, trainer: L.Trainer, force: bool = False) -> None:
         self.step = int(trainer.global_step)
@@ -141,7 +164,9 @@ class TrialReporter(L.Callback):
                         f"{type(err).__name__}: {str(err).splitlines()[0]}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_step, self.timing = int(trainer.global_step), []
         self.report(trainer, force=True)
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         self.report(trainer)
+        self._time(trainer, pl_module)

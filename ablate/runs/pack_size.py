@@ -11,6 +11,9 @@ The rule, from measurements (``benchmarks/gpu-runs/*-speed/``, issue 25's table)
   a small model's CPU step is arithmetic-bound), and a plain run of ``grids/smoke.yaml`` in packs of 8 trained
   at about 700 img/s in all against about 1,150 for one cell alone (2026-12-07, this project's 2-core VM).
   ``--pack K`` still packs on the CPU (the tests do, to check a pack against its cells trained alone).
+- Whether a pack of that size beats one cell alone depends on the host once CUDA graphs are on (two H100
+  hosts went opposite ways, ``benchmarks/gpu-runs/2026-12-07e`` and ``-07g``): where this rule chose the size,
+  the worker measures both ways on its first cells and keeps the faster (:class:`ablate.runs.packs.MeasuredPacks`).
 - Never more than the worker's share of the unfinished cells, and 1 for a cell trained over several
   devices (``ddp_spawn`` runs one cell per process group).
 """

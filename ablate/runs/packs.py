@@ -141,9 +141,14 @@ def _train(worker: Worker, claims: list[_Claim]) -> None:
 
 def run_pack(worker: Worker, size: int) -> bool:
     """Claim up to ``size`` cells, train them (packed), evaluate each; False if there was none to claim."""
+    return bool(_round(worker, size))
+
+
+def _round(worker: Worker, size: int) -> list[_Claim]:
+    """:func:`run_pack`, returning its claims (none if there was none to claim)."""
     claims = claim(worker, size)
     if not claims:
-        return False
+        return claims
     try:
         for c in claims:
             worker.say(escape(worker.label(c.cell)))
@@ -170,7 +175,7 @@ def run_pack(worker: Worker, size: int) -> bool:
         for c in claims:
             if c.open:
                 c.heartbeat.join()
-    return True
+    return claims
 
 
 def _fence(worker: Worker, claims: list[_Claim]) -> Callable[[Path], None]:
@@ -236,6 +241,44 @@ def _evaluate_pack(worker: Worker, claims: list[_Claim]) -> None:
             _complete(worker, todo[k], "done")
 
 
-def claim_rounds(size: int) -> Callable[[Worker], bool] | None:
-    """A worker's ``claim_round`` for packs of up to ``size`` cells (None for 1: one cell at a time, as ever)."""
-    return None if size <= 1 else functools.partial(run_pack, size=size)
+class MeasuredPacks:
+    """A worker's ``claim_round`` that picks its pack size by measuring (a plain CUDA run, ``--pack`` not given):
+    its first round trains one cell alone, its second a pack of ``k``, each timed over the second half of its
+    training (:attr:`TrialReporter.steps_per_s`: validations in, compile out); every later round claims as many
+    cells as the faster did, in training images a second. Why: with CUDA graphs a lone cell's step is bound by
+    the host's Python on a slow host and by the GPU on a fast one, and the two H100 hosts measured went opposite
+    ways (``benchmarks/gpu-runs/2026-12-07e``: the pack of 8 1.48x faster; ``2026-12-07g``: one cell alone 1.26x).
+    A round that could not be timed (a cell resumed past half its steps, or found done) leaves ``k``."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.img_per_s: dict[int, float | None] = {}  # by the size asked for; None: that round gave no timing
+
+    def next_size(self) -> int:
+        for size in (1, self.k):
+            if size not in self.img_per_s:
+                return size
+        one, pack = self.img_per_s[1], self.img_per_s[self.k]
+        return 1 if one is not None and pack is not None and one > pack else self.k
+
+    def __call__(self, worker: Worker) -> bool:
+        measuring, size = len(self.img_per_s) < 2, self.next_size()
+        claims = _round(worker, size)
+        if measuring and claims:
+            rates = [c.reporter.steps_per_s for c in claims]
+            timed = all(r is not None for r in rates) and len(claims) == size
+            self.img_per_s[size] = worker.grid.train.batch_size * sum(rates) if timed else None  # type: ignore[arg-type]
+            if len(self.img_per_s) == 2:
+                one, pack = self.img_per_s[1], self.img_per_s[self.k]
+                said = (f"one cell alone trained {one:,.0f} img/s, a pack of {self.k} {pack:,.0f} in all" if one and pack
+                        else "the first rounds could not be timed (resumed or finished cells)")
+                worker.say(f"pack size measured: {said}; packs of {self.next_size()} from now on (--pack K to choose)")
+        return bool(claims)
+
+
+def claim_rounds(size: int, measure: bool = False) -> Callable[[Worker], bool] | None:
+    """A worker's ``claim_round`` for packs of up to ``size`` cells (None for 1: one cell at a time, as ever);
+    ``measure``: :class:`MeasuredPacks` of ``size`` (the size was the rule's, not the user's)."""
+    if size <= 1:
+        return None
+    return MeasuredPacks(size) if measure else functools.partial(run_pack, size=size)

@@ -104,11 +104,15 @@ def _queue_and_run(grid: Grid, ctx: RunContext, options: WorkerOptions, url: str
     gpus = gpu_assignment(workers, grid.train.devices, visible) if visible else [None] * workers
     size = pack_size(grid, ctx, options.pack, workers, unfinished,
                      spread=options.workers is not None or options.workers_per_gpu > 1)
-    if size > 1:
+    if size > 1 and options.pack is None:
+        ctx.console.print(f"each worker trains one cell alone, then {size} at once as one stacked model, and goes on "
+                          "the faster way (--pack K to choose)", highlight=False)
+    elif size > 1:
         ctx.console.print(f"each worker trains up to {size} cells at once as one stacked model (--pack)", highlight=False)
     if workers <= 1:
         threads.apply(options.workers or 1)  # the threads of one of the workers asked for, when fewer cells are left
-        Worker(grid, ctx, url, claim_until=options.claim_until, claim_round=claim_rounds(size)).run()
+        Worker(grid, ctx, url, claim_until=options.claim_until,
+               claim_round=claim_rounds(size, measure=options.pack is None)).run()
     else:
         _supervise(grid, ctx, url, options, gpus, size)
     counts = _report(grid, ctx, study)
@@ -179,7 +183,7 @@ def _supervise(grid: Grid, ctx: RunContext, url: str, options: WorkerOptions, gp
     def start(i: int) -> mp.process.BaseProcess:
         proc = spawn.Process(target=_worker_process, name=f"ablate-w{i}", args=(
             grid, ctx.device.type, ctx.cache_dir, ctx.weights_dir, url, f"w{i}", gpus[i], modules, count,
-            options.verbose, os.getpid(), gpu_shares(gpus)[i], options.claim_until, pack))
+            options.verbose, os.getpid(), gpu_shares(gpus)[i], options.claim_until, pack, options.pack is None))
         proc.start()
         return proc
 
@@ -250,9 +254,11 @@ def _stop_with_parent(parent: int) -> None:
 
 def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path | None, url: str, name: str,
                     gpus: str | None, modules: list[str], processes: int, verbose: bool, parent: int,
-                    gpu_share: float = 1.0, claim_until: float | None = None, pack: int = 1) -> None:
+                    gpu_share: float = 1.0, claim_until: float | None = None, pack: int = 1,
+                    measure: bool = False) -> None:
     """Entry point of a local worker process (forked from the forkserver, which never touches CUDA);
-    ``gpu_share``: 1 / the workers sharing its GPUs (for the records' GPU-hours)."""
+    ``gpu_share``: 1 / the workers sharing its GPUs (for the records' GPU-hours); ``pack``, ``measure``: see
+    :func:`ablate.runs.packs.claim_rounds`."""
     import importlib
 
     from ablate.runs import signals
@@ -268,7 +274,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
                      gpu_share=gpu_share)
     try:
         with stop_on_signals():
-            Worker(grid, ctx, url, name, claim_until, claim_rounds(pack)).run()
+            Worker(grid, ctx, url, name, claim_until, claim_rounds(pack, measure)).run()
     except AblateError as err:
         Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
         raise SystemExit(2) from None

@@ -1,0 +1,94 @@
+"""A plain CUDA run's pack size, measured (ablate.runs.packs.MeasuredPacks): a worker trains its first cell alone
+and its second round as a pack, times both over the second half of their training (TrialReporter.steps_per_s),
+and claims as many cells as the faster did from then on. The decision is checked here with given timings, the
+timing with a trainer's steps, and the whole through a real CPU run whose rule is made to say 3; whether the
+choice pays is the GPU's to show (benchmarks/gpu-runs/NEXT.md)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import ablate  # noqa: F401  (torchvision fix first)
+import pytest
+import torch
+import workers_kit
+from rich.console import Console
+
+from ablate.config.grid import GridOverrides, load_grid
+from ablate.engine.runner import RunContext
+from ablate.runs import packs
+from ablate.runs.claims import TrialReporter
+
+
+def _reporter(steps_per_s: float | None) -> SimpleNamespace:
+    return SimpleNamespace(reporter=SimpleNamespace(steps_per_s=steps_per_s))
+
+
+@pytest.mark.parametrize("lone, packed, then", [(40.0, 4.0, 1), (20.0, 4.0, 8), (None, 4.0, 8)])
+def test_the_faster_way_is_kept_after_one_lone_round_and_one_pack(monkeypatch, lone, packed, then) -> None:
+    """Steps a second: a lone cell at 40 (10,240 img/s at batch 256) beats 8 cells at 4 (8,192 in all); at 20 it
+    does not; an untimed lone round (a resumed cell) leaves the rule's 8."""
+    asked: list[int] = []
+    timings = iter([[_reporter(lone)], [_reporter(packed)] * 8])
+
+    def round_(worker, size):
+        asked.append(size)
+        return next(timings, None) or [_reporter(None)] * size
+
+    monkeypatch.setattr(packs, "_round", round_)
+    said: list[str] = []
+    worker = SimpleNamespace(grid=SimpleNamespace(train=SimpleNamespace(batch_size=256)), say=said.append)
+    choose = packs.MeasuredPacks(8)
+    for _ in range(4):
+        assert choose(worker)
+    assert asked == [1, 8, then, then]
+    (line,) = said
+    assert line.endswith(f"packs of {then} from now on (--pack K to choose)")
+    if lone is not None:
+        assert f"one cell alone trained {256 * lone:,.0f} img/s, a pack of 8 {256 * 8 * packed:,.0f} in all" in line
+
+
+def test_a_cell_is_timed_over_the_second_half_of_its_steps() -> None:
+    reporter = TrialReporter("sqlite://", 0)
+    reporter.every = 1e9  # no queue reports
+    module = SimpleNamespace(device=torch.device("cpu"))
+
+    def train(first: int, last: int, total: int) -> None:
+        trainer = SimpleNamespace(global_step=first, max_steps=total, global_rank=1)
+        reporter.on_train_start(trainer, module)
+        for step in range(first + 1, last + 1):
+            trainer.global_step = step
+            reporter.on_train_batch_end(trainer, module, None, None, step)
+
+    train(0, 10, 10)
+    assert [s for s, _ in reporter.timing] == [5, 10] and reporter.steps_per_s > 0
+    train(6, 10, 10)  # resumed past half its steps: its compile would be in the window
+    assert reporter.steps_per_s is None
+    train(0, 7, 10)  # stopped before its last step
+    assert reporter.steps_per_s is None
+
+
+def test_a_plain_run_measures_then_packs(tmp_path, one_thread, monkeypatch) -> None:
+    """4 cells, the rule made to say 3 (as on CUDA): one alone, then a pack of the other 3, then the decision;
+    every cell done, trained alone or packed as its round was."""
+    import json
+
+    from ablate.results import cell_dir
+    from ablate.runs import workers
+    from ablate.runs.workers import WorkerOptions, run_grid
+
+    for key, value in workers_kit.worker_env().items():
+        if key.startswith("ABLATE_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(workers, "pack_size", lambda *a, **k: 3)
+    variants = ["rf/lognorm(0.00, 1.00)", "eps/linear", "edm(-1.20, 1.20)", "v/cos"]
+    grid = load_grid(workers_kit.write_grid(tmp_path, "measured", variants, max_steps=10), GridOverrides(results=tmp_path))
+    console = Console(record=True, width=250)
+    ctx = RunContext(device=torch.device("cpu"), console=console, progress=False)
+    assert run_grid(grid, ctx, WorkerOptions()) == {"done": 4}
+    said = console.export_text()
+    assert "each worker trains one cell alone, then 3 at once" in said and "training 3 cells as one pack" in said
+    assert "pack size measured: one cell alone trained" in said and "a pack of 3" in said
+    packed = [json.loads((cell_dir(tmp_path, "measured", "fashion-mnist", v, 0) / "train.json").read_text()).get("pack")
+              for v in variants]
+    assert sorted(packed, key=str) == [3, 3, 3, None]
