@@ -24,12 +24,14 @@ def _reporter(steps_per_s: float | None) -> SimpleNamespace:
     return SimpleNamespace(reporter=SimpleNamespace(steps_per_s=steps_per_s))
 
 
-@pytest.mark.parametrize("lone, packed, then", [(40.0, 4.0, 1), (20.0, 4.0, 8), (None, 4.0, 8)])
-def test_the_faster_way_is_kept_after_one_lone_round_and_one_pack(monkeypatch, lone, packed, then) -> None:
+@pytest.mark.parametrize("lone, packed, members, then", [(40.0, 4.0, 8, 1), (20.0, 4.0, 8, 8), (None, 4.0, 8, 8),
+                                                          (40.0, 8.0, 3, 1), (20.0, 8.0, 3, 8), (40.0, 4.0, 1, 8)])
+def test_the_faster_way_is_kept_after_one_lone_round_and_one_pack(monkeypatch, lone, packed, members, then) -> None:
     """Steps a second: a lone cell at 40 (10,240 img/s at batch 256) beats 8 cells at 4 (8,192 in all); at 20 it
-    does not; an untimed lone round (a resumed cell) leaves the rule's 8."""
+    does not; an untimed lone round (a resumed cell) leaves the rule's 8. A pack round short of 8 at the grid's end
+    (3 cells) still measures packing; a "pack" of one cell does not."""
     asked: list[int] = []
-    timings = iter([[_reporter(lone)], [_reporter(packed)] * 8])
+    timings = iter([[_reporter(lone)], [_reporter(packed)] * members])
 
     def round_(worker, size):
         asked.append(size)
@@ -44,8 +46,8 @@ def test_the_faster_way_is_kept_after_one_lone_round_and_one_pack(monkeypatch, l
     assert asked == [1, 8, then, then]
     (line,) = said
     assert line.endswith(f"packs of {then} from now on (--pack K to choose)")
-    if lone is not None:
-        assert f"one cell alone trained {256 * lone:,.0f} img/s, a pack of 8 {256 * 8 * packed:,.0f} in all" in line
+    if lone is not None and members > 1:
+        assert f"one cell alone trained {256 * lone:,.0f} img/s, a pack of {members} {256 * members * packed:,.0f} in all" in line
 
 
 def test_a_cell_is_timed_over_the_second_half_of_its_steps() -> None:

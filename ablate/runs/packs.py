@@ -248,11 +248,13 @@ class MeasuredPacks:
     cells as the faster did, in training images a second. Why: with CUDA graphs a lone cell's step is bound by
     the host's Python on a slow host and by the GPU on a fast one, and the two H100 hosts measured went opposite
     ways (``benchmarks/gpu-runs/2026-12-07e``: the pack of 8 1.48x faster; ``2026-12-07g``: one cell alone 1.26x).
-    A round that could not be timed (a cell resumed past half its steps, or found done) leaves ``k``."""
+    A round that could not be timed (a cell resumed past half its steps, or found done; a "pack" of one cell)
+    leaves ``k``."""
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.img_per_s: dict[int, float | None] = {}  # by the size asked for; None: that round gave no timing
+        self.cells: dict[int, int] = {}  # the cells each measuring round had
 
     def next_size(self) -> int:
         for size in (1, self.k):
@@ -266,12 +268,15 @@ class MeasuredPacks:
         claims = _round(worker, size)
         if measuring and claims:
             rates = [c.reporter.steps_per_s for c in claims]
-            timed = all(r is not None for r in rates) and len(claims) == size
+            timed = all(r is not None for r in rates) and len(claims) >= min(size, 2)  # a pack short of k at the
+            # grid's end still measures packing
             self.img_per_s[size] = worker.grid.train.batch_size * sum(rates) if timed else None  # type: ignore[arg-type]
+            self.cells[size] = len(claims)
             if len(self.img_per_s) == 2:
                 one, pack = self.img_per_s[1], self.img_per_s[self.k]
-                said = (f"one cell alone trained {one:,.0f} img/s, a pack of {self.k} {pack:,.0f} in all" if one and pack
-                        else "the first rounds could not be timed (resumed or finished cells)")
+                said = (f"one cell alone trained {one:,.0f} img/s, a pack of {self.cells[self.k]} {pack:,.0f} in all"
+                        if one and pack
+                        else "the first rounds could not both be timed (a resumed or finished cell, or a pack of one)")
                 worker.say(f"pack size measured: {said}; packs of {self.next_size()} from now on (--pack K to choose)")
         return bool(claims)
 
