@@ -17,7 +17,7 @@ from ablate.data.class_captions import CONTEXT_LENGTH, TEMPLATES, caption_table
 from ablate.data.conditioning import conditioning_of, null_conditioning
 from ablate.data.fashion_mnist import CLASSES, SYNONYMS
 from ablate.errors import ConfigError
-from ablate.report.backbones import ranking_verdict
+from ablate.report.backbones import ranking_verdict, within_ranks
 from ablate.results import cell_dir
 
 
@@ -103,6 +103,24 @@ def test_ranking_verdict_counts_swaps_not_ties() -> None:
     assert "does not change" in ranking_verdict(same)
     swapped = pd.DataFrame({"dit": [1.0, 2.0], "uvit": [2.0, 1.0]}, index=["a", "b"])
     assert "changes" in ranking_verdict(swapped) and "a vs b" in ranking_verdict(swapped)
+
+
+def test_within_backbone_ranks_follow_the_metrics_directions() -> None:
+    """ckid (lower is better) and fd (lower is better): a variant better on both in every setting ranks first in its
+    backbone. Ranked as if alignment were higher-is-better (the bug this guards), both would tie on the front."""
+    rows = []
+    for backbone in ("dit", "mmdit"):
+        for steps in (5, 50):
+            for variant, ckid, fd in (("rf", 2.0, 300.0), ("eps/linear", 4.0, 370.0)):
+                for seed in (0, 1):
+                    rows.append({"variant": variant, "backbone": backbone, "dataset": "fashion-mnist", "steps": steps,
+                                 "cfg": 5.0, "time_grid": "own", "weights": "ema", "solver": "euler",
+                                 "setting": f"euler-{steps}-cfg5-own-ema", "seed": seed,
+                                 "ckid_effnet": ckid + 0.1 * seed, "fd_effnet": fd + seed,
+                                 "scorers": {"effnet": {"metrics": {"ckid_effnet": {"higher_is_better": False},
+                                                                    "fd_effnet": {"higher_is_better": False}}}}})
+    ranks = within_ranks(pd.DataFrame(rows), "ckid_effnet", "fd_effnet")
+    assert ranks.loc["rf"].tolist() == [1.0, 1.0] and ranks.loc["eps/linear"].tolist() == [2.0, 2.0]
 
 
 def test_scale_fits_a_backbone_on_its_own_family(tmp_path: Path) -> None:

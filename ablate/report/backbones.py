@@ -37,7 +37,7 @@ def has_backbones(frame: pd.DataFrame) -> bool:
 def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
     """The records with ``variant`` read as ``"<variant> @ <backbone>"`` (``formulation`` keeps the name)."""
     return frame.assign(formulation_variant=frame["variant"],
-                        variant=frame["variant"] + " @ " + frame["backbone"].fillna("dit"))
+                        variant=[ranking.pair_label(v, b) for v, b in zip(frame["variant"], frame["backbone"].fillna("dit"))])
 
 
 def _interval(values: np.ndarray, digits: int = 4) -> str:
@@ -71,9 +71,9 @@ def final_values(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataF
 def within_ranks(frame: pd.DataFrame, alignment: str, fidelity: str) -> pd.DataFrame:
     """Average non-dominated rank of each variant within each backbone (the paper's Table 1 ranking on the
     backbone's records alone): rows variants, columns backbones."""
-    columns = {}
+    columns, directions = {}, ranking.directions(frame, alignment, fidelity)
     for backbone, part in frame.groupby("backbone"):
-        means = ranking.setting_ranks(ranking.seed_means(part, alignment, fidelity), alignment, fidelity)
+        means = ranking.setting_ranks(ranking.seed_means(part, alignment, fidelity), alignment, fidelity, *directions)
         t1 = ranking.table1(means)
         columns[backbone] = t1.set_index("variant")["all"]
     return pd.DataFrame(columns)

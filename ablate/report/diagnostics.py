@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.report import paper
+from ablate.report import paper, ranking
 from ablate.results import preview_path
 
 
@@ -24,20 +24,25 @@ def is_smoke(grid: str) -> bool:
 
 def completeness_line(frame: pd.DataFrame) -> str | None:
     """A line for the top of the leaderboard when the grid is not finished: how many of the cells its file
-    names (variants x datasets x seeds, from the newest record's config) have records, and which variants
-    have none. None when every cell has records (or no record carries its grid's config)."""
+    names (variants x backbones x datasets x seeds, from the newest record's config) have records, and which
+    variants have none (each a ``"<variant> @ <backbone>"`` pair where the frame ranks pairs:
+    :func:`ablate.report.backbones.label_variants`). None when every cell has records (or no record carries its
+    grid's config)."""
     configs = frame.sort_values("created")["config"]
     config = next((c for c in reversed(configs.tolist()) if isinstance(c, dict) and c.get("variants")), None)
     if config is None:
         return None
-    expected = {(v, d, int(s)) for v in config["variants"] for d in config.get("datasets", []) for s in config.get("seeds", [])}
+    names = config["variants"]
+    if "formulation_variant" in frame:  # ranked as (variant, backbone) pairs
+        names = [ranking.pair_label(v, b) for b in config.get("backbones") or ["dit"] for v in config["variants"]]
+    expected = {(v, d, int(s)) for v in names for d in config.get("datasets", []) for s in config.get("seeds", [])}
     found = set(zip(frame["variant"], frame["dataset"], frame["seed"].astype(int)))
     if not expected or expected <= found:
         return None
-    none = [v for v in config["variants"] if not any(c[0] == v for c in found)]
-    return (f"INCOMPLETE GRID: {len(expected & found)} of the {len(expected)} cells of the grid (variants x datasets x "
-            f"seeds) have results; the ranks cover only those" +
-            (f"; {len(none)} variants have none yet: {', '.join(none)}." if none else "."))
+    none = [v for v in names if not any(c[0] == v for c in found)]
+    axes = "variants x backbones x datasets x seeds" if "formulation_variant" in frame else "variants x datasets x seeds"
+    return (f"INCOMPLETE GRID: {len(expected & found)} of the {len(expected)} cells of the grid ({axes}) have results; "
+            "the ranks cover only those" + (f"; {len(none)} variants have none yet: {', '.join(none)}." if none else "."))
 
 
 def _config_values(frame: pd.DataFrame, *path: str) -> str:

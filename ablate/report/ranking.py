@@ -72,6 +72,11 @@ def higher_is_better(frame: pd.DataFrame, metric: str, role: str) -> bool:
     return role == "alignment"
 
 
+def pair_label(variant: str, backbone: str | None) -> str:
+    """The name a (variant, backbone) pair is ranked under on a grid with a backbone axis: ``"<variant> @ <backbone>"``."""
+    return f"{variant} @ {backbone or 'dit'}"
+
+
 def directions(frame: pd.DataFrame, alignment: str, fidelity: str) -> tuple[bool, bool]:
     """(alignment: higher is better, fidelity: lower is better), as the records declare them."""
     return higher_is_better(frame, alignment, "alignment"), not higher_is_better(frame, fidelity, "fidelity")
