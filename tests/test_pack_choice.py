@@ -20,8 +20,10 @@ from ablate.runs import packs
 from ablate.runs.claims import TrialReporter
 
 
-def _reporter(steps_per_s: float | None) -> SimpleNamespace:
-    return SimpleNamespace(reporter=SimpleNamespace(steps_per_s=steps_per_s))
+def _reporter(steps_per_s: float | None, start: float = 0.0) -> SimpleNamespace:
+    """A claim whose cell was timed at ``steps_per_s`` over a 10 s window from ``start`` (pack-mates share one)."""
+    window = None if steps_per_s is None else (round(10 * steps_per_s), start, start + 10.0)
+    return SimpleNamespace(reporter=SimpleNamespace(steps_per_s=steps_per_s, window=window))
 
 
 @pytest.mark.parametrize("lone, packed, members, then", [(40.0, 4.0, 8, 1), (20.0, 4.0, 8, 8), (None, 4.0, 8, 8),
@@ -50,6 +52,21 @@ def test_the_faster_way_is_kept_after_one_lone_round_and_one_pack(monkeypatch, l
         assert f"one cell alone trained {256 * lone:,.0f} img/s, a pack of {members} {256 * members * packed:,.0f} in all" in line
 
 
+def test_packs_trained_in_turn_in_one_round_add_their_times_not_their_rates(monkeypatch) -> None:
+    """A round of 4 cells over two backbones forms two packs of 2 trained one after the other: 4 x 200 steps x 256
+    images over 20 s is 10,240 img/s, not the 20,480 that summing the four cells' rates would claim."""
+    first, second = [_reporter(20.0, 0.0)] * 2, [_reporter(20.0, 10.0)] * 2
+    assert packs.trained_img_per_s([c.reporter for c in first + second], 256) == pytest.approx(10_240)
+    assert packs.trained_img_per_s([c.reporter for c in first], 256) == pytest.approx(10_240)  # one pack of 2
+    assert packs.trained_img_per_s([c.reporter for c in [*first, _reporter(None)]], 256) is None
+    rounds = iter([[_reporter(60.0)], first + second])  # alone 15,360 img/s: faster than the round's 10,240
+    worker = SimpleNamespace(grid=SimpleNamespace(train=SimpleNamespace(batch_size=256)), say=lambda line: None)
+    monkeypatch.setattr(packs, "_round", lambda worker, size: next(rounds, None) or [_reporter(None)] * size)
+    choose = packs.MeasuredPacks(4)
+    choose(worker), choose(worker)
+    assert choose.next_size() == 1  # summing the four cells' rates (20,480) would have chosen packs
+
+
 def test_a_cell_is_timed_over_the_second_half_of_its_steps() -> None:
     reporter = TrialReporter("sqlite://", 0)
     reporter.every = 1e9  # no queue reports
@@ -63,7 +80,7 @@ def test_a_cell_is_timed_over_the_second_half_of_its_steps() -> None:
             reporter.on_train_batch_end(trainer, module, None, None, step)
 
     train(0, 10, 10)
-    assert [s for s, _ in reporter.timing] == [5, 10] and reporter.steps_per_s > 0
+    assert [s for s, _ in reporter.timing] == [5, 10] and reporter.steps_per_s > 0 and reporter.window[0] == 5
     train(6, 10, 10)  # resumed past half its steps: its compile would be in the window
     assert reporter.steps_per_s is None
     train(0, 7, 10)  # stopped before its last step

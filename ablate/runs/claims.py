@@ -139,6 +139,14 @@ class TrialReporter(L.Callback):
         (s0, t0), (s1, t1) = self.timing
         return (s1 - s0) / (t1 - t0)
 
+    @property
+    def window(self) -> tuple[int, float, float] | None:
+        """(steps, start, end) of the timed second half (``time.perf_counter`` seconds); None as for :attr:`steps_per_s`."""
+        if self.steps_per_s is None:
+            return None
+        (s0, t0), (s1, t1) = self.timing
+        return s1 - s0, t0, t1
+
     def _time(self, trainer: L.Trainer, module: Any) -> None:
         step, total = int(trainer.global_step), int(trainer.max_steps)
         half = total // 2

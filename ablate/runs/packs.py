@@ -241,10 +241,25 @@ def _evaluate_pack(worker: Worker, claims: list[_Claim]) -> None:
             _complete(worker, todo[k], "done")
 
 
+def trained_img_per_s(reporters: list[TrialReporter], batch_size: int) -> float | None:
+    """Training images a second of one round's cells over their timed windows (:attr:`TrialReporter.window`):
+    all their images over the time the windows cover together. Pack-mates' windows coincide, so their images share
+    one time; the packs of a round trained in turn (a round over several backbones or resume steps forms one pack
+    each) follow each other, so their times add up. None if a cell was not timed."""
+    windows = [r.window for r in reporters]
+    if not windows or any(w is None for w in windows):
+        return None
+    covered, end = 0.0, float("-inf")
+    for _, start, stop in sorted(windows, key=lambda w: w[1]):  # type: ignore[index]
+        covered += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return batch_size * sum(w[0] for w in windows) / covered if covered > 0 else None  # type: ignore[index]
+
+
 class MeasuredPacks:
     """A worker's ``claim_round`` that picks its pack size by measuring (a plain CUDA run, ``--pack`` not given):
     its first round trains one cell alone, its second a pack of ``k``, each timed over the second half of its
-    training (:attr:`TrialReporter.steps_per_s`: validations in, compile out); every later round claims as many
+    training (:func:`trained_img_per_s`: validations in, compile out); every later round claims as many
     cells as the faster did, in training images a second. Why: with CUDA graphs a lone cell's step is bound by
     the host's Python on a slow host and by the GPU on a fast one, and the two H100 hosts measured went opposite
     ways (``benchmarks/gpu-runs/2026-12-07e``: the pack of 8 1.48x faster; ``2026-12-07g``: one cell alone 1.26x).
@@ -267,10 +282,9 @@ class MeasuredPacks:
         measuring, size = len(self.img_per_s) < 2, self.next_size()
         claims = _round(worker, size)
         if measuring and claims:
-            rates = [c.reporter.steps_per_s for c in claims]
-            timed = all(r is not None for r in rates) and len(claims) >= min(size, 2)  # a pack short of k at the
-            # grid's end still measures packing
-            self.img_per_s[size] = worker.grid.train.batch_size * sum(rates) if timed else None  # type: ignore[arg-type]
+            rate = trained_img_per_s([c.reporter for c in claims], worker.grid.train.batch_size)
+            # a pack short of k at the grid's end still measures packing
+            self.img_per_s[size] = rate if len(claims) >= min(size, 2) else None
             self.cells[size] = len(claims)
             if len(self.img_per_s) == 2:
                 one, pack = self.img_per_s[1], self.img_per_s[self.k]
