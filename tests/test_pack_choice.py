@@ -111,3 +111,32 @@ def test_a_plain_run_measures_then_packs(tmp_path, one_thread, monkeypatch) -> N
     packed = [json.loads((cell_dir(tmp_path, "measured", "fashion-mnist", v, 0) / "train.json").read_text()).get("pack")
               for v in variants]
     assert sorted(packed, key=str) == [3, 3, 3, None]
+
+
+def test_a_pack_takes_one_backbones_cells_from_later_seeds(tmp_path, one_thread, monkeypatch) -> None:
+    """2 variants x 2 backbones x 2 seeds with --pack 4: the queue runs seed-major with the backbone outside the
+    variant, so a round of the next 4 cells would hold both backbones and train as two packs of 2; a round takes
+    the first cell's pack-mates from the later seed instead: two packs of 4, one a backbone."""
+    import json
+
+    from ablate.results import cell_dir
+    from ablate.runs.workers import WorkerOptions, run_grid
+
+    for key, value in workers_kit.worker_env().items():
+        if key.startswith("ABLATE_"):
+            monkeypatch.setenv(key, value)
+    variants = ["rf/lognorm(0.00, 1.00)", "eps/linear"]
+    path = workers_kit.write_grid(tmp_path, "axis", variants, max_steps=8)
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]\nbackbones: [dit, mmdit]")
+                    .replace("val_size: 32}", "val_size: 32, conditioning: caption}"))
+    grid = load_grid(path, GridOverrides(results=tmp_path))
+    console = Console(record=True, width=250)
+    ctx = RunContext(device=torch.device("cpu"), console=console, progress=False)
+    assert run_grid(grid, ctx, WorkerOptions(pack=4)) == {"done": 8}
+    assert console.export_text().count("training 4 cells as one pack") == 2
+    for backbone in ("dit", "mmdit"):
+        for variant in variants:
+            for seed in (0, 1):
+                summary = json.loads((cell_dir(tmp_path, "axis", "fashion-mnist", variant, seed, backbone)
+                                      / "train.json").read_text())
+                assert summary.get("pack") == 4, (backbone, variant, seed)

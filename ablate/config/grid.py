@@ -9,8 +9,10 @@ live); reading and checking them against these dataclasses is :mod:`ablate.confi
   variant in a grid are an error.
 - ``eval.settings[*].cfg`` is the guidance weight w in ``v_uncond + w (v_cond - v_uncond)``:
   w = 1 is no guidance; any w >= 0 is allowed (w = 0 samples unconditionally).
-- Cells run seed-major, then dataset, then variant (each in file order), so an interrupted grid
-  has a complete leaderboard for its first seed and dataset as early as possible.
+- Cells run seed-major, then dataset, then backbone, then variant (each in file order), so an interrupted
+  grid has a complete leaderboard for its first seed and dataset as early as possible. A worker training
+  packs takes a round's pack-mates from later seeds where its seed has too few of one backbone
+  (:func:`ablate.runs.packs.claim`).
 - Results go to ``<results root>/<name>/``; the root is ``results/`` unless ``--results DIR``.
 - ``1e-4`` is read as a number (YAML 1.2), not as text as plain PyYAML would.
 - A grid may be named by path or, for the shipped ones, by name (``smoke`` -> ``grids/smoke.yaml``).

@@ -334,13 +334,18 @@ def fit_pack(trainer: L.Trainer, pack: PackModule, data: PackDataModule, resume:
         trainer.fit(pack, datamodule=data, ckpt_path=path)
 
 
+def pack_key(grid: Grid, cell: Cell) -> tuple[str, str, str]:
+    """What the cells of one pack share: one dataset, one backbone (one network shape) and one training config
+    (learning rate per variant included)."""
+    return cell.dataset, cell.backbone, repr(grid.train.for_variant(cell.variant))
+
+
 def resume_groups(grid: Grid, cells: list[Cell], steps: list[int]) -> list[list[int]]:
-    """Indices of ``cells`` that can train as one pack: one dataset, one backbone, one training config (learning
-    rate per variant included) and checkpoints at one step (0: none); every cell alone under ``ddp_spawn``."""
+    """Indices of ``cells`` that can train as one pack: one :func:`pack_key` and checkpoints at one step (0: none);
+    every cell alone under ``ddp_spawn``."""
     if grid.train.devices * grid.train.num_nodes > 1:
         return [[i] for i in range(len(cells))]
     groups: dict[tuple, list[int]] = {}
     for i, (cell, step) in enumerate(zip(cells, steps)):
-        key = (cell.dataset, cell.backbone, repr(grid.train.for_variant(cell.variant)), step)
-        groups.setdefault(key, []).append(i)
+        groups.setdefault((*pack_key(grid, cell), step), []).append(i)
     return list(groups.values())

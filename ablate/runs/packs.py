@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from rich.markup import escape
 
 from ablate.config.grid import Cell
-from ablate.engine.pack import resume_groups
+from ablate.engine.pack import pack_key, resume_groups
 from ablate.engine.pack_evaluate import evaluate_pack
 from ablate.engine.pack_train import resume_steps, train_pack
 from ablate.engine.cell_state import check_training_state
@@ -54,12 +54,21 @@ class _Claim:
 
 
 def claim(worker: Worker, size: int) -> list[_Claim]:
-    """Up to ``size`` waiting cells of the grid, each claimed as its trial (RUNNING, heartbeat, ``where``)."""
+    """Up to ``size`` waiting cells of the grid that can train as one pack, each claimed as its trial (RUNNING,
+    heartbeat, ``where``): the oldest waiting cell, then the oldest waiting cells of its :func:`pack_key` (on a grid
+    of several backbones, a pack takes one backbone's cells from later seeds rather than stopping at the few of
+    its seed; on a grid of one, the queue's order as it is)."""
     study, claims = worker.study, []
     while len(claims) < size:
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if claims:
+            trial = _packmate(worker, waiting, pack_key(worker.grid, claims[0].cell))
+            if trial is None:
+                break
+        elif not waiting:
             break
-        trial = study.ask()  # the oldest waiting trial; a new, cell-less one if another worker took the last
+        else:
+            trial = study.ask()  # the oldest waiting trial; a new, cell-less one if another worker took the last
         cell = cell_of(trial.user_attrs, worker.grid.name)
         if cell is None or _superseded(study, trial, cell.id):
             study.tell(trial, state=TrialState.PRUNED)
@@ -74,6 +83,22 @@ def claim(worker: Worker, size: int) -> list[_Claim]:
             trial.set_user_attr(key, None)  # attributes of an earlier attempt
         claims.append(_Claim(trial, cell, TrialReporter(worker.url, trial._trial_id), heartbeat))
     return claims
+
+
+def _packmate(worker: Worker, waiting: list[optuna.trial.FrozenTrial], key: tuple) -> optuna.Trial | None:
+    """The oldest of the ``waiting`` trials whose cell has pack key ``key``, made RUNNING as ``study.ask`` makes the
+    oldest of all (None if there is none, or other workers took each first)."""
+    storage = worker.study._storage
+    for frozen in waiting:
+        cell = cell_of(frozen.user_attrs, worker.grid.name)
+        if cell is None or pack_key(worker.grid, cell) != key:
+            continue
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(worker.study, frozen._trial_id)
+        except UpdateFinishedTrialError:  # finished by another worker meanwhile
+            continue
+    return None
 
 
 def _tell(worker: Worker, c: _Claim, **kw: Any) -> None:
