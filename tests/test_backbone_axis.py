@@ -17,7 +17,7 @@ from ablate.data.class_captions import CONTEXT_LENGTH, TEMPLATES, caption_table
 from ablate.data.conditioning import conditioning_of, null_conditioning
 from ablate.data.fashion_mnist import CLASSES, SYNONYMS
 from ablate.errors import ConfigError
-from ablate.report.backbones import ranking_verdict, within_ranks
+from ablate.report.backbones import paper_comparison, ranking_verdict, within_ranks
 from ablate.results import cell_dir
 
 
@@ -121,6 +121,21 @@ def test_within_backbone_ranks_follow_the_metrics_directions() -> None:
                                                                     "fd_effnet": {"higher_is_better": False}}}}})
     ranks = within_ranks(pd.DataFrame(rows), "ckid_effnet", "fd_effnet")
     assert ranks.loc["rf"].tolist() == [1.0, 1.0] and ranks.loc["eps/linear"].tolist() == [2.0, 2.0]
+
+
+def test_the_paper_comparison_places_mmdit_by_each_metrics_direction() -> None:
+    """MM-DiT lowest in x0-MSE (first), highest in fd (last: lower is better), lowest in ckid (first: lower is
+    better): first in 2 of 3 pairs, its place and Welch p against the best other backbone shown."""
+    lower = {"higher_is_better": False}
+    rows = [{"variant": "rf", "backbone": b, "seed": seed, "train_num_params": 1, "train_gflops_per_image": 1.0,
+             "train_val_x0_mse": x0 + 0.001 * seed, "train_val_loss": 0.1, "fd_effnet": fd + seed, "ckid_effnet": ckid,
+             "scorers": {"effnet": {"metrics": {"fd_effnet": lower, "ckid_effnet": lower}}}}
+            for b, x0, fd, ckid in (("dit", 0.05, 300.0, 3.0), ("mmdit", 0.04, 400.0, 2.0), ("uvit", 0.06, 350.0, 4.0))
+            for seed in (0, 1, 2)]
+    table, verdict = paper_comparison(pd.DataFrame(rows), "ckid_effnet", "fd_effnet")
+    assert table["MM-DiT's place"].tolist() == ["1 of 3", "3 of 3", "1 of 3"]
+    assert table["backbones, best first (seed mean)"][1].startswith("dit 301")
+    assert float(table["Welch p"][0]) < 0.01 and "first in 2 of 3" in verdict
 
 
 def test_scale_fits_a_backbone_on_its_own_family(tmp_path: Path) -> None:
