@@ -38,3 +38,48 @@ def test_a_signal_inside_torch_save_stops_the_run_after_the_write() -> None:
     assert fh.sent and received() == signal.SIGTERM
     fh.seek(0)
     assert torch.equal(torch.load(fh)["w"], state["w"])  # the write was not cut
+
+
+class _SignalledOnDelete:
+    """An object whose finalizer sends this process SIGTERM (as the garbage collector running a finalizer when the
+    signal comes)."""
+
+    sent = False
+
+    def __del__(self) -> None:
+        type(self).sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(3):  # the handler runs here, inside the finalizer
+            pass
+
+
+def _send_sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(3):  # the handler runs here, inside weakref.finalize's call
+        pass
+
+
+def test_a_signal_inside_a_finalizer_stops_the_run_after_it() -> None:
+    """Raised inside ``__del__``, the stop would be "ignored" by Python (printed as a traceback, seen in CI inside a
+    WeakKeyDictionary's callback): held back, it stops the run at the next line out of it."""
+    with pytest.raises(Stopped), stop_on_signals():
+        obj = _SignalledOnDelete()
+        del obj
+        for _ in range(3):
+            pass
+    assert _SignalledOnDelete.sent and received() == signal.SIGTERM
+
+
+def test_a_signal_inside_a_weakref_callback_stops_the_run_after_it() -> None:
+    import weakref
+
+    class Target:
+        pass
+
+    with pytest.raises(Stopped), stop_on_signals():
+        target = Target()
+        weakref.finalize(target, _send_sigterm)
+        del target
+        for _ in range(3):
+            pass
+    assert received() == signal.SIGTERM

@@ -14,7 +14,10 @@ first line the thread runs once it is back out of it (a line trace, as a debugge
   connection holding the database's write lock, which blocks every worker of the grid;
 - ``torch.save`` (``torch.serialization``): its zip writer turns an exception in a file write into a
   ``RuntimeError`` ("unexpected pos"), so a signal during a checkpoint write read as a crash of the cell, which
-  was then marked failed instead of interrupted (seen in CI, 2026-12-07). The write finishes, then the run stops.
+  was then marked failed instead of interrupted (seen in CI, 2026-12-07). The write finishes, then the run stops;
+- finalizers (``__del__``) and weak-reference callbacks (``weakref``, ``_weakrefset``), which the garbage collector
+  runs inside whatever code is running: Python ignores an exception raised there ("Exception ignored in ..."), so
+  the stop was printed as a traceback and lost (seen in CI, 2026-12-07, inside a ``WeakKeyDictionary``'s callback).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_HELD_BACK = ("sqlalchemy", "sqlite3", "optuna.storages", "torch.serialization")  # module names: not cut (above)
+_HELD_BACK = ("sqlalchemy", "sqlite3", "optuna.storages", "torch.serialization", "weakref", "_weakrefset")  # module
+# names: not cut (above); nor a finalizer, whatever its module (_FINALIZER)
+_FINALIZER = "__del__"
 _received: int | None = None
 _traced: list[FrameType] = []  # frames where a held-back signal is to be raised
 
@@ -51,11 +56,11 @@ def received() -> int | None:
 
 
 def _held_back_caller(frame: FrameType | None) -> FrameType | None:
-    """If ``frame`` runs inside code of :data:`_HELD_BACK`: the frame that called into it (the outermost such
-    frame's caller); else None."""
+    """If ``frame`` runs inside code of :data:`_HELD_BACK` or a finalizer: the frame that called into it (the
+    outermost such frame's caller); else None."""
     caller, inside = None, False
     while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(_HELD_BACK):
+        if frame.f_globals.get("__name__", "").startswith(_HELD_BACK) or frame.f_code.co_name == _FINALIZER:
             inside = True
             caller = frame.f_back
         frame = frame.f_back

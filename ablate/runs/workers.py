@@ -45,6 +45,7 @@ from ablate.engine.checkpointing import checkpoint_interval
 from ablate.engine.runner import RunContext, check_results_writable, run_cell
 from ablate.runs.pack_size import pack_size
 from ablate.runs.packs import claim_rounds
+from ablate.runs.profiling import host_profile
 from ablate.runs.preflight import preflight
 from ablate.runs.signals import stop_on_signals
 
@@ -111,8 +112,9 @@ def _queue_and_run(grid: Grid, ctx: RunContext, options: WorkerOptions, url: str
         ctx.console.print(f"each worker trains up to {size} cells at once as one stacked model (--pack)", highlight=False)
     if workers <= 1:
         threads.apply(options.workers or 1)  # the threads of one of the workers asked for, when fewer cells are left
-        Worker(grid, ctx, url, claim_until=options.claim_until,
-               claim_round=claim_rounds(size, measure=options.pack is None)).run()
+        with host_profile("worker"):
+            Worker(grid, ctx, url, claim_until=options.claim_until,
+                   claim_round=claim_rounds(size, measure=options.pack is None)).run()
     else:
         _supervise(grid, ctx, url, options, gpus, size)
     counts = _report(grid, ctx, study)
@@ -273,7 +275,7 @@ def _worker_process(grid: Grid, device: str, cache_dir: Path, weights_dir: Path 
     ctx = RunContext(device=torch.device(device), cache_dir=cache_dir, weights_dir=weights_dir, progress=False,
                      gpu_share=gpu_share)
     try:
-        with stop_on_signals():
+        with stop_on_signals(), host_profile(name):
             Worker(grid, ctx, url, name, claim_until, claim_rounds(pack, measure)).run()
     except AblateError as err:
         Console(stderr=True).print(f"[bold red]\\[{name}] error:[/] {err}", highlight=False)
