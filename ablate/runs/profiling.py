@@ -8,10 +8,10 @@ validation, the Lightning loop), not for a run's speed. Unset: nothing is profil
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+
+from ablate.env import env_path
 
 PROFILE_ENV = "ABLATE_PROFILE"
 TOP = 80  # functions in the text summary
@@ -20,8 +20,8 @@ TOP = 80  # functions in the text summary
 @contextmanager
 def host_profile(name: str) -> Iterator[None]:
     """Profile the block when ``ABLATE_PROFILE`` names a folder (module doc), writing ``<name>.prof`` and ``.txt``."""
-    where = os.environ.get(PROFILE_ENV)
-    if not where:
+    out = env_path(PROFILE_ENV, None, what="the folder for each worker's host profile")
+    if out is None:
         yield
         return
     import cProfile
@@ -34,7 +34,6 @@ def host_profile(name: str) -> Iterator[None]:
         yield
     finally:
         profile.disable()
-        out = Path(where)
         out.mkdir(parents=True, exist_ok=True)
         profile.dump_stats(out / f"{name}.prof")
         text = io.StringIO()
