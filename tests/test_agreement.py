@@ -88,6 +88,16 @@ def test_every_reading_is_shown_with_the_headline_first():
     assert "cfg 5" in note and "16 variants" in note and "one-sided" in note
 
 
+def test_a_backbone_grid_draws_no_rank_correlation_with_table1():
+    """(variant @ backbone) pairs are not Table 1's formulations on one backbone: no rho, and the note says where the
+    backbone comparison is (the same frame without the axis gets its rho)."""
+    frame = _frame()
+    headline, others, note = agreement.agreement(frame.assign(formulation_variant=frame["variant"]), "align", "fd",
+                                                 permutations=200)
+    assert headline.empty and others.empty and "(variant @ backbone) pairs" in note and "Figure 4" in note
+    assert not agreement.agreement(frame, "align", "fd", permutations=200)[0].empty
+
+
 def test_positions_are_quoted_from_the_paper_pool():
     frame = _frame()
     extra = frame[frame["variant"] == "rf"].assign(variant="rf/mode(1.00)")  # a variant the paper never ran

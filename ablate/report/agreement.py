@@ -122,6 +122,11 @@ def agreement(frame: pd.DataFrame, alignment: str, fidelity: str,
     """(headline table, sensitivity table, note): rho and its permutation p-value per reading, in the paper's
     pool. Both tables: reading, paper column, settings, variants, rho, p (one-sided), p (two-sided)."""
     shared = [v for v in paper.TABLE1 if v in set(frame["variant"])]
+    if "formulation_variant" in frame:  # a backbone axis: ranked as (variant, backbone) pairs
+        return pd.DataFrame(), pd.DataFrame(), (
+            "This grid ranks (variant @ backbone) pairs; the paper's Table 1 ranks formulations on one backbone, so "
+            "no rank correlation is drawn with it. Its backbone comparison (Figure 4) is under 'Backbones against the "
+            "paper'.")
     if len(shared) < 3:
         return pd.DataFrame(), pd.DataFrame(), (f"{len(shared)} of this grid's variants are in the paper's Table 1; "
                                                 "a rank correlation needs at least 3.")

@@ -93,9 +93,12 @@ def deviations(frame: pd.DataFrame, variants: list[str]) -> list[str]:
         "Columns: '5 steps' averages the 5-step settings; '50 steps' averages every 50-step setting (all cfgs); "
         f"'50 steps cfg5' only cfg {paper.PAPER_50_STEP_CFG:g}, the paper-faithful reading (its 50-step values are "
         "multiples of 0.25, which fits 4 settings, not 12). Both are shown; the paper comparison uses '50 steps cfg5'.",
-        f"Rank pool: Table 1 ranks all {len(variants)} variants of this grid together"
-        + (f", including {len(outside)} the paper never ran ({', '.join(outside)}), which can move the others' "
-           "ranks; the paper comparison re-ranks the paper's variants among themselves." if outside else "."),
+        (f"Rank pool: Table 1 ranks all {len(variants)} (variant @ backbone) pairs of this grid together; the "
+         "paper ranks formulations on one backbone (its Table 1) and backbones on one formulation (its Figure 4)."
+         if "formulation_variant" in frame else
+         f"Rank pool: Table 1 ranks all {len(variants)} variants of this grid together"
+         + (f", including {len(outside)} the paper never ran ({', '.join(outside)}), which can move the others' "
+            "ranks; the paper comparison re-ranks the paper's variants among themselves." if outside else ".")),
         f"CFG dropout: one conditioning embedding replaced by the null one with probability "
         f"{_config_values(frame, 'train', 'cond_dropout')}; the paper: {paper.PAPER_CFG_DROPOUT}.",
         f"Gradient clipping at norm {_config_values(frame, 'train', 'grad_clip')} (the paper states none); "

@@ -40,4 +40,5 @@ def test_report_ranks_within_and_across_backbones(results: Path) -> None:
     assert "## Backbones: formulations ranked within each backbone" in text
     assert "The formulation ranking" in text and "## Backbones: final values" in text
     assert "## Backbones against the paper" in text and "MM-DiT is first in" in text
+    assert "(variant @ backbone) pairs of this grid together" in text  # the rank pool, said of pairs
     assert (reports / "architectures-smoke-backbones.png").stat().st_size > 10_000
