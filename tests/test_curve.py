@@ -107,7 +107,15 @@ def test_the_backbone_report_draws_the_metrics_through_training(tmp_path):
     assert [k for k, _ in keys] == ["val/ema_x0_mse", "val/ema_loss", curve_key("fd_effnet"), curve_key("ckid_effnet")]
     table = backbones.curves(frame, keys)
     fd = table[(table["backbone"] == "dit") & (table["step"] == 2)].iloc[0]
-    assert fd[curve_key("fd_effnet")] == pytest.approx(50.5) and fd[f"{curve_key('fd_effnet')} low"] < 50.5
+    # fd 50 and 51 over the seeds, positive: the geometric mean, and a band of the logs that stays above zero
+    assert fd[curve_key("fd_effnet")] == pytest.approx((50 * 51) ** 0.5)
+    assert 0 < fd[f"{curve_key('fd_effnet')} low"] < fd[curve_key("fd_effnet")] < fd[f"{curve_key('fd_effnet')} high"]
+    ckid = table[(table["backbone"] == "dit") & (table["step"] == 4)].iloc[0]  # 0.25 and 0.24: positive too
+    assert ckid[f"{curve_key('ckid_effnet')} low"] > 0
+    wide = backbones.curves(frame.assign(train_val_curve=[[{"step": 1, "val/ema_x0_mse": v, "val/ema_loss": 1.0}]
+                                                          for v in (1.0, 9.0, 1.0, 9.0)]), backbones.CURVES)
+    assert wide["val/ema_x0_mse"].tolist() == pytest.approx([3.0, 3.0])  # geometric: sqrt(1 x 9)
+    assert (wide["val/ema_x0_mse low"] > 0).all()  # a linear band, 5 -+ 12.7 x 4, would reach -46
     assert np.isnan(table[(table["step"] == 3)][curve_key("fd_effnet")]).all()  # drawn at multiples only
     png = backbones.plot_curves("g", table, keys)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

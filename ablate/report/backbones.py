@@ -149,7 +149,9 @@ def curve_keys(frame: pd.DataFrame, alignment: str, fidelity: str) -> list[tuple
 
 
 def curves(frame: pd.DataFrame, keys: Sequence[tuple[str, str]] = CURVES) -> pd.DataFrame:
-    """Curves per (backbone, variant, step) of each of ``keys`` (:func:`curve_keys`): mean and 95% band over seeds."""
+    """Curves per (backbone, variant, step) of each of ``keys`` (:func:`curve_keys`): mean and 95% t-band over seeds;
+    for a metric positive throughout (drawn on a log axis) the geometric mean and the band of its logs, which stays
+    positive where a linear band of few seeds would reach below zero."""
     cells = frame.drop_duplicates(["backbone", "variant", "seed"])
     rows = [{"backbone": r.backbone, "variant": r.variant, "seed": r.seed, "step": p["step"],
              **{key: p.get(key, np.nan) for key, _ in keys}}
@@ -160,13 +162,17 @@ def curves(frame: pd.DataFrame, keys: Sequence[tuple[str, str]] = CURVES) -> pd.
     from scipy.stats import t as student
 
     data = pd.DataFrame(rows)
+    positive = {key for key, _ in keys if (data[key].dropna() > 0).all()}  # drawn on a log axis (plot_curves)
     out = []
     for (backbone, variant, step), part in data.groupby(["backbone", "variant", "step"]):
         row = {"backbone": backbone, "variant": variant, "step": step}
         for key, _ in keys:
-            mean, se = mean_and_se(part[key].to_numpy(float))
+            values = part[key].to_numpy(float)
+            mean, se = mean_and_se(np.log(values) if key in positive else values)
             half = student.ppf(0.975, len(part) - 1) * se if len(part) > 1 else np.nan
-            row |= {key: mean, f"{key} low": mean - half, f"{key} high": mean + half}
+            low, high = mean - half, mean + half
+            row |= ({key: np.exp(mean), f"{key} low": np.exp(low), f"{key} high": np.exp(high)} if key in positive
+                    else {key: mean, f"{key} low": low, f"{key} high": high})
         out.append(row)
     return pd.DataFrame(out)
 
@@ -195,7 +201,7 @@ def plot_curves(grid: str, table: pd.DataFrame, keys: Sequence[tuple[str, str]] 
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
     axes[0][0].legend(fontsize=7, title="backbone", title_fontsize=7)
-    fig.suptitle(f"{grid}: validation curves per backbone (mean, 95% band over seeds)", fontsize=10)
+    fig.suptitle(f"{grid}: validation curves per backbone (geometric mean of positive metrics, 95% t-band over seeds)", fontsize=10)
     return _png(fig)
 
 
@@ -225,8 +231,8 @@ def section(frame: pd.DataFrame, grid: str, alignment: str, fidelity: str, out_d
         write_bytes_atomic(png, plot_curves(grid, table, keys))
         through = len(keys) > len(CURVES)
         parts += ["## Backbones: validation curves (the paper's Figure 4)",
-                  "Validation x0-MSE and own loss against training steps per backbone (EMA weights, mean and 95% "
-                  "band over seeds)" + (f", then {', '.join(k for k, _ in keys[len(CURVES):])}: the EMA weights "
+                  "Validation x0-MSE and own loss against training steps per backbone (EMA weights; a positive metric "
+                  "as the geometric mean over seeds with the 95% t-band of its logs, else the mean and its 95% t-band)" + (f", then {', '.join(k for k, _ in keys[len(CURVES):])}: the EMA weights "
                                         "sampled the grid's first setting at those validations (`eval.curve_every`)."
                                         if through else ". Fidelity and alignment are measured at the end of training "
                                         "only (table above): the grid drew no curve of them (`eval.curve_every`)."),
