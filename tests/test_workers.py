@@ -57,13 +57,17 @@ def shared_run(tmp_path_factory):
                                                         "--storage", url, "--workers", "2", "--no-leaderboard"),
                                 env=workers_kit.worker_env(ABLATE_TEST_STEP_SLEEP="0.1"), stdout=log,
                                 stderr=subprocess.STDOUT, cwd=root)
-        killed, deadline = None, time.monotonic() + 150
+        killed, victim, deadline = None, None, time.monotonic() + 150
         while killed is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-            if victim_ckpt.exists():
+            if victim is None and victim_ckpt.parent.parent.exists():  # its worker's pid, known from the claim,
+                # before the checkpoint: loading the study after it took more than the cell's last 12 steps on a
+                # loaded machine (CI, 2026-12-07), and the kill then landed after training
                 running = [t for t in trials_by_cell(_study(url, "tiny")).get(f"fashion-mnist--{VICTIM}--seed0", [])
-                           if t.state == TrialState.RUNNING]
-                killed = running[0].user_attrs["where"]["pid"]
+                           if t.state == TrialState.RUNNING and "where" in t.user_attrs]
+                victim = running[0].user_attrs["where"]["pid"] if running else None
+            elif victim_ckpt.exists():
+                killed = victim
                 os.kill(killed, signal.SIGKILL)
         code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
     return root, url, log_path.read_text(), killed, code
