@@ -127,22 +127,14 @@ class TrialReporter(L.Callback):
         self.step: int | None = None
         self._last = 0.0
         self._first_step = 0
-        self.timing: list[tuple[int, float]] = []  # (step, seconds) at half the steps and at the last, see steps_per_s
-
-    @property
-    def steps_per_s(self) -> float | None:
-        """Training steps a second over the second half of this run of the cell (its validations and checkpoint
-        writes in, its compile out; the device synchronised at both ends); None for a run that started past
-        half its steps or did not reach the last."""
-        if len(self.timing) != 2 or self.timing[1][1] <= self.timing[0][1]:
-            return None
-        (s0, t0), (s1, t1) = self.timing
-        return (s1 - s0) / (t1 - t0)
+        self.timing: list[tuple[int, float]] = []  # (step, seconds) at half the steps and at the last, see window
 
     @property
     def window(self) -> tuple[int, float, float] | None:
-        """(steps, start, end) of the timed second half (``time.perf_counter`` seconds); None as for :attr:`steps_per_s`."""
-        if self.steps_per_s is None:
+        """(steps, start, end) of the second half of this run of the cell (``time.perf_counter`` seconds: its
+        validations and checkpoint writes in, its compile out; the device synchronised at both ends); None for a run
+        that started past half its steps or did not reach the last."""
+        if len(self.timing) != 2 or self.timing[1][1] <= self.timing[0][1]:
             return None
         (s0, t0), (s1, t1) = self.timing
         return s1 - s0, t0, t1
