@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -83,3 +84,22 @@ def test_a_signal_inside_a_weakref_callback_stops_the_run_after_it() -> None:
         for _ in range(3):
             pass
     assert received() == signal.SIGTERM
+
+
+def test_a_signal_inside_a_callback_of_any_module_stops_the_run_after_it() -> None:
+    """A weak reference's callback defined outside the held-back modules (here, in this test module): Python ignores
+    the stop raised inside it; it is raised at the next line of the code the garbage collector interrupted."""
+    import weakref
+
+    class Target:
+        pass
+
+    hooked_before = sys.unraisablehook
+    with pytest.raises(Stopped), stop_on_signals():
+        target = Target()
+        ref = weakref.ref(target, lambda _: _send_sigterm())
+        del target
+        for _ in range(3):
+            pass
+    assert ref() is None and received() == signal.SIGTERM
+    assert sys.unraisablehook is hooked_before  # the hook is put back

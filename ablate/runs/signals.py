@@ -18,6 +18,8 @@ first line the thread runs once it is back out of it (a line trace, as a debugge
 - finalizers (``__del__``) and weak-reference callbacks (``weakref``, ``_weakrefset``), which the garbage collector
   runs inside whatever code is running: Python ignores an exception raised there ("Exception ignored in ..."), so
   the stop was printed as a traceback and lost (seen in CI, 2026-12-07, inside a ``WeakKeyDictionary``'s callback).
+  A callback of any other module that a stop lands in is caught where Python would ignore it (``sys.unraisablehook``)
+  and raised, likewise, at the next line of the code it interrupted.
 """
 
 from __future__ import annotations
@@ -107,15 +109,31 @@ def settle() -> None:
         _traced.clear()
 
 
+def _unraisable_hook(previous: object) -> object:
+    """A ``sys.unraisablehook`` that raises an ignored :class:`Stopped` at the next line of the interrupted code
+    (the frame that was running when the garbage collector ran the callback), and passes anything else on."""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, Stopped) and not _traced:
+            _raise_on_return(sys._getframe(1), unraisable.exc_value.signum)
+        else:
+            previous(unraisable)  # type: ignore[operator]
+
+    return hook
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise :class:`Stopped` once inside the block (main thread only)."""
     global _received
     _received = None
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(previous_hook)  # type: ignore[assignment]
     try:
         yield
     finally:
         settle()
+        sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)
