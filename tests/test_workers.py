@@ -341,7 +341,7 @@ def test_a_worker_whose_claim_was_taken_over_writes_nothing_and_moves_on(tmp_pat
                                                            ABLATE_TEST_PAUSE_FILE=str(marker)),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
         pid = workers_kit.pid_paused_at(marker, proc)
-        os.kill(pid, signal.SIGSTOP)
+        workers_kit.stop_holding_no_lock(pid, tmp_path / "optuna.sqlite3")
         (tmp_path / "paused.release").touch()  # it goes on from the pause once continued
         (stopped,) = [t for t in _study(url, "tiny").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                       if t.user_attrs.get("where", {}).get("pid") == pid]

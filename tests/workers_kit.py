@@ -11,6 +11,8 @@ at a given point (a claim, a record write) is ablate's own hook, :mod:`ablate.fa
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -96,6 +98,25 @@ def pid_paused_at(marker: Path, proc: subprocess.Popen, timeout: float = 120) ->
             return int(marker.read_text())
         time.sleep(0.05)
     raise AssertionError(f"no process paused (run exit code {proc.poll()})")
+
+
+def stop_holding_no_lock(pid: int, database: Path, tries: int = 200) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no lock on the SQLite file ``database`` (rollback journal: a process
+    stopped mid-read or mid-write, e.g. its heartbeat thread, would lock every other worker and the test out of the
+    study, "database is locked", as in CI on 2026-12-07); between tries it runs on for a moment."""
+    for _ in range(tries):
+        os.kill(pid, signal.SIGSTOP)
+        con = sqlite3.connect(database, timeout=0.2)
+        try:
+            con.execute("BEGIN EXCLUSIVE")  # granted only while no other connection holds any lock
+            con.rollback()
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            con.close()
+    raise AssertionError(f"process {pid} held a lock on {database} at each of {tries} tries")
 
 
 def descendants(pid: int) -> set[int]:
