@@ -202,3 +202,18 @@ def test_packs_stack_every_backbone_as_on_cuda(name):
         for g, g_alone in zip(grads, grads_alone[k]):
             scale = float(g_alone.abs().max()) + 1e-6  # summation order differs: rounding relative to the tensor's size
             torch.testing.assert_close(g, g_alone, rtol=1e-3, atol=1e-3 * scale)
+
+
+@pytest.mark.parametrize("name", ["dit", "uvit"])
+def test_a_checkpoint_with_the_bare_positions_parameter_still_loads(name):
+    """Learned positions became a module (``positions.weight``, ``extra_pos.weight``) so that packs stack flat; a
+    checkpoint written before, with the bare parameter, loads into the same weights."""
+    net, fresh = encoder_network(name), encoder_network(name)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    old = {k.removesuffix(".weight") if k.endswith(("positions.weight", "extra_pos.weight")) else k: v
+           for k, v in net.state_dict().items()}
+    assert sum(k.endswith(("positions", "extra_pos")) for k in old) == (2 if name == "uvit" else 1)
+    fresh.load_state_dict(old)  # strict
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh.state_dict().values()))

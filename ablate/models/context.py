@@ -97,6 +97,34 @@ class TextStem(nn.Module):
         return patches, c, self.context_embedder(tokens.to(c.dtype))
 
 
+class LearnedPositions(nn.Module):
+    """A learned positional embedding (1, length, width), added to a token sequence (B, length, width).
+
+    A module of its own (not a bare parameter of the backbone) so that every parameter of a backbone lies in a
+    leaf module: a pack then stacks it flat (:mod:`ablate.engine.stack`), as it does a DiT. (As a bare parameter it
+    took the vmap stack, whose compiled backward failed on an H100: "LSE is not correctly aligned", 2026-12-08.)
+    Created zero (it draws no random numbers; the owner initialises ``weight``)."""
+
+    def __init__(self, length: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, length, width))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return tokens + self.weight
+
+
+def load_bare_positions(owner: nn.Module, *names: str) -> None:
+    """Let ``owner`` load a checkpoint written when its :class:`LearnedPositions` ``names`` were bare parameters
+    (``name`` for ``name.weight``)."""
+
+    def rename(state_dict: dict, prefix: str, *args: object) -> None:
+        for name in names:
+            if prefix + name in state_dict and prefix + name + ".weight" not in state_dict:
+                state_dict[prefix + name + ".weight"] = state_dict.pop(prefix + name)
+
+    owner._register_load_state_dict_pre_hook(rename)
+
+
 def xavier_linears(module: nn.Module) -> None:
     """DiT's default for every linear of ``module``: xavier-uniform weights, zero biases."""
     for layer in module.modules():

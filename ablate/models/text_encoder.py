@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ablate.errors import ConfigError
+from ablate.models.context import LearnedPositions, load_bare_positions
 from ablate.models.uvit import UViTBlock
 
 
@@ -58,19 +59,20 @@ class TextEncoder(nn.Module):
         self.config = config
         w = config.width
         self.token_embedding = nn.Embedding(config.vocab_size, w)
-        self.positions = nn.Parameter(torch.zeros(1, config.context_length, w))
+        self.positions = LearnedPositions(config.context_length, w)
         self.blocks = nn.ModuleList(UViTBlock(w, config.num_heads, int(w * config.mlp_ratio), skip=False)
                                     for _ in range(config.depth))
         self.norm_final = nn.LayerNorm(w)
         self.pooled_projection = nn.Linear(w, config.pooled_dim)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positions, std=0.01)
+        nn.init.normal_(self.positions.weight, std=0.01)
+        load_bare_positions(self, "positions")
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         if ids.dtype.is_floating_point or ids.dim() != 2 or ids.shape[1] != self.config.context_length:
             raise TypeError(f"The caption encoder takes token ids, an integer tensor (B, {self.config.context_length}) "
                             f"(all zeros for the null caption); got {ids.dtype} {tuple(ids.shape)}.")
-        h = self.token_embedding(ids) + self.positions
+        h = self.positions(self.token_embedding(ids))
         for block in self.blocks:
             h = block(h)
         h = self.norm_final(h)

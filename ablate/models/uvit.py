@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ablate.models.context import TextBackboneConfig, TextStem, count_params, xavier_linears, zero_
+from ablate.models.context import (LearnedPositions, TextBackboneConfig, TextStem, count_params, load_bare_positions,
+                                   xavier_linears, zero_)
 from ablate.models.dit import Attention, mlp_layers, unpatchify
 
 
@@ -70,25 +71,26 @@ class UViT(nn.Module):
         self.config = config
         d, h, m, half = config.hidden_size, config.num_heads, config.mlp_hidden_size, config.depth // 2
         self.stem = TextStem(config)
-        self.extra_pos = nn.Parameter(torch.zeros(1, 1 + config.context_length, d))
+        self.extra_pos = LearnedPositions(1 + config.context_length, d)
         self.in_blocks = nn.ModuleList(UViTBlock(d, h, m, skip=False) for _ in range(half))
         self.mid_blocks = nn.ModuleList(UViTBlock(d, h, m, skip=False) for _ in range(config.depth % 2))
         self.out_blocks = nn.ModuleList(UViTBlock(d, h, m, skip=True) for _ in range(half))
         self.norm_final = nn.LayerNorm(d)
         self.final_linear = nn.Linear(d, config.patch_size**2 * config.in_channels)
         self.initialize_weights()
+        load_bare_positions(self, "extra_pos")
 
     def initialize_weights(self) -> None:
         """xavier linears, the stem's init, N(0, 0.02) extra positions and a zero output layer."""
         xavier_linears(self)
         self.stem.initialize_weights()
-        nn.init.normal_(self.extra_pos, std=0.02)
+        nn.init.normal_(self.extra_pos.weight, std=0.02)
         zero_(self.final_linear)
 
     def forward(self, x: Tensor, t: Tensor, y: tuple[Tensor, Tensor]) -> Tensor:
         """Network output (B, C, H, W) for noisy latents x, noise level t (B,) and caption y."""
         patches, c, ctx = self.stem(x, t, y, "UViT")
-        extra = torch.cat([c.unsqueeze(1), ctx], dim=1) + self.extra_pos
+        extra = self.extra_pos(torch.cat([c.unsqueeze(1), ctx], dim=1))
         h = torch.cat([extra, patches.to(extra.dtype)], dim=1)
         skips = []
         for block in self.in_blocks:
