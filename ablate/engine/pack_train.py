@@ -23,6 +23,11 @@ from ablate.engine.curve import curve_probe
 from ablate.engine.stack import Mode, mode_for
 
 
+class PackDidNotStart(RuntimeError):
+    """The pack's shared step failed before any member took a step (e.g. a kernel the stacked model needs and one
+    network alone does not): nothing of it was trained, and its cells can train alone."""
+
+
 def resume_steps(directories: Sequence[Path], ctx: RunContext) -> list[tuple[Path | None, int]]:
     """Each cell's checkpoint to resume from (None: start) and its step (0 without one)."""
     out = []
@@ -37,7 +42,7 @@ def train_pack(grid: Grid, cells: Sequence[Cell], ctx: RunContext, directories: 
     """Train ``cells`` (one dataset and training config, checkpoints all at one step or none) as one pack;
     returns the training summaries of the members that finished, by index. A member that fails is reported
     through ``on_failed(index, error)`` as it fails, and the others go on; a failure of the shared step is
-    reported for every member still training."""
+    reported for every member still training, unless no member took a step: then :class:`PackDidNotStart`."""
     info, splits = ctx.dataset(grid, cells[0].dataset)
     compiled = compile_for(grid.train.compile, ctx.device)
     members = []
@@ -76,6 +81,8 @@ def train_pack(grid: Grid, cells: Sequence[Cell], ctx: RunContext, directories: 
             raise KeyboardInterrupt from None
         raise
     except Exception as err:  # noqa: BLE001 -- the shared step failed: every member still training fails
+        if trainer.global_step <= step and len(pack.living()) == len(cells):
+            raise PackDidNotStart(f"{type(err).__name__}: {err}") from err
         for k in pack.living():
             pack.alive[k] = False
             fail(k, err)

@@ -26,7 +26,7 @@ from rich.markup import escape
 from ablate.config.grid import Cell
 from ablate.engine.pack import pack_key, resume_groups
 from ablate.engine.pack_evaluate import evaluate_pack
-from ablate.engine.pack_train import resume_steps, train_pack
+from ablate.engine.pack_train import PackDidNotStart, resume_steps, train_pack
 from ablate.engine.cell_state import check_training_state
 from ablate.engine.runner import claim_directory, evaluate_cell, say_to_cell, train_cell
 from ablate.io import fenced
@@ -135,33 +135,46 @@ def _complete(worker: Worker, c: _Claim, outcome: str) -> None:
 
 def _train(worker: Worker, claims: list[_Claim]) -> None:
     """Train the claimed cells that need it: in packs of cells at one resume step, a lone one alone."""
-    grid, ctx = worker.grid, worker.ctx
+    ctx = worker.ctx
     todo = [c for c in claims if c.open and check_training_state(c.directory, say_to_cell(ctx)) is None]  # type: ignore[arg-type]
     if not todo:
         return
     steps = [step for _, step in resume_steps([c.directory for c in todo], ctx)]  # type: ignore[misc]
-    groups = resume_groups(grid, [c.cell for c in todo], steps)
+    groups = resume_groups(worker.grid, [c.cell for c in todo], steps)
     for group in groups:
         members = [todo[i] for i in group]
-        if len(members) == 1:
-            c = members[0]
-            ctx.callbacks = [c.reporter]
-            try:
-                with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
-                    train_cell(grid, c.cell, ctx, c.directory)  # type: ignore[arg-type]
-            except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
-                _failed(worker, c, err)
-            finally:
-                ctx.callbacks = []
-            continue
-        worker.say(f"training {len(members)} cells as one pack")
-        try:
-            with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
-                train_pack(grid, [c.cell for c in members], ctx, [c.directory for c in members],  # type: ignore[misc]
-                           lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
-        except TrialLost as err:  # a member taken over while the pack wrote its files: nothing of it landed; a
-            # pack-mate whose summary was not written yet fails its evaluation and is queued again
-            worker.say(f"[yellow]{escape(str(err))}[/]")
+        if len(members) == 1 or not _train_packed(worker, members):
+            for c in members:
+                _train_alone(worker, c)
+
+
+def _train_alone(worker: Worker, c: _Claim) -> None:
+    worker.ctx.callbacks = [c.reporter]
+    try:
+        with logs.to_file(c.directory / logs.CELL_LOG):  # type: ignore[operator]
+            train_cell(worker.grid, c.cell, worker.ctx, c.directory)  # type: ignore[arg-type]
+    except Exception as err:  # noqa: BLE001 -- this cell fails; the grid goes on
+        _failed(worker, c, err)
+    finally:
+        worker.ctx.callbacks = []
+
+
+def _train_packed(worker: Worker, members: list[_Claim]) -> bool:
+    """Train ``members`` as one pack; False if the pack failed before its first step (its cells then train alone:
+    a pack only makes training faster, a member's record is the same alone)."""
+    worker.say(f"training {len(members)} cells as one pack")
+    try:
+        with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
+            train_pack(worker.grid, [c.cell for c in members], worker.ctx, [c.directory for c in members],  # type: ignore[misc]
+                       lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
+    except PackDidNotStart as err:
+        worker.say(f"[yellow]the pack failed before its first step ({escape(str(err))}); its {len(members)} cells "
+                   "train alone[/]")
+        return False
+    except TrialLost as err:  # a member taken over while the pack wrote its files: nothing of it landed; a
+        # pack-mate whose summary was not written yet fails its evaluation and is queued again
+        worker.say(f"[yellow]{escape(str(err))}[/]")
+    return True
 
 
 def run_pack(worker: Worker, size: int) -> bool:
