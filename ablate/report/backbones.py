@@ -218,9 +218,11 @@ def section(frame: pd.DataFrame, grid: str, alignment: str, fidelity: str, out_d
              "settings; val loss compares only within a formulation. Parameters include the caption encoder.",
              markdown_table(final_values(frame, alignment, fidelity))]
     table, verdict = paper_comparison(frame, alignment, fidelity)
+    seeds = frame.groupby(["variant", "backbone"])["seed"].nunique()
+    side = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     parts += ["## Backbones against the paper",
               "Best-EMA checkpoint; each cell's fidelity and alignment averaged over its settings; a Welch test over "
-              "seeds compares MM-DiT with the best other backbone (two-sided; with 3 seeds a side it detects only "
+              f"seeds compares MM-DiT with the best other backbone (two-sided; with {side} seeds a side it detects only "
               "large differences, and the settings averaged share each seed's prompts and noise).", verdict]
     if len(table):
         parts.append(markdown_table(table))
