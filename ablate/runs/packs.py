@@ -143,9 +143,14 @@ def _train(worker: Worker, claims: list[_Claim]) -> None:
     groups = resume_groups(worker.grid, [c.cell for c in todo], steps)
     for group in groups:
         members = [todo[i] for i in group]
-        if len(members) == 1 or not _train_packed(worker, members):
-            for c in members:
-                _train_alone(worker, c)
+        key = pack_key(worker.grid, members[0].cell)  # type: ignore[arg-type]
+        packed = len(members) > 1 and key not in worker.unpackable
+        if packed and _train_packed(worker, members):
+            continue
+        if packed:  # it failed before its first step: this worker packs no more of these cells
+            worker.unpackable.add(key)
+        for c in members:
+            _train_alone(worker, c)
 
 
 def _train_alone(worker: Worker, c: _Claim) -> None:
@@ -160,8 +165,9 @@ def _train_alone(worker: Worker, c: _Claim) -> None:
 
 
 def _train_packed(worker: Worker, members: list[_Claim]) -> bool:
-    """Train ``members`` as one pack; False if the pack failed before its first step (its cells then train alone:
-    a pack only makes training faster, a member's record is the same alone)."""
+    """Train ``members`` as one pack; False if the pack failed before its first step (its cells then train alone,
+    and so do this worker's later cells of its pack key: a pack only makes training faster, a member's record is
+    the same alone)."""
     worker.say(f"training {len(members)} cells as one pack")
     try:
         with logs.to_file([c.directory / logs.CELL_LOG for c in members]):  # type: ignore[operator]
@@ -169,7 +175,7 @@ def _train_packed(worker: Worker, members: list[_Claim]) -> bool:
                        lambda k, err: _failed(worker, members[k], err), reporters=[c.reporter for c in members])
     except PackDidNotStart as err:
         worker.say(f"[yellow]the pack failed before its first step ({escape(str(err))}); its {len(members)} cells "
-                   "train alone[/]")
+                   "train alone, as will this worker's later cells of the same backbone and training config[/]")
         return False
     except TrialLost as err:  # a member taken over while the pack wrote its files: nothing of it landed; a
         # pack-mate whose summary was not written yet fails its evaluation and is queued again

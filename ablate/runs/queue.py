@@ -175,6 +175,7 @@ class Worker:
         self.claim_round = claim_round
         self.study = optuna.load_study(study_name=grid.name, storage=open_storage(url), sampler=_ClaimSampler())
         self.counts: Counter[str] = Counter()
+        self.unpackable: set[tuple] = set()  # pack keys whose pack failed before its first step: trained alone since
         self.lost: bool | str = False
         self.returned, self.trial_id = False, None
         self._waiting_for: list[int] = []
