@@ -25,7 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablate.report import paper
+from ablate.report import paper, ranking
 from ablate.report.statistics import SeedArray, average_ranks, rankdata, seed_array, spearman
 
 PERMUTATIONS = 20_000
@@ -122,7 +122,7 @@ def agreement(frame: pd.DataFrame, alignment: str, fidelity: str,
     """(headline table, sensitivity table, note): rho and its permutation p-value per reading, in the paper's
     pool. Both tables: reading, paper column, settings, variants, rho, p (one-sided), p (two-sided)."""
     shared = [v for v in paper.TABLE1 if v in set(frame["variant"])]
-    if "formulation_variant" in frame:  # a backbone axis: ranked as (variant, backbone) pairs
+    if ranking.ranks_pairs(frame):  # a backbone axis
         return pd.DataFrame(), pd.DataFrame(), (
             "This grid ranks (variant @ backbone) pairs; the paper's Table 1 ranks formulations on one backbone, so "
             "no rank correlation is drawn with it. Its backbone comparison (Figure 4) is under 'Backbones against the "

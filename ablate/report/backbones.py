@@ -36,7 +36,7 @@ def has_backbones(frame: pd.DataFrame) -> bool:
 
 def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
     """The records with ``variant`` read as ``"<variant> @ <backbone>"`` (``formulation`` keeps the name)."""
-    return frame.assign(formulation_variant=frame["variant"],
+    return frame.assign(formulation_variant=frame["variant"],  # the column ranking.ranks_pairs tests
                         variant=[ranking.pair_label(v, b) for v, b in zip(frame["variant"], frame["backbone"].fillna("dit"))])
 
 

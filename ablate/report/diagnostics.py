@@ -33,14 +33,14 @@ def completeness_line(frame: pd.DataFrame) -> str | None:
     if config is None:
         return None
     names = config["variants"]
-    if "formulation_variant" in frame:  # ranked as (variant, backbone) pairs
+    if ranking.ranks_pairs(frame):
         names = [ranking.pair_label(v, b) for b in config.get("backbones") or ["dit"] for v in config["variants"]]
     expected = {(v, d, int(s)) for v in names for d in config.get("datasets", []) for s in config.get("seeds", [])}
     found = set(zip(frame["variant"], frame["dataset"], frame["seed"].astype(int)))
     if not expected or expected <= found:
         return None
     none = [v for v in names if not any(c[0] == v for c in found)]
-    axes = "variants x backbones x datasets x seeds" if "formulation_variant" in frame else "variants x datasets x seeds"
+    axes = "variants x backbones x datasets x seeds" if ranking.ranks_pairs(frame) else "variants x datasets x seeds"
     return (f"INCOMPLETE GRID: {len(expected & found)} of the {len(expected)} cells of the grid ({axes}) have results; "
             "the ranks cover only those" + (f"; {len(none)} variants have none yet: {', '.join(none)}." if none else "."))
 
@@ -95,7 +95,7 @@ def deviations(frame: pd.DataFrame, variants: list[str]) -> list[str]:
         "multiples of 0.25, which fits 4 settings, not 12). Both are shown; the paper comparison uses '50 steps cfg5'.",
         (f"Rank pool: Table 1 ranks all {len(variants)} (variant @ backbone) pairs of this grid together; the "
          "paper ranks formulations on one backbone (its Table 1) and backbones on one formulation (its Figure 4)."
-         if "formulation_variant" in frame else
+         if ranking.ranks_pairs(frame) else
          f"Rank pool: Table 1 ranks all {len(variants)} variants of this grid together"
          + (f", including {len(outside)} the paper never ran ({', '.join(outside)}), which can move the others' "
             "ranks; the paper comparison re-ranks the paper's variants among themselves." if outside else ".")),

@@ -77,6 +77,12 @@ def pair_label(variant: str, backbone: str | None) -> str:
     return f"{variant} @ {backbone or 'dit'}"
 
 
+def ranks_pairs(frame: pd.DataFrame) -> bool:
+    """Whether ``frame``'s variants are (variant, backbone) pairs (:func:`pair_label`; the formulation is kept as
+    ``formulation_variant`` by :func:`ablate.report.backbones.label_variants`)."""
+    return "formulation_variant" in frame
+
+
 def directions(frame: pd.DataFrame, alignment: str, fidelity: str) -> tuple[bool, bool]:
     """(alignment: higher is better, fidelity: lower is better), as the records declare them."""
     return higher_is_better(frame, alignment, "alignment"), not higher_is_better(frame, fidelity, "fidelity")
