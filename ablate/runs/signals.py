@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -109,7 +109,7 @@ def settle() -> None:
         _traced.clear()
 
 
-def _unraisable_hook(previous: object) -> object:
+def _unraisable_hook(previous: Callable[[sys.UnraisableHookArgs], object]) -> Callable[[sys.UnraisableHookArgs], None]:
     """A ``sys.unraisablehook`` that raises an ignored :class:`Stopped` at the next line of the interrupted code
     (the frame that was running when the garbage collector ran the callback), and passes anything else on."""
 
@@ -117,7 +117,7 @@ def _unraisable_hook(previous: object) -> object:
         if isinstance(unraisable.exc_value, Stopped) and not _traced:
             _raise_on_return(sys._getframe(1), unraisable.exc_value.signum)
         else:
-            previous(unraisable)  # type: ignore[operator]
+            previous(unraisable)
 
     return hook
 
@@ -129,7 +129,7 @@ def stop_on_signals() -> Iterator[None]:
     _received = None
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     previous_hook = sys.unraisablehook
-    sys.unraisablehook = _unraisable_hook(previous_hook)  # type: ignore[assignment]
+    sys.unraisablehook = _unraisable_hook(previous_hook)
     try:
         yield
     finally:
