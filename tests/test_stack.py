@@ -119,12 +119,7 @@ def test_every_caption_conditioned_backbone_stacks_flat(name):
 
     from ablate.engine.stack import mode_for
 
-    nets = [encoder_network(name) for _ in range(K)]
-    for k, net in enumerate(nets):
-        torch.manual_seed(k)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.normal_(0, 0.1)
+    nets = _nets(lambda: encoder_network(name))
     assert mode_for(torch.device("cuda"), nets[0]) == "flat"
     g = torch.Generator().manual_seed(0)
     args = [(torch.randn(B, 2, 8, 8, generator=g), torch.rand(B, generator=g),
